@@ -1,0 +1,153 @@
+/*
+ * http1.h: incremental, zero-copy HTTP/1.x head parser and body framing (RFC 9112).
+ *
+ * Parsers are pure: they read a buffer that holds the start of a head, never copy header
+ * text, and describe the head as slices (pointer + length) into that buffer. The caller
+ * re-parses from the start when more bytes arrive (heads are small and bounded by
+ * limits.max_head_size). Body framing is a small state machine fed with whatever bytes
+ * arrived; it says how many of them belong to the body and when the body ended, so bytes
+ * can be forwarded as-is (chunked bodies are passed through, not re-encoded).
+ */
+#ifndef EXRELAY_HTTP1_H
+#define EXRELAY_HTTP1_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define HTTP1_NEED_MORE (-2)	/* the buffer is a valid prefix of a head: read more */
+#define HTTP1_ERROR     (-1)	/* invalid: see ->status and ->error */
+
+struct http1_slice {
+	const char *p;
+	size_t len;
+};
+
+struct http1_header {
+	struct http1_slice name;	/* as sent: case kept */
+	struct http1_slice value;	/* leading and trailing OWS removed */
+};
+
+/* Body framing kinds, for requests and responses. */
+#define HTTP1_BODY_KINDS(X) \
+	X(BODY_NONE)	/* no body (no CL/TE on a request; HEAD/1xx/204/304 responses) */ \
+	X(BODY_LENGTH)	/* Content-Length bytes */ \
+	X(BODY_CHUNKED)	/* Transfer-Encoding: chunked */ \
+	X(BODY_CLOSE)	/* response delimited by the backend closing */ \
+	X(BODY_TUNNEL)	/* after 101 Switching Protocols or a 2xx CONNECT: raw bytes both ways */
+
+enum http1_body_kind {
+#define X(n) HTTP1_##n,
+	HTTP1_BODY_KINDS(X)
+#undef X
+};
+const char *http1_body_kind_str(enum http1_body_kind k);
+
+/* Parse limits, from limits = { ... } in the configuration. */
+struct http1_limits {
+	size_t max_head_size;	/* bytes of request/status line + headers + final CRLF */
+	size_t max_headers;	/* header fields; also the capacity of the caller's array */
+};
+
+struct http1_request {
+	struct http1_slice method;	/* any RFC 9110 token, e.g. RPC_IN_DATA */
+	struct http1_slice target;	/* as sent */
+	struct http1_slice path;	/* origin-form part of target: from its first '/' (before '?') */
+					/* len 0 for CONNECT and for absolute-form without a path
+					 * ("http://h" or "http://h?q"): send "/" then; "*" for OPTIONS * */
+	struct http1_slice query;	/* after '?', without it; len 0 if none */
+	struct http1_slice authority;	/* absolute-form: host[:port] of the target, else len 0 */
+	struct http1_slice host;	/* Host header value (or authority for absolute-form) */
+	int minor;			/* 0 or 1: HTTP/1.minor */
+	struct http1_header *headers;	/* the caller's array (capacity limits.max_headers) */
+	size_t nheaders;
+	size_t head_len;		/* bytes of the head including the final CRLF */
+
+	enum http1_body_kind body;	/* BODY_NONE, BODY_LENGTH or BODY_CHUNKED */
+	uint64_t content_length;	/* for BODY_LENGTH (up to 2^63-1; 0 is BODY_LENGTH too) */
+	bool keep_alive;		/* by version and Connection tokens */
+	bool expect_continue;		/* Expect: 100-continue (HTTP/1.1 only; other values ignored) */
+	bool upgrade;			/* Upgrade header present and Connection names "upgrade" */
+	bool is_connect;		/* CONNECT method (refused by the relay with 501/405) */
+	bool absolute_form;
+
+	int status;			/* on HTTP1_ERROR: 400, 414, 431, 501 or 505 */
+	const char *error;		/* on HTTP1_ERROR: a short static reason for the log */
+};
+
+struct http1_response {
+	int minor;
+	int status;			/* 100..999 */
+	struct http1_slice reason;
+	struct http1_header *headers;
+	size_t nheaders;
+	size_t head_len;
+
+	enum http1_body_kind body;	/* any kind */
+	uint64_t content_length;
+	bool keep_alive;		/* the backend is willing to keep the connection */
+
+	const char *error;		/* on HTTP1_ERROR: short static reason (the relay answers 502) */
+};
+
+/*
+ * Parses a request head at the start of buf[0..len).
+ * Returns head_len (> 0) when a complete valid head is there (fields of req filled, headers
+ * in req->headers which the caller points at an array of lim->max_headers entries);
+ * HTTP1_NEED_MORE when buf is a valid proper prefix and shorter than lim->max_head_size;
+ * HTTP1_ERROR with req->status and req->error otherwise:
+ *   400 malformed line or field (whitespace before ':', obs-fold, bare CR/LF, NUL or CTL in a
+ *       value, bad token, bad version), missing/repeated/invalid Host on HTTP/1.1, invalid or
+ *       conflicting Content-Length, Content-Length together with Transfer-Encoding,
+ *   414 request line longer than max_head_size (no CRLF yet at the limit),
+ *   431 head longer than max_head_size or more than max_headers fields,
+ *   501 Transfer-Encoding other than "chunked" (e.g. gzip, or chunked not last),
+ *   505 HTTP version other than 1.0/1.1.
+ * Leading empty lines (CRLF) before a request line are skipped (RFC 9112 2.2) and count in head_len.
+ */
+ssize_t http1_parse_request(const char *buf, size_t len, const struct http1_limits *lim,
+    struct http1_request *req);
+
+/*
+ * Parses a response head at the start of buf[0..len); req_method is the method of the request
+ * it answers (HEAD and CONNECT change framing). Same return values; on HTTP1_ERROR only
+ * resp->error is set (the relay answers 502 and does not reuse that backend connection).
+ * Framing per RFC 9112 6.3: 1xx/204/304/HEAD -> BODY_NONE, 101 -> BODY_TUNNEL, chunked,
+ * Content-Length, else BODY_CLOSE. CL+TE together, invalid CL, TE not ending in chunked
+ * (unless BODY_CLOSE applies) are errors.
+ */
+ssize_t http1_parse_response(const char *buf, size_t len, const struct http1_limits *lim,
+    struct http1_slice req_method, struct http1_response *resp);
+
+/* Finds the first header named name (case-insensitive); NULL if none. */
+const struct http1_header *http1_find_header(const struct http1_header *h, size_t n, const char *name);
+
+/* True when the comma-separated list value contains token (case-insensitive, OWS trimmed). */
+bool http1_list_has(struct http1_slice value, const char *token);
+
+/* Body framing state, fed with the bytes that follow the head. */
+struct http1_body {
+	enum http1_body_kind kind;
+	uint64_t remaining;		/* BODY_LENGTH: bytes left; BODY_CHUNKED: data bytes left in chunk */
+	int state;			/* chunked parser state (private) */
+	unsigned ext_len;		/* chunked: bytes of chunk-ext / trailer line seen (bounded) */
+	unsigned trailer_bytes;		/* chunked: total trailer size (bounded) */
+	bool done;			/* the body has ended: the next byte is the next message */
+	const char *error;		/* on -1 */
+};
+
+/* Starts framing a body of the given kind (content_length for BODY_LENGTH). done is set at
+ * once for BODY_NONE and for BODY_LENGTH with content_length 0. */
+void http1_body_init(struct http1_body *b, enum http1_body_kind kind, uint64_t content_length);
+
+/*
+ * Feeds buf[0..len) to the framing state. Returns how many of those bytes belong to the body
+ * (0..len; all of them for BODY_CLOSE/BODY_TUNNEL), setting b->done when the body's last byte
+ * was among them (then bytes after the returned count belong to the next message); or -1 on
+ * a framing error (bad chunk size, overflow, missing CRLF, bare LF, chunk-ext or trailers over
+ * their bounds) with b->error set. Never reads past len; never stores pointers into buf.
+ */
+ssize_t http1_body_feed(struct http1_body *b, const char *buf, size_t len);
+
+#endif

@@ -1,0 +1,276 @@
+/*
+ * main.c: the command line, start-up (configuration, logs, listeners, privileges), the
+ * signals (SIGHUP reload, SIGTERM/SIGINT drain, SIGUSR1 log reopen) and the event loop.
+ */
+#include "autoconf.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gnutls/gnutls.h>
+#include <libconfig.h>
+
+#include "relay.h"
+
+#ifndef SYSCONFDIR
+#define SYSCONFDIR "/etc"
+#endif
+
+struct relay_state relay;
+
+void listener_report(struct listener *head);
+
+static const char *conf_path = SYSCONFDIR "/exrelay/exrelay.conf";
+static ev_signal sig_hup, sig_term, sig_int, sig_usr1;
+static ev_timer drain_timer;
+static ev_check drain_check;
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: exrelay [-f FILE] [-t] [-d] [-p PIDFILE] [-V] [-h]\n"
+	    "  -f FILE     configuration file (default %s)\n"
+	    "  -t          check the configuration and exit\n"
+	    "  -d          run in the background (daemonize)\n"
+	    "  -p PIDFILE  write the process id there (overrides global.pidfile)\n"
+	    "  -V          print the versions of exrelay, GnuTLS, libev and libconfig\n"
+	    "  -h          this help\n", SYSCONFDIR "/exrelay/exrelay.conf");
+}
+
+static void
+version(void)
+{
+	printf("exrelay %s\nGnuTLS %s\nlibev %d.%d\nlibconfig %d.%d.%d\n", PACKAGE_VERSION,
+	    gnutls_check_version(NULL), ev_version_major(), ev_version_minor(),
+	    LIBCONFIG_VER_MAJOR, LIBCONFIG_VER_MINOR, LIBCONFIG_VER_REVISION);
+}
+
+/* Applies the log settings of cfg; -1 with a message on stderr. */
+static int
+apply_logs(const struct config *cfg)
+{
+	if (log_open(cfg->error_log, cfg->log_level) == -1) {
+		fprintf(stderr, "exrelay: cannot open error log %s: %s\n", cfg->error_log, strerror(errno));
+		return -1;
+	}
+	if (log_access_open(cfg->access_log, cfg->access_format) == -1) {
+		log_error("cannot open access log %s: %s", cfg->access_log, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static void
+reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	char err[1024];
+	struct config *cfg;
+	struct listener *list;
+	(void)loop; (void)w; (void)revents;
+
+	if (relay.draining)
+		return;
+	if (!(cfg = config_load(conf_path, err, sizeof(err)))) {
+		log_error("reload failed, keeping the running configuration: %s", err);
+		return;
+	}
+	if (listener_setup(cfg, &list, err, sizeof(err)) == -1) {
+		log_error("reload failed, keeping the running configuration: %s", err);
+		config_unref(cfg);
+		return;
+	}
+	listener_free_all(relay.listeners, true);
+	relay.listeners = list;
+	listener_start(list);
+	config_unref(relay.cfg);
+	relay.cfg = cfg;
+	if (log_open(cfg->error_log, cfg->log_level) == -1 ||
+	    log_access_open(cfg->access_log, cfg->access_format) == -1)
+		log_error("reload: cannot open a log file: %s", strerror(errno));
+	listener_report(list);
+	log_info("configuration reloaded from %s", conf_path);
+}
+
+static void
+drain_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)w; (void)revents;
+	log_info("drain timeout: closing %ld connection(s)", relay.nconns);
+	conn_close_all("drain timeout");
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static void
+drain_check_cb(struct ev_loop *loop, ev_check *w, int revents)
+{
+	(void)w; (void)revents;
+	if (relay.draining && relay.nconns == 0)
+		ev_break(loop, EVBREAK_ALL);
+}
+
+static void
+term_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	(void)revents;
+	if (relay.draining) {
+		log_info("second stop signal: closing now");
+		conn_close_all("stop");
+		ev_break(loop, EVBREAK_ALL);
+		return;
+	}
+	relay.draining = true;
+	log_info("signal %d: draining %ld connection(s) for up to %g s", w->signum, relay.nconns,
+	    relay.cfg->drain_timeout);
+	/* Stop accepting traffic; the admin and agent ports keep answering (draining). */
+	for (struct listener *l = relay.listeners; l; l = l->next)
+		if (l->lcfg->role == ROLE_TRAFFIC) {
+			ev_io_stop(loop, &l->io);
+			close(l->fd);
+			l->fd = -1;
+		}
+	conn_drain_idle();
+	ev_timer_init(&drain_timer, drain_timeout_cb, relay.cfg->drain_timeout, 0.);
+	ev_timer_start(loop, &drain_timer);
+	ev_check_init(&drain_check, drain_check_cb);
+	ev_check_start(loop, &drain_check);
+}
+
+static void
+usr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	(void)loop; (void)w; (void)revents;
+	log_reopen();
+	log_info("log files reopened");
+}
+
+/* Drops root privileges to user/group after binding; -1 when that fails. */
+static int
+drop_privileges(const struct config *cfg)
+{
+	if (!cfg->user && !cfg->group)
+		return 0;
+	if (geteuid() != 0)
+		return 0;
+	struct passwd *pw = cfg->user ? getpwnam(cfg->user) : NULL;
+	struct group *gr = cfg->group ? getgrnam(cfg->group) : NULL;
+	if ((cfg->user && !pw) || (cfg->group && !gr)) {
+		log_error("unknown %s \"%s\"", cfg->user && !pw ? "user" : "group",
+		    cfg->user && !pw ? cfg->user : cfg->group);
+		return -1;
+	}
+	gid_t gid = gr ? gr->gr_gid : pw->pw_gid;
+	if (setgroups(0, NULL) == -1 || setgid(gid) == -1 || (pw && initgroups(pw->pw_name, gid) == -1) ||
+	    (pw && setuid(pw->pw_uid) == -1)) {
+		log_error("cannot drop privileges: %s", strerror(errno));
+		return -1;
+	}
+	if (pw && (setuid(0) == 0 || geteuid() == 0)) {
+		log_error("privileges could be regained after dropping them; refusing to run");
+		return -1;
+	}
+	return 0;
+}
+
+static int
+write_pidfile(const char *path)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0) {
+		log_error("cannot write pidfile %s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	char err[1024];
+	bool test = false, daemonize = false;
+	const char *pidfile = NULL;
+	int ch;
+
+	while ((ch = getopt(argc, argv, "f:tdp:Vh")) != -1) {
+		switch (ch) {
+		case 'f': conf_path = optarg; break;
+		case 't': test = true; break;
+		case 'd': daemonize = true; break;
+		case 'p': pidfile = optarg; break;
+		case 'V': version(); return 0;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 1;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 1;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	struct config *cfg = config_load(conf_path, err, sizeof(err));
+	if (!cfg) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	if (test) {
+		printf("configuration OK\n");
+		config_unref(cfg);
+		return 0;
+	}
+	relay.cfg = cfg;
+	relay.loop = ev_default_loop(EVFLAG_AUTO);
+	if (apply_logs(cfg) == -1)
+		return 2;
+	if (listener_setup(cfg, &relay.listeners, err, sizeof(err)) == -1) {
+		log_error("%s", err);
+		return 2;
+	}
+	if (drop_privileges(cfg) == -1)
+		return 2;
+	if (daemonize && daemon(0, 0) == -1) {
+		log_error("daemon: %s", strerror(errno));
+		return 2;
+	}
+	if (daemonize)
+		ev_loop_fork(relay.loop);
+	if (!pidfile)
+		pidfile = cfg->pidfile;
+	if (pidfile && write_pidfile(pidfile) == -1)
+		return 2;
+
+	ev_signal_init(&sig_hup, reload_cb, SIGHUP);
+	ev_signal_init(&sig_term, term_cb, SIGTERM);
+	ev_signal_init(&sig_int, term_cb, SIGINT);
+	ev_signal_init(&sig_usr1, usr1_cb, SIGUSR1);
+	ev_signal_start(relay.loop, &sig_hup);
+	ev_signal_start(relay.loop, &sig_term);
+	ev_signal_start(relay.loop, &sig_int);
+	ev_signal_start(relay.loop, &sig_usr1);
+	listener_start(relay.listeners);
+	listener_report(relay.listeners);
+	log_info("exrelay %s started (pid %d, %zu listener(s), %zu backend(s), %zu route(s))", PACKAGE_VERSION,
+	    (int)getpid(), cfg->nlisteners, cfg->nbackends, cfg->nroutes);
+
+	ev_run(relay.loop, 0);
+
+	conn_close_all("stop");
+	listener_free_all(relay.listeners, true);
+	if (pidfile)
+		unlink(pidfile);
+	log_info("stopped");
+	config_unref(relay.cfg);
+	buf_pool_drain();
+	ev_loop_destroy(relay.loop);
+	log_close();
+	return 0;
+}

@@ -1,0 +1,412 @@
+/*
+ * rewrite.c: builds the heads exrelay sends (DESIGN.md, "What the backend receives"): the
+ * request head to a backend, the response head to the client, exrelay's own short responses.
+ *
+ * Pure: no I/O, no allocation. Every head is written in one pass from the parser's slices into
+ * the caller's buffer through a bounded writer that never writes past cap; running out of room
+ * is reported as -1, never truncated output.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <string.h>
+
+#include "rewrite.h"
+
+/* A bounded output buffer: once an append does not fit, nothing more is written. */
+struct rw_buf {
+	char *p;
+	size_t cap;
+	size_t len;
+	bool full;
+};
+
+/* Appends s[0..n), or marks the buffer full. */
+static void
+rw_put(struct rw_buf *b, const char *s, size_t n)
+{
+	if (b->full || n > b->cap - b->len) {
+		b->full = true;
+		return;
+	}
+	if (n > 0)
+		memcpy(b->p + b->len, s, n);
+	b->len += n;
+}
+
+/* Appends a C string. */
+static void
+rw_str(struct rw_buf *b, const char *s)
+{
+	rw_put(b, s, strlen(s));
+}
+
+/* Appends a slice. */
+static void
+rw_slice(struct rw_buf *b, struct http1_slice s)
+{
+	rw_put(b, s.p, s.len);
+}
+
+/* Appends an unsigned number in decimal. */
+static void
+rw_uint(struct rw_buf *b, unsigned long long v)
+{
+	char tmp[24];
+	size_t i = sizeof(tmp);
+
+	do {
+		tmp[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	rw_put(b, tmp + i, sizeof(tmp) - i);
+}
+
+/* Appends "name: value\r\n". */
+static void
+rw_field(struct rw_buf *b, struct http1_slice name, struct http1_slice value)
+{
+	rw_slice(b, name);
+	rw_put(b, ": ", 2);
+	rw_slice(b, value);
+	rw_put(b, "\r\n", 2);
+}
+
+/* The writer's result: bytes written, or -1 when it ran out of room. */
+static ssize_t
+rw_done(const struct rw_buf *b)
+{
+	return b->full ? -1 : (ssize_t)b->len;
+}
+
+/* ASCII lower case, independent of the locale. */
+static int
+rw_lower(int c)
+{
+	return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
+}
+
+/* True when a[0..an) and b[0..bn) are equal, ASCII case-insensitively. */
+static bool
+rw_eq(const char *a, size_t an, const char *b, size_t bn)
+{
+	size_t i;
+
+	if (an != bn)
+		return false;
+	for (i = 0; i < an; i++)
+		if (rw_lower((unsigned char)a[i]) != rw_lower((unsigned char)b[i]))
+			return false;
+	return true;
+}
+
+/* True when the slice equals the C string, case-insensitively. */
+static bool
+rw_is(struct http1_slice s, const char *name)
+{
+	return rw_eq(s.p, s.len, name, strlen(name));
+}
+
+/* True when the comma-separated list value has an element equal to token (OWS trimmed). */
+static bool
+rw_list_has(struct http1_slice value, struct http1_slice token)
+{
+	size_t i = 0, s, e;
+
+	while (i <= value.len) {
+		s = i;
+		while (i < value.len && value.p[i] != ',')
+			i++;
+		e = i;
+		while (s < e && (value.p[s] == ' ' || value.p[s] == '\t'))
+			s++;
+		while (e > s && (value.p[e - 1] == ' ' || value.p[e - 1] == '\t'))
+			e--;
+		if (rw_eq(value.p + s, e - s, token.p, token.len))
+			return true;
+		i++;			/* past the ',' (or the end) */
+	}
+	return false;
+}
+
+/* True when some Connection field of h[0..n) lists name as a connection option. */
+static bool
+rw_named_by_connection(const struct http1_header *h, size_t n, struct http1_slice name)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (rw_is(h[i].name, "Connection") && rw_list_has(h[i].value, name))
+			return true;
+	return false;
+}
+
+/*
+ * True for the fields that are hop-by-hop whatever Connection says (Upgrade is decided by the
+ * caller). Host, Content-Length and Transfer-Encoding are never removed, even when Connection
+ * names them: the body is forwarded as-is, so its framing must reach the backend unchanged.
+ */
+static bool
+rw_always_hop(struct http1_slice name)
+{
+	return rw_is(name, "Connection") || rw_is(name, "Keep-Alive") ||
+	    rw_is(name, "Proxy-Connection") || rw_is(name, "TE");
+}
+
+/* True for fields that Connection may not remove (see rw_always_hop). */
+static bool
+rw_protected(struct http1_slice name)
+{
+	return rw_is(name, "Host") || rw_is(name, "Content-Length") ||
+	    rw_is(name, "Transfer-Encoding");
+}
+
+/* True when an add_headers entry ("Name: value") sets the field name. */
+static bool
+rw_added(const struct rewrite_request_ctx *ctx, struct http1_slice name)
+{
+	const char *colon;
+	size_t i;
+
+	for (i = 0; i < ctx->nadd; i++) {
+		colon = strchr(ctx->add_headers[i], ':');
+		if (colon != NULL && rw_eq(ctx->add_headers[i], (size_t)(colon - ctx->add_headers[i]),
+		    name.p, name.len))
+			return true;
+	}
+	return false;
+}
+
+/* True when the client's field h must not reach the backend. */
+static bool
+rw_request_drops(const struct http1_request *req, const struct rewrite_request_ctx *ctx,
+    const struct http1_header *h)
+{
+	if (rw_always_hop(h->name) || rw_is(h->name, "X-Forwarded-For") ||
+	    rw_is(h->name, "X-Forwarded-Proto") || rw_is(h->name, "Forwarded") ||
+	    rw_is(h->name, "X-Real-IP"))
+		return true;
+	if (rw_is(h->name, "Upgrade"))
+		return !req->upgrade;
+	if (rw_protected(h->name))
+		return false;
+	return rw_named_by_connection(req->headers, req->nheaders, h->name) || rw_added(ctx, h->name);
+}
+
+/* Writes the request line, origin-form for an absolute-form target. */
+static void
+rw_request_line(struct rw_buf *b, const struct http1_request *req)
+{
+	rw_slice(b, req->method);
+	rw_put(b, " ", 1);
+	if (!req->absolute_form) {
+		rw_slice(b, req->target);
+	} else {
+		if (req->path.len > 0)
+			rw_slice(b, req->path);
+		else if (req->query.len == 0 && rw_eq(req->method.p, req->method.len, "OPTIONS", 7))
+			rw_put(b, "*", 1);	/* RFC 9112 3.2.4 */
+		else
+			rw_put(b, "/", 1);
+		if (req->query.len > 0) {
+			rw_put(b, "?", 1);
+			rw_slice(b, req->query);
+		}
+	}
+	rw_put(b, req->minor == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n", 11);
+}
+
+/* Writes exrelay's X-Forwarded-For, X-Forwarded-Proto, X-Real-IP and Forwarded fields. */
+static void
+rw_forwarded(struct rw_buf *b, const struct rewrite_request_ctx *ctx)
+{
+	const char *addr = ctx->client_addr, *proto = ctx->https ? "https" : "http";
+	bool known = addr != NULL && addr[0] != '\0';
+
+	if (known) {
+		rw_str(b, "X-Forwarded-For: ");
+		rw_str(b, addr);
+		rw_put(b, "\r\n", 2);
+	}
+	rw_str(b, "X-Forwarded-Proto: ");
+	rw_str(b, proto);
+	rw_put(b, "\r\n", 2);
+	if (known) {
+		rw_str(b, "X-Real-IP: ");
+		rw_str(b, addr);
+		rw_put(b, "\r\n", 2);
+	}
+	rw_str(b, "Forwarded: for=");
+	if (!known) {
+		rw_str(b, "unknown");
+	} else if (strchr(addr, ':') != NULL) {
+		rw_str(b, "\"[");
+		rw_str(b, addr);
+		rw_str(b, "]\"");
+	} else {
+		rw_str(b, addr);
+	}
+	rw_str(b, ";proto=");
+	rw_str(b, proto);
+	rw_put(b, "\r\n", 2);
+}
+
+/*
+ * Writes the backend's request head (see rewrite.h). Decisions beyond the header comment:
+ * Connection cannot remove Host, Content-Length or Transfer-Encoding; client fields with the
+ * name of an add_headers field are dropped (the configured value wins); with no client address
+ * X-Forwarded-For and X-Real-IP are left out and Forwarded says for=unknown.
+ */
+ssize_t
+rewrite_request(char *out, size_t cap, const struct http1_request *req,
+    const struct rewrite_request_ctx *ctx)
+{
+	struct rw_buf b = { out, cap, 0, false };
+	bool new_host, has_host = false;
+	size_t i;
+
+	rw_request_line(&b, req);
+	new_host = req->absolute_form && req->authority.len > 0;
+	for (i = 0; new_host && i < req->nheaders; i++)
+		if (rw_is(req->headers[i].name, "Host"))
+			has_host = true;
+	if (new_host && !has_host)
+		rw_field(&b, (struct http1_slice){ "Host", 4 }, req->authority);
+	for (i = 0; i < req->nheaders; i++) {
+		const struct http1_header *h = &req->headers[i];
+
+		if (rw_request_drops(req, ctx, h))
+			continue;
+		rw_field(&b, h->name, new_host && rw_is(h->name, "Host") ? req->authority : h->value);
+	}
+	rw_forwarded(&b, ctx);
+	for (i = 0; i < ctx->nadd; i++) {
+		rw_str(&b, ctx->add_headers[i]);
+		rw_put(&b, "\r\n", 2);
+	}
+	if (req->upgrade)
+		rw_str(&b, "Connection: Upgrade\r\n");
+	else if (req->minor == 0 && req->keep_alive)
+		rw_str(&b, "Connection: keep-alive\r\n");
+	rw_put(&b, "\r\n", 2);
+	return rw_done(&b);
+}
+
+/* True when the backend's field h must not reach the client. */
+static bool
+rw_response_drops(const struct http1_response *resp, const struct http1_header *h)
+{
+	if (rw_always_hop(h->name))
+		return true;
+	if (rw_is(h->name, "Upgrade"))
+		return resp->status != 101;
+	if (rw_protected(h->name))
+		return false;
+	return rw_named_by_connection(resp->headers, resp->nheaders, h->name);
+}
+
+/*
+ * Writes the client's response head (see rewrite.h). A 101 always gets "Connection: Upgrade"
+ * (close and HTTP/1.0 do not apply to a tunnel); other 1xx get no Connection field.
+ */
+ssize_t
+rewrite_response(char *out, size_t cap, const struct http1_response *resp,
+    const struct rewrite_response_ctx *ctx)
+{
+	struct rw_buf b = { out, cap, 0, false };
+	size_t i;
+
+	rw_put(&b, resp->minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ", 9);
+	rw_uint(&b, (unsigned)resp->status);
+	rw_put(&b, " ", 1);
+	rw_slice(&b, resp->reason);
+	rw_put(&b, "\r\n", 2);
+	for (i = 0; i < resp->nheaders; i++)
+		if (!rw_response_drops(resp, &resp->headers[i]))
+			rw_field(&b, resp->headers[i].name, resp->headers[i].value);
+	if (resp->status == 101)
+		rw_str(&b, "Connection: Upgrade\r\n");
+	else if (resp->status >= 200 && ctx->close)
+		rw_str(&b, "Connection: close\r\n");
+	else if (resp->status >= 200 && ctx->client_http10)
+		rw_str(&b, "Connection: keep-alive\r\n");
+	rw_put(&b, "\r\n", 2);
+	return rw_done(&b);
+}
+
+struct rw_reason {
+	int status;
+	const char *reason;
+};
+
+static const struct rw_reason rw_reasons[] = {
+	{ 100, "Continue" }, { 101, "Switching Protocols" }, { 103, "Early Hints" },
+	{ 200, "OK" }, { 201, "Created" }, { 202, "Accepted" }, { 204, "No Content" },
+	{ 206, "Partial Content" }, { 207, "Multi-Status" },
+	{ 301, "Moved Permanently" }, { 302, "Found" }, { 303, "See Other" },
+	{ 304, "Not Modified" }, { 307, "Temporary Redirect" }, { 308, "Permanent Redirect" },
+	{ 400, "Bad Request" }, { 401, "Unauthorized" }, { 403, "Forbidden" }, { 404, "Not Found" },
+	{ 405, "Method Not Allowed" }, { 408, "Request Timeout" }, { 409, "Conflict" },
+	{ 411, "Length Required" }, { 413, "Content Too Large" }, { 414, "URI Too Long" },
+	{ 415, "Unsupported Media Type" }, { 417, "Expectation Failed" },
+	{ 421, "Misdirected Request" }, { 426, "Upgrade Required" }, { 429, "Too Many Requests" },
+	{ 431, "Request Header Fields Too Large" },
+	{ 500, "Internal Server Error" }, { 501, "Not Implemented" }, { 502, "Bad Gateway" },
+	{ 503, "Service Unavailable" }, { 504, "Gateway Timeout" },
+	{ 505, "HTTP Version Not Supported" },
+};
+
+/* The standard reason phrase of status, or "Unknown". */
+const char *
+rewrite_reason(int status)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(rw_reasons) / sizeof(rw_reasons[0]); i++)
+		if (rw_reasons[i].status == status)
+			return rw_reasons[i].reason;
+	return "Unknown";
+}
+
+/*
+ * Writes one of exrelay's own responses (see rewrite.h). Responses that cannot have content
+ * (1xx, 204, 304) get neither Content-Type, Content-Length nor a body; a 1xx gets no
+ * "Connection: close" either (it is not the final response).
+ */
+ssize_t
+rewrite_status_response(char *out, size_t cap, int status, bool close,
+    const char *extra_headers, const char *body, bool head_only)
+{
+	struct rw_buf b = { out, cap, 0, false };
+	const char *reason = rewrite_reason(status);
+	bool content = status >= 200 && status != 204 && status != 304;
+	size_t blen = body != NULL ? strlen(body) : strlen(reason) + 1;
+
+	if (status < 100 || status > 999)
+		return -1;
+	rw_str(&b, "HTTP/1.1 ");
+	rw_uint(&b, (unsigned)status);
+	rw_put(&b, " ", 1);
+	rw_str(&b, reason);
+	rw_put(&b, "\r\n", 2);
+	if (content) {
+		rw_str(&b, "Content-Type: text/plain\r\nContent-Length: ");
+		rw_uint(&b, blen);
+		rw_put(&b, "\r\n", 2);
+	}
+	if (close && status >= 200)
+		rw_str(&b, "Connection: close\r\n");
+	if (extra_headers != NULL)
+		rw_str(&b, extra_headers);
+	rw_put(&b, "\r\n", 2);
+	if (content && !head_only) {
+		if (body != NULL) {
+			rw_put(&b, body, blen);
+		} else {
+			rw_str(&b, reason);
+			rw_put(&b, "\n", 1);
+		}
+	}
+	return rw_done(&b);
+}

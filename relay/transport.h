@@ -1,0 +1,30 @@
+/*
+ * transport.h: how a connection half moves bytes: plain sockets (sock.c) or, later, GnuTLS
+ * sessions (tls.c) behind one ops table, so the HTTP code never knows which it talks to.
+ */
+#ifndef EXRELAY_TRANSPORT_H
+#define EXRELAY_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+struct half;
+
+struct transport_ops {
+	const char *name;
+	/* > 0 bytes read; 0 orderly end; -1 with errno (EAGAIN: wait for h->want). Never len 0. */
+	ssize_t (*recv)(struct half *h, void *buf, size_t len);
+	/* > 0 bytes written; -1 with errno (EAGAIN: wait for h->want; retry with the same bytes). */
+	ssize_t (*send)(struct half *h, const void *buf, size_t len);
+	/* Ends our sending direction (FIN, or close_notify then FIN). 0 or -1 with errno. */
+	int (*shutdown_wr)(struct half *h);
+	/* True when the transport holds decrypted bytes not yet returned by recv. */
+	bool (*pending)(struct half *h);
+	/* Releases transport state (not the fd). */
+	void (*release)(struct half *h);
+};
+
+extern const struct transport_ops sock_ops;
+
+#endif

@@ -1,0 +1,547 @@
+"""
+harness.py: process harness and TAP output for exrelay's Python integration tests.
+
+A test script does:
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+    from harness import *
+    ex = start_standin(ping_interval=0)        # Exchange stand-in (tests/standin/exchange.py)
+    ap = start_apache(free_port())             # Debian's apache2, unprivileged, in a temp dir
+    relay = start_exrelay(config_text, ports=[port])
+    ok(cond, "name"); is_(got, want, "name"); diag("...")
+    done()
+
+Everything started here is registered and stopped at exit (normal exit, exception, SIGTERM,
+SIGINT, SIGHUP), each process in its own process group so that nothing outlives the test. Every wait
+has a deadline; nothing sleeps a fixed time. Temporary directories are removed at exit unless
+EXRELAY_TEST_KEEP=1 is set (their paths are then printed as TAP diagnostics).
+"""
+
+import atexit
+import json
+import os
+import pwd
+import grp
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+LIB_DIR = os.path.dirname(os.path.abspath(__file__))
+TESTS_DIR = os.path.dirname(LIB_DIR)
+STANDIN = os.path.join(TESTS_DIR, "standin", "exchange.py")
+APACHE_BIN = "/usr/sbin/apache2"
+APACHE_MODULES = "/usr/lib/apache2/modules"
+
+__all__ = ["ok", "is_", "diag", "done", "skip_all", "bail_out", "free_port", "wait_port", "wait_for",
+           "start_standin", "start_apache", "start_exrelay", "exrelay_path", "tmpdir", "cleanup"]
+
+# ----------------------------------------------------------------------------------------------
+# TAP
+# ----------------------------------------------------------------------------------------------
+
+_tap = {"n": 0, "failed": 0}
+_tap_lock = threading.Lock()
+
+
+def ok(cond, name=""):
+    """Reports one test point (`ok N - name` or `not ok N - name`); returns bool(cond)."""
+    with _tap_lock:
+        _tap["n"] += 1
+        if not cond:
+            _tap["failed"] += 1
+        print("%sok %d - %s" % ("" if cond else "not ", _tap["n"], name.replace("\n", " ")), flush=True)
+    return bool(cond)
+
+
+def is_(got, want, name=""):
+    """Test point comparing got == want; on failure prints both as diagnostics."""
+    res = ok(got == want, name)
+    if not res:
+        diag("     got: %r" % (got,))
+        diag("expected: %r" % (want,))
+    return res
+
+
+def diag(msg):
+    """Prints a diagnostic (`# ...`, one per line) that TAP consumers show but do not count."""
+    for line in str(msg).splitlines() or [""]:
+        print("# " + line, flush=True)
+
+
+def done():
+    """Prints the plan, cleans up, and exits with 1 if any test point failed (else 0)."""
+    print("1..%d" % _tap["n"], flush=True)
+    cleanup()
+    sys.exit(1 if _tap["failed"] or _tap["n"] == 0 else 0)
+
+
+def skip_all(reason):
+    """Skips the whole script: prints `1..0 # SKIP reason` and exits 0."""
+    print("1..0 # SKIP %s" % reason, flush=True)
+    cleanup()
+    sys.exit(0)
+
+
+def bail_out(reason):
+    """Aborts the whole run (`Bail out! reason`), cleaning up first; exits 1."""
+    print("Bail out! %s" % reason, flush=True)
+    cleanup()
+    sys.exit(1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Ports and waiting
+# ----------------------------------------------------------------------------------------------
+
+def free_port(host="127.0.0.1"):
+    """Returns a TCP port that was free a moment ago (bind port 0, read it, close)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=10.0, interval=0.02):
+    """Polls predicate() every `interval` s until it returns a true value or `timeout` s pass.
+
+    Returns the last value of predicate() (falsy on timeout). Exceptions from the predicate count
+    as false while time remains.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except Exception:
+            value = None
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+def wait_port(host, port, timeout=10.0, alive=None):
+    """Polls a TCP connect to host:port every 20 ms until it succeeds or `timeout` s pass.
+
+    `alive`, if given, is a callable that returns False when the process that should open the
+    port has died (the wait then ends at once). Returns True when the port accepted.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            return False
+        try:
+            with socket.create_connection((host, port), timeout=max(0.05, deadline - time.monotonic())):
+                return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+# ----------------------------------------------------------------------------------------------
+# Registry of things to clean up
+# ----------------------------------------------------------------------------------------------
+
+_started = []           # objects with .stop(), stopped in reverse order
+_tmpdirs = []
+_cleaned = [False]
+
+
+def tmpdir(prefix="exrelay-test-"):
+    """Creates a temporary directory that is removed at exit (kept with EXRELAY_TEST_KEEP=1)."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    _tmpdirs.append(d)
+    return d
+
+
+def cleanup():
+    """Stops everything started (last first) and removes temporary directories. Idempotent."""
+    if _cleaned[0]:
+        return
+    _cleaned[0] = True
+    for obj in reversed(_started):
+        try:
+            obj.stop()
+        except Exception as e:          # cleanup must go on
+            print("# cleanup: %s: %s" % (type(obj).__name__, e), flush=True)
+    keep = os.environ.get("EXRELAY_TEST_KEEP") == "1"
+    for d in _tmpdirs:
+        if keep:
+            print("# kept %s" % d, flush=True)
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _on_signal(signum, frame):
+    """Signal handler: clean up, then exit with 128+signum."""
+    cleanup()
+    os._exit(128 + signum)
+
+
+atexit.register(cleanup)
+for _sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    try:
+        signal.signal(_sig, _on_signal)
+    except (ValueError, OSError):       # not the main thread / not allowed
+        pass
+
+
+class Process:
+    """A child process in its own process group, with stdout/stderr captured to files."""
+
+    def __init__(self, name, argv, workdir, env=None):
+        """Starts argv with stdout/stderr going to workdir/NAME.stdout and .stderr."""
+        self.name, self.argv, self.workdir = name, argv, workdir
+        self.stdout_path = os.path.join(workdir, name + ".stdout")
+        self.stderr_path = os.path.join(workdir, name + ".stderr")
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                         cwd=workdir, env=env, start_new_session=True)
+        self.pid = self.proc.pid
+        _started.append(self)
+
+    def alive(self):
+        """True while the process has not exited."""
+        return self.proc.poll() is None
+
+    @property
+    def returncode(self):
+        """Exit status (None while running; negative: killed by that signal)."""
+        return self.proc.poll()
+
+    def send_signal(self, sig):
+        """Sends `sig` to the process (not its group)."""
+        if self.alive():
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout=10.0, sig=signal.SIGTERM):
+        """Sends `sig`, waits up to `timeout` s, then SIGKILLs the process group. Returns the
+        exit status. Whatever is left in the group (e.g. Apache children) is killed too."""
+        if self.alive():
+            try:
+                self.proc.send_signal(sig)
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                print("# %s (pid %d) ignored signal %d for %.1f s: SIGKILL" % (self.name, self.pid, sig, timeout),
+                      flush=True)
+        try:
+            os.killpg(self.pid, signal.SIGKILL)     # its own group (start_new_session): leftovers
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        return self.proc.returncode
+
+    def stderr_text(self):
+        """Everything the process wrote to stderr so far."""
+        with open(self.stderr_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stdout_text(self):
+        """Everything the process wrote to stdout so far."""
+        with open(self.stdout_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def rss_kib(self):
+        """Resident set size in KiB (VmRSS of /proc/PID/status), or None if it exited."""
+        try:
+            with open("/proc/%d/status" % self.pid) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+        except OSError:
+            return None
+        return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Exchange stand-in
+# ----------------------------------------------------------------------------------------------
+
+class Standin(Process):
+    """The running stand-in: .port (first listener), .ports, .addrs, .log, .events(), .stop()."""
+
+    def events(self, ev=None, **match):
+        """Parses the JSON log; returns events, optionally only those named `ev` whose fields
+        equal every keyword given (e.g. events("request", conn="conn-3"))."""
+        out = []
+        try:
+            with open(self.log, encoding="utf-8") as f:
+                for line in f:
+                    if not line.endswith("\n"):
+                        break                    # a line being written
+                    e = json.loads(line)
+                    if ev is not None and e.get("ev") != ev:
+                        continue
+                    if all(e.get(k) == v for k, v in match.items()):
+                        out.append(e)
+        except FileNotFoundError:
+            pass
+        return out
+
+    def wait_event(self, ev, timeout=10.0, count=1, **match):
+        """Waits until at least `count` matching events were logged; returns them (or [])."""
+        return wait_for(lambda: (lambda es: es if len(es) >= count else None)(self.events(ev, **match)),
+                        timeout) or []
+
+    def url(self, path="/"):
+        """http://127.0.0.1:PORT/path of the first listener."""
+        return "http://%s%s" % (self.addrs[0], path)
+
+
+def start_standin(listens=1, ping_interval=0, notify_interval=30, tls_cert=None, tls_key=None,
+                  require_client_cert=None, host="127.0.0.1", timeout=10.0, extra_args=()):
+    """Starts tests/standin/exchange.py on `listens` free ports of `host` and waits until ready.
+
+    Readiness: the port file (written atomically once every socket listens) exists. Connection
+    ids in the log therefore start at conn-1 with the test's own first connection. Returns a Standin.
+    """
+    d = tmpdir("exrelay-standin-")
+    log = os.path.join(d, "standin.log")
+    port_file = os.path.join(d, "ports")
+    argv = [sys.executable, STANDIN, "--log", log, "--port-file", port_file,
+            "--ping-interval", str(ping_interval), "--notify-interval", str(notify_interval)]
+    for _ in range(listens):
+        argv += ["--listen", "%s:0" % host]
+    if tls_cert:
+        argv += ["--tls-cert", tls_cert, "--tls-key", tls_key]
+    if require_client_cert:
+        argv += ["--require-client-cert", require_client_cert]
+    argv += list(extra_args)
+    p = Standin("standin", argv, d)
+    p.log = log
+    if not wait_for(lambda: os.path.exists(port_file) or not p.alive(), timeout) or not p.alive():
+        raise RuntimeError("stand-in did not start: %s" % p.stderr_text()[-2000:])
+    with open(port_file) as f:
+        p.addrs = [line.strip() for line in f if line.strip()]
+    p.ports = [int(a.rsplit(":", 1)[1]) for a in p.addrs]
+    p.port = p.ports[0]
+    # No probe connection: the port file is written after listen(), and a probe would show up
+    # in the log as a connection of its own.
+    return p
+
+
+# ----------------------------------------------------------------------------------------------
+# Apache
+# ----------------------------------------------------------------------------------------------
+
+# The CGI at /cgi-bin/echo: what Apache received, as JSON (REMOTE_ADDR as mod_remoteip set it).
+_ECHO_CGI = r'''#!/usr/bin/python3
+# echo CGI for exrelay's tests: REMOTE_ADDR, method, target, HTTP_* headers, body length and sha256.
+import hashlib, json, os, sys
+h, n = hashlib.sha256(), 0
+while True:
+    data = sys.stdin.buffer.read(1 << 20)
+    if not data:
+        break
+    h.update(data)
+    n += len(data)
+out = {
+    "remote_addr": os.environ.get("REMOTE_ADDR"),
+    "remote_port": os.environ.get("REMOTE_PORT"),
+    "method": os.environ.get("REQUEST_METHOD"),
+    "uri": os.environ.get("REQUEST_URI"),
+    "protocol": os.environ.get("SERVER_PROTOCOL"),
+    "https": os.environ.get("HTTPS"),
+    "content_length": os.environ.get("CONTENT_LENGTH"),
+    "headers": {k[5:].replace("_", "-").title(): v for k, v in os.environ.items() if k.startswith("HTTP_")},
+    "body_bytes": n,
+    "body_sha256": h.hexdigest(),
+}
+body = (json.dumps(out, sort_keys=True) + "\n").encode()
+sys.stdout.buffer.write(b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+'''
+
+_APACHE_CONF = r'''# generated by tests/lib/harness.py: a private Apache on 127.0.0.1:{port}
+ServerRoot "{root}"
+ServerName 127.0.0.1
+PidFile "{root}/run/apache2.pid"
+DefaultRuntimeDir "{root}/run"
+Mutex file:{root}/run default
+ScoreBoardFile "{root}/run/scoreboard"
+{user_group}
+LoadModule mpm_event_module {mods}/mod_mpm_event.so
+LoadModule authz_core_module {mods}/mod_authz_core.so
+LoadModule alias_module {mods}/mod_alias.so
+LoadModule cgid_module {mods}/mod_cgid.so
+LoadModule remoteip_module {mods}/mod_remoteip.so
+Listen 127.0.0.1:{port}
+StartServers 1
+ServerLimit 4
+ThreadsPerChild 25
+MaxRequestWorkers 100
+KeepAlive On
+KeepAliveTimeout 15
+Timeout 60
+ErrorLog "{root}/logs/error.log"
+LogLevel warn
+# %a: client address as mod_remoteip sees it, %{{c}}a: the TCP peer, then request line, status, bytes
+LogFormat "%a %{{c}}a \"%r\" %>s %B" relaytest
+CustomLog "{root}/logs/access.log" relaytest
+ScriptSock "{root}/run/cgisock"
+DocumentRoot "{root}/htdocs"
+ScriptAlias /cgi-bin/ "{root}/cgi-bin/"
+<Directory />
+    AllowOverride None
+    Require all denied
+</Directory>
+<Directory "{root}/htdocs">
+    Require all granted
+</Directory>
+<Directory "{root}/cgi-bin">
+    Options +ExecCGI
+    Require all granted
+</Directory>
+{remoteip}
+'''
+
+
+_READY_PATH = "/harness-ready.txt"     # probed until Apache answers; left out of access_log_lines()
+
+
+class Apache(Process):
+    """The running Apache: .port, .root, .access_log_lines(), .error_log_text(), .stop()."""
+
+    def access_log_lines(self):
+        """The access log lines written so far ("%a %{c}a \"%r\" %>s %B")."""
+        try:
+            with open(os.path.join(self.root, "logs", "access.log"), encoding="latin-1") as f:
+                return [line.rstrip("\n") for line in f
+                        if line.endswith("\n") and _READY_PATH not in line]
+        except FileNotFoundError:
+            return []
+
+    def error_log_text(self):
+        """The contents of Apache's error log."""
+        try:
+            with open(os.path.join(self.root, "logs", "error.log"), encoding="latin-1") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout=10.0, sig=signal.SIGTERM):
+        """Stops Apache (SIGTERM to the parent: children and cgid exit with it)."""
+        return Process.stop(self, timeout, sig)
+
+
+def start_apache(port, proxy_protocol=True, timeout=15.0):
+    """Starts Debian's apache2 in the foreground on 127.0.0.1:port with a private config.
+
+    mpm_event, mod_remoteip (`RemoteIPProxyProtocol On` when proxy_protocol, else
+    `RemoteIPHeader X-Forwarded-For` + `RemoteIPInternalProxy 127.0.0.1 ::1`), mod_cgid with the
+    echo CGI at /cgi-bin/echo, access log with %a. Run as root it drops to nobody/nogroup.
+    Nothing under /etc/apache2 is read and port 80 is not touched. Calls skip_all() when
+    apache2 is not installed. Returns an Apache once the port accepts connections.
+    """
+    if not os.access(APACHE_BIN, os.X_OK):
+        skip_all("apache2 is not installed (apt-get install -y apache2)")
+    root = tmpdir("exrelay-apache-")
+    for sub in ("run", "logs", "htdocs", "cgi-bin"):
+        os.mkdir(os.path.join(root, sub))
+    user_group = ""
+    if os.geteuid() == 0:
+        user, group = "nobody", "nogroup"
+        try:
+            uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
+        except KeyError:
+            uid, gid = 65534, 65534
+            user, group = "#65534", "#65534"
+        user_group = "User %s\nGroup %s" % (user, group)
+        os.chmod(root, 0o755)                   # mkdtemp makes 0700: the children must get in
+        for sub in ("run", "logs"):
+            os.chown(os.path.join(root, sub), uid, gid)
+    if proxy_protocol:
+        remoteip = "RemoteIPProxyProtocol On"
+    else:
+        remoteip = "RemoteIPHeader X-Forwarded-For\nRemoteIPInternalProxy 127.0.0.1 ::1"
+    cgi = os.path.join(root, "cgi-bin", "echo")
+    with open(cgi, "w") as f:
+        f.write(_ECHO_CGI)
+    os.chmod(cgi, 0o755)
+    with open(os.path.join(root, "htdocs", _READY_PATH.lstrip("/")), "w") as f:
+        f.write("ready\n")
+    conf = os.path.join(root, "apache2.conf")
+    with open(conf, "w") as f:
+        f.write(_APACHE_CONF.format(root=root, port=port, mods=APACHE_MODULES,
+                                    user_group=user_group, remoteip=remoteip))
+    # A clean environment: Debian's envvars (APACHE_RUN_DIR etc.) are deliberately not sourced.
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
+    p = Apache("apache2", [APACHE_BIN, "-d", root, "-f", conf, "-DFOREGROUND"], root, env=env)
+    p.port, p.root, p.conf = port, root, conf
+    # A bound port is not enough: Apache binds before it has finished reading its configuration
+    # (and may still exit). Ready means a complete HTTP answer to a real request.
+    if not wait_for(lambda: not p.alive() or _apache_answers(port, proxy_protocol), timeout) or not p.alive():
+        raise RuntimeError("apache2 did not start on port %d: %s %s" % (
+            port, p.stderr_text()[-2000:], p.error_log_text()[-2000:]))
+    return p
+
+
+def _apache_answers(port, proxy_protocol):
+    """True when Apache on 127.0.0.1:port answers GET _READY_PATH with a 200 status line."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+            req = b"GET " + _READY_PATH.encode() + b" HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+            if proxy_protocol:
+                req = b"PROXY TCP4 127.0.0.1 127.0.0.1 1 %d\r\n" % port + req
+            s.sendall(req)
+            return s.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# exrelay
+# ----------------------------------------------------------------------------------------------
+
+def exrelay_path():
+    """The daemon under test: $EXRELAY, else $top_builddir/relay/exrelay, else ../relay/exrelay
+    relative to the tests directory."""
+    if os.environ.get("EXRELAY"):
+        return os.environ["EXRELAY"]
+    if os.environ.get("top_builddir"):
+        return os.path.join(os.environ["top_builddir"], "relay", "exrelay")
+    return os.path.normpath(os.path.join(TESTS_DIR, "..", "relay", "exrelay"))
+
+
+class Exrelay(Process):
+    """The running daemon: .config_path, .stop(), .reload(), .rss_kib(), .stderr_text()."""
+
+    def reload(self, config_text=None):
+        """Optionally rewrites the config file (atomically), then sends SIGHUP."""
+        if config_text is not None:
+            tmp = self.config_path + ".new"
+            with open(tmp, "w") as f:
+                f.write(config_text)
+            os.rename(tmp, self.config_path)
+        self.send_signal(signal.SIGHUP)
+
+    def stop(self, timeout=35.0, sig=signal.SIGTERM):
+        """SIGTERM (drain), wait up to `timeout` s, then SIGKILL. Returns the exit status."""
+        return Process.stop(self, timeout, sig)
+
+
+def start_exrelay(config_text, ports=(), host="127.0.0.1", timeout=10.0, args=(), wait=True):
+    """Writes `config_text` to a temp file and runs `$EXRELAY -f FILE [args]`.
+
+    When `wait`, polls every port in `ports` until it accepts (RuntimeError with the daemon's
+    stderr if it exits or the deadline passes). Returns an Exrelay.
+    """
+    d = tmpdir("exrelay-daemon-")
+    cfg = os.path.join(d, "exrelay.conf")
+    with open(cfg, "w") as f:
+        f.write(config_text)
+    binary = exrelay_path()
+    if not os.access(binary, os.X_OK):
+        raise RuntimeError("exrelay binary not found at %s (set EXRELAY)" % binary)
+    p = Exrelay("exrelay", [binary, "-f", cfg] + list(args), d)
+    p.config_path = cfg
+    if wait:
+        for port in ports:
+            if not wait_port(host, port, timeout, p.alive):
+                raise RuntimeError("exrelay not listening on %s:%d (exit %r): %s" % (
+                    host, port, p.returncode, p.stderr_text()[-3000:]))
+    return p
