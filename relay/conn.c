@@ -107,7 +107,7 @@ static void
 conn_arm(struct conn *c)
 {
 	struct half *cl = &c->client, *be = &c->backend;
-	bool rc = cl->fd >= 0 && !cl->eof && c->phase != PH_CLOSING &&
+	bool rc = cl->fd >= 0 && !cl->eof && (c->phase != PH_CLOSING || cl->shut) &&
 	    (!cl->in || buf_room(cl->in) > 0);
 	bool rb = be->fd >= 0 && !be->connecting && !be->eof && (!be->in || buf_room(be->in) > 0);
 
@@ -332,7 +332,7 @@ conn_deadline(const struct conn *c)
 			return c->phase_start + cfg->timeouts.connect;
 		return c->last_activity + backend_idle(c);
 	case PH_TUNNEL: return c->last_activity + backend_idle(c);
-	case PH_CLOSING: return c->last_activity + 10;
+	case PH_CLOSING: return c->last_activity + (c->client.shut ? 2 : 10);
 	}
 	return c->phase_start;
 }
@@ -435,12 +435,13 @@ step_proxy(struct conn *c)
 		conn_set_phase(c, PH_IDLE);
 		return 1;
 	}
-	ssize_t r = pp_parse(buf_head(cl->in), n, &h);
+	const char *why = NULL;
+	ssize_t r = pp_parse_ex(buf_head(cl->in), n, &h, &why);
 	if (r == PP_NEED_MORE && !cl->eof && buf_room(cl->in) > 0)
 		return 0;
 	if (r < 0) {
 		log_info("client=%s listener=%s bad PROXY header: %s", c->client_ip, c->lcfg->name,
-		    r == PP_NEED_MORE ? "truncated" : pp_strerror(r));
+		    r == PP_NEED_MORE ? "closed inside the header" : why ? why : pp_strerror(r));
 		metrics_proxy_error(c->lcfg->name);
 		conn_close(c, "bad PROXY header");
 		return -1;
@@ -492,7 +493,8 @@ save_loginfo(struct conn *c, const struct http1_request *req)
 static int
 answer_local(struct conn *c, const struct http1_request *req, int kind)
 {
-	bool close = !req->keep_alive || req->body != HTTP1_BODY_NONE || relay.draining;
+	bool has_body = req->body == HTTP1_BODY_CHUNKED || (req->body == HTTP1_BODY_LENGTH && req->content_length > 0);
+	bool close = !req->keep_alive || has_body || relay.draining;
 	ssize_t n;
 
 	if (!half_out(&c->client))
@@ -914,6 +916,33 @@ step_backend_idle(struct conn *c)
 	return 0;
 }
 
+/*
+ * After a last response: half-close, then read and drop what the client still sends until it
+ * closes (or the closing timer ends), so that closing never resets the connection before
+ * the client has read the response (a "lingering close").
+ */
+static int
+step_closing(struct conn *c)
+{
+	struct half *cl = &c->client;
+
+	if (half_has_output(cl))
+		return 0;
+	if (!cl->shut) {
+		shutdown(cl->fd, SHUT_WR);
+		cl->shut = true;
+		c->last_activity = ev_now(c->loop);
+		conn_timer_update(c);
+	}
+	if (cl->in)
+		cl->in->r = cl->in->w;
+	if (cl->eof) {
+		conn_close(c, "response sent");
+		return -1;
+	}
+	return 0;
+}
+
 /* Steps the state machine until nothing moves; then writes and sets watchers. */
 static void
 conn_run(struct conn *c)
@@ -969,13 +998,7 @@ conn_run(struct conn *c)
 				conn_close(c, "client write failed");
 				return;
 			}
-			if (!half_has_output(&c->client)) {
-				/* Half-close, so the client reads the response before it sees the end. */
-				shutdown(c->client.fd, SHUT_WR);
-				conn_close(c, "response sent");
-				return;
-			}
-			r = 0;
+			r = step_closing(c);
 			break;
 		default:
 			r = 0;
