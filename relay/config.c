@@ -361,6 +361,72 @@ load_timeouts_limits(struct ctx *x, const config_setting_t *root)
 	return 0;
 }
 
+/* Reads an optional boolean member. */
+static int
+get_bool(struct ctx *x, const config_setting_t *g, const char *name, bool *out)
+{
+	config_setting_t *m = config_setting_get_member(g, name);
+
+	if (!m)
+		return 0;
+	if (config_setting_type(m) != CONFIG_TYPE_BOOL)
+		return fail(x, m, "'%s' must be true or false", name);
+	*out = config_setting_get_bool(m);
+	return 0;
+}
+
+/* listeners[].tls = { certificates = ( { cert; key; }, ... ); priority; } */
+static int
+load_listener_tls(struct ctx *x, config_setting_t *g, struct cfg_listener *l)
+{
+	static const char *const known[] = { "certificates", "priority", NULL };
+	static const char *const cknown[] = { "cert", "key", NULL };
+	const char *prio = NULL;
+	char msg[512];
+	config_setting_t *certs = config_setting_get_member(g, "certificates");
+
+	if (want_group(x, g, "tls") || check_known(x, g, "tls", known) || get_str(x, g, "priority", &prio, true))
+		return -1;
+	if (!(l->tls = calloc(1, sizeof(*l->tls))))
+		return fail(x, g, "out of memory");
+	if (!certs || config_setting_type(certs) != CONFIG_TYPE_LIST || config_setting_length(certs) == 0)
+		return fail(x, certs ? certs : g, "tls needs 'certificates = ( { cert = \"...\"; key = \"...\"; } )'");
+	for (int i = 0; i < config_setting_length(certs); i++) {
+		config_setting_t *c = config_setting_get_elem(certs, (unsigned)i);
+		const char *cert = NULL, *key = NULL;
+		if (want_group(x, c, "a certificate") || check_known(x, c, "a certificate", cknown) ||
+		    get_str(x, c, "cert", &cert, true) || get_str(x, c, "key", &key, true))
+			return -1;
+		if (!cert || !key)
+			return fail(x, c, "a certificate needs 'cert' and 'key'");
+		if (tls_server_add_cert(l->tls, cert, key, msg, sizeof(msg)) == -1)
+			return fail(x, c, "listener '%s': %s", l->name ? l->name : "?", msg);
+	}
+	if (tls_server_set_priority(l->tls, prio, msg, sizeof(msg)) == -1)
+		return fail(x, config_setting_get_member(g, "priority"), "'priority': %s", msg);
+	return 0;
+}
+
+/* backends[].tls = { verify; ca_file; sni; cert; key; } */
+static int
+load_backend_tls(struct ctx *x, config_setting_t *g, struct cfg_backend *b)
+{
+	static const char *const known[] = { "verify", "ca_file", "sni", "cert", "key", NULL };
+	const char *ca = NULL, *sni = NULL, *cert = NULL, *key = NULL;
+	bool verify = true;
+	char msg[512];
+
+	if (want_group(x, g, "tls") || check_known(x, g, "tls", known) || get_bool(x, g, "verify", &verify) ||
+	    get_str(x, g, "ca_file", &ca, false) || get_str(x, g, "sni", &sni, false) ||
+	    get_str(x, g, "cert", &cert, false) || get_str(x, g, "key", &key, false))
+		return -1;
+	if (!(b->tls = calloc(1, sizeof(*b->tls))))
+		return fail(x, g, "out of memory");
+	if (tls_client_setup(b->tls, verify, ca, cert, key, sni, msg, sizeof(msg)) == -1)
+		return fail(x, g, "backend '%s': %s", b->name ? b->name : "?", msg);
+	return 0;
+}
+
 static int
 load_listener(struct ctx *x, config_setting_t *g, struct cfg_listener *l)
 {
@@ -394,10 +460,9 @@ load_listener(struct ctx *x, config_setting_t *g, struct cfg_listener *l)
 		free(trusted);
 		return fail(x, config_setting_get_member(g, "health_path"), "'health_path' must start with '/'");
 	}
-	if (config_setting_get_member(g, "tls")) {
+	if (config_setting_get_member(g, "tls") && load_listener_tls(x, config_setting_get_member(g, "tls"), l) == -1) {
 		free(trusted);
-		return fail(x, config_setting_get_member(g, "tls"),
-		    "listener '%s': TLS termination is not available in this build yet", l->name);
+		return -1;
 	}
 	l->trusted = calloc(nt + 1, sizeof(*l->trusted));
 	for (size_t i = 0; l->trusted && i < nt; i++)
@@ -413,6 +478,8 @@ load_listener(struct ctx *x, config_setting_t *g, struct cfg_listener *l)
 	l->ntrusted = nt;
 	if (l->proxy_protocol != PPM_OFF && nt == 0)
 		return fail(x, g, "listener '%s': proxy_protocol needs 'trusted_proxies'", l->name);
+	if (l->role == ROLE_AGENT && l->tls)
+		return fail(x, config_setting_get_member(g, "tls"), "listener '%s': the agent port speaks plain text", l->name);
 	if (l->role != ROLE_TRAFFIC && l->proxy_protocol != PPM_OFF)
 		return fail(x, g, "listener '%s': the %s port never takes a PROXY header", l->name,
 		    roles[l->role]);
@@ -443,10 +510,9 @@ load_backend(struct ctx *x, config_setting_t *g, struct cfg_backend *b)
 		free(servers);
 		return fail(x, g, "backend '%s' needs at least one entry in 'servers'", b->name);
 	}
-	if (config_setting_get_member(g, "tls")) {
+	if (config_setting_get_member(g, "tls") && load_backend_tls(x, config_setting_get_member(g, "tls"), b) == -1) {
 		free(servers);
-		return fail(x, config_setting_get_member(g, "tls"),
-		    "backend '%s': TLS to backends is not available in this build yet", b->name);
+		return -1;
 	}
 	b->servers = calloc(ns, sizeof(*b->servers));
 	for (size_t i = 0; b->servers && i < ns; i++) {
@@ -655,9 +721,18 @@ config_unref(struct config *c)
 {
 	if (!c || __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) > 0)
 		return;
-	for (size_t i = 0; i < c->nlisteners + 1 && c->listeners; i++)
+	for (size_t i = 0; i < c->nlisteners + 1 && c->listeners; i++) {
 		free(c->listeners[i].trusted);
+		if (c->listeners[i].tls) {
+			tls_server_free(c->listeners[i].tls);
+			free(c->listeners[i].tls);
+		}
+	}
 	for (size_t i = 0; i < c->nbackends + 1 && c->backends; i++) {
+		if (c->backends[i].tls) {
+			tls_client_free(c->backends[i].tls);
+			free(c->backends[i].tls);
+		}
 		free(c->backends[i].servers);
 		free(c->backends[i].add_headers);
 	}

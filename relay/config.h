@@ -17,6 +17,7 @@
 #include "http1.h"
 #include "log.h"
 #include "route.h"
+#include "tls.h"
 
 enum listener_role { ROLE_TRAFFIC, ROLE_ADMIN, ROLE_AGENT };
 enum pp_mode { PPM_OFF, PPM_OPTIONAL, PPM_REQUIRED };
@@ -37,6 +38,7 @@ struct cfg_listener {
 	struct cidr *trusted;
 	size_t ntrusted;
 	const char *health_path;	/* NULL: unset */
+	struct tls_server *tls;		/* NULL: plaintext */
 	int line;
 };
 
@@ -54,6 +56,7 @@ struct cfg_backend {
 	double idle_timeout;
 	const char **add_headers;
 	size_t nadd;
+	struct tls_client *tls;		/* NULL: plaintext */
 };
 
 struct config {

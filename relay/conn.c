@@ -24,6 +24,7 @@
 #include "relay.h"
 #include "rewrite.h"
 #include "route.h"
+#include "tls.h"
 
 static void conn_run(struct conn *c);
 static void conn_timer_update(struct conn *c);
@@ -102,18 +103,45 @@ half_has_output(struct half *h)
 	return buf_len(h->out) > 0 || (h->fwd > 0 && buf_len(peer_of(h)->in) > 0);
 }
 
-/* Sets the read watchers from the state: read while there is room and the phase wants bytes. */
+/* Sets a handshaking half's watchers from the direction the transport waits for. */
+static void
+half_arm_handshake(struct conn *c, struct half *h)
+{
+	half_io_set(c, &h->rio, h->want == EV_READ);
+	half_io_set(c, &h->wio, h->want == EV_WRITE);
+}
+
+/*
+ * Sets the read watchers from the state: read while there is room and the phase wants bytes.
+ * A TLS session may hold decrypted bytes the socket will never signal: feed a read event then.
+ */
 static void
 conn_arm(struct conn *c)
 {
 	struct half *cl = &c->client, *be = &c->backend;
-	bool rc = cl->fd >= 0 && !cl->eof && (c->phase != PH_CLOSING || cl->shut) &&
-	    (!cl->in || buf_room(cl->in) > 0);
-	bool rb = be->fd >= 0 && !be->connecting && !be->eof && (!be->in || buf_room(be->in) > 0);
 
-	half_io_set(c, &cl->rio, rc);
-	if (be->fd >= 0)
+	if (cl->handshaking) {
+		half_arm_handshake(c, cl);
+	} else if (cl->fd >= 0) {
+		bool rc = !cl->eof && (c->phase != PH_CLOSING || cl->shut) && (!cl->in || buf_room(cl->in) > 0);
+		half_io_set(c, &cl->rio, rc);
+		if (rc && cl->read_wants_write)
+			half_io_set(c, &cl->wio, true);
+		if (rc && cl->ops->pending(cl))
+			ev_feed_event(c->loop, &cl->rio, EV_READ);
+	}
+	if (be->fd < 0)
+		return;
+	if (be->handshaking) {
+		half_arm_handshake(c, be);
+	} else if (!be->connecting) {
+		bool rb = !be->eof && (!be->in || buf_room(be->in) > 0);
 		half_io_set(c, &be->rio, rb);
+		if (rb && be->read_wants_write)
+			half_io_set(c, &be->wio, true);
+		if (rb && be->ops->pending(be))
+			ev_feed_event(c->loop, &be->rio, EV_READ);
+	}
 }
 
 /* --- writing ---------------------------------------------------------------------------- */
@@ -206,7 +234,7 @@ half_close(struct conn *c, struct half *h)
 	buf_put(h->out);
 	h->in = h->out = NULL;
 	h->fwd = 0;
-	h->eof = h->shut = h->connecting = false;
+	h->eof = h->shut = h->connecting = h->handshaking = h->read_wants_write = h->cut = false;
 }
 
 static void
@@ -231,6 +259,8 @@ log_request(struct conn *c, const char *termination)
 		.bytes_in = c->req_bytes, .duration_ms = (wall_now() - c->req_start) * 1000.0,
 		.route = c->route_name ? c->route_name : "-", .server = server,
 		.termination = termination,
+		.tls_version = c->client.tls ? tls_version_name(&c->client) : NULL,
+		.tls_cipher = c->client.tls ? tls_cipher_name(&c->client) : NULL,
 	};
 	log_access(&r);
 	metrics_request(c->route_name ? c->route_name : "-", c->status);
@@ -325,6 +355,7 @@ conn_deadline(const struct conn *c)
 
 	switch (c->phase) {
 	case PH_PROXY: return c->phase_start + cfg->timeouts.proxy_header;
+	case PH_TLS: return c->phase_start + cfg->timeouts.tls_handshake;
 	case PH_IDLE: return c->phase_start + cfg->timeouts.client_idle;
 	case PH_HEAD: return c->phase_start + cfg->timeouts.request_head;
 	case PH_ACTIVE:
@@ -363,6 +394,10 @@ conn_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		log_info("client=%s PROXY header timeout", c->client_ip);
 		metrics_proxy_error(c->lcfg->name);
 		conn_close(c, "proxy header timeout");
+		return;
+	case PH_TLS:
+		log_info("client=%s TLS handshake timeout", c->client_ip);
+		conn_close(c, "TLS handshake timeout");
 		return;
 	case PH_IDLE:
 		conn_close(c, "client idle timeout");
@@ -416,6 +451,54 @@ looks_like_proxy(const char *p, size_t n)
 	return memcmp(p, v1, k1) == 0 || memcmp(p, v2, k2) == 0;
 }
 
+/*
+ * After the PROXY header (or without one): a TLS listener starts its handshake, handing
+ * GnuTLS the bytes that arrived behind the header; a plaintext one waits for a request.
+ */
+static int
+conn_after_proxy(struct conn *c)
+{
+	struct half *cl = &c->client;
+
+	if (!c->lcfg->tls) {
+		conn_set_phase(c, PH_IDLE);
+		return 1;
+	}
+	if (tls_start_server(cl, c->lcfg->tls, cl->in ? buf_head(cl->in) : NULL, buf_len(cl->in)) == -1) {
+		log_error("client=%s cannot start TLS", c->client_ip);
+		conn_close(c, "TLS start failed");
+		return -1;
+	}
+	if (cl->in)
+		cl->in->r = cl->in->w;
+	cl->handshaking = true;
+	cl->want = EV_READ;
+	c->https = true;
+	conn_set_phase(c, PH_TLS);
+	return 1;
+}
+
+/* Steps the client's TLS handshake. */
+static int
+step_tls(struct conn *c)
+{
+	const char *why = NULL;
+	int r = tls_handshake(&c->client, &why);
+
+	if (r == 0)
+		return 0;
+	if (r < 0) {
+		log_info("client=%s %s", c->client_ip, why);
+		conn_close(c, "TLS handshake failed");
+		return -1;
+	}
+	c->client.handshaking = false;
+	log_debug("client=%s %s %s%s", c->client_ip, tls_version_name(&c->client), tls_cipher_name(&c->client),
+	    tls_resumed(&c->client) ? " (resumed)" : "");
+	conn_set_phase(c, PH_IDLE);
+	return 1;
+}
+
 /* Returns 1 when progress was made, 0 when more bytes are needed, -1 when closed. */
 static int
 step_proxy(struct conn *c)
@@ -431,10 +514,8 @@ step_proxy(struct conn *c)
 		}
 		return 0;
 	}
-	if (c->lcfg->proxy_protocol == PPM_OPTIONAL && !looks_like_proxy(buf_head(cl->in), n)) {
-		conn_set_phase(c, PH_IDLE);
-		return 1;
-	}
+	if (c->lcfg->proxy_protocol == PPM_OPTIONAL && !looks_like_proxy(buf_head(cl->in), n))
+		return conn_after_proxy(c);
 	const char *why = NULL;
 	ssize_t r = pp_parse_ex(buf_head(cl->in), n, &h, &why);
 	if (r == PP_NEED_MORE && !cl->eof && buf_room(cl->in) > 0)
@@ -454,8 +535,7 @@ step_proxy(struct conn *c)
 	if (h.version == 2 && pp_client_used_tls(&h))
 		c->https = true;
 	cl->in->r += (size_t)r;
-	conn_set_phase(c, PH_IDLE);
-	return 1;
+	return conn_after_proxy(c);
 }
 
 /* --- requests --------------------------------------------------------------------------- */
@@ -954,6 +1034,9 @@ conn_run(struct conn *c)
 		case PH_PROXY:
 			r = step_proxy(c);
 			break;
+		case PH_TLS:
+			r = step_tls(c);
+			break;
 		case PH_IDLE:
 		case PH_HEAD:
 			if ((r = step_backend_idle(c)) < 0)
@@ -1009,7 +1092,7 @@ conn_run(struct conn *c)
 		if (!p)
 			break;
 	}
-	if (c->phase == PH_IDLE || c->phase == PH_HEAD || c->phase == PH_PROXY) {
+	if (c->phase == PH_IDLE || c->phase == PH_HEAD) {
 		if (half_flush(c, &c->client) == -1) {
 			conn_close(c, "client write failed");
 			return;
@@ -1035,6 +1118,7 @@ half_read(struct conn *c, struct half *h)
 		return 0;
 	}
 	ssize_t n = h->ops->recv(h, h->in->data + h->in->w, room);
+	h->read_wants_write = n < 0 && errno == EAGAIN && h->want == EV_WRITE;
 	if (n > 0) {
 		h->in->w += (size_t)n;
 		h->nread += (uint64_t)n;
@@ -1045,9 +1129,34 @@ half_read(struct conn *c, struct half *h)
 		if (n < 0 && h == &c->backend)
 			log_info("client=%s backend read error: %s", c->client_ip, strerror(errno));
 		h->eof = true;
+		h->cut = n < 0;
 		half_io_set(c, &h->rio, false);
 		return 1;
 	}
+	return 0;
+}
+
+/* A handshaking or connecting half made progress possible. Returns -1 when c is gone. */
+static int
+half_setup_event(struct conn *c, struct half *h)
+{
+	if (h == &c->client) {
+		conn_run(c);
+		return 0;
+	}
+	const char *why = NULL;
+	int r = upstream_connected(c, &why);
+	if (r < 0) {
+		metrics_backend_error(c->bcfg->backends[c->bidx].name, h->handshaking ? "tls" : "connect");
+		if (conn_fail(c, 502, why ? why : "backend connect failed") < 0)
+			return -1;
+	} else if (r == 0) {
+		conn_arm(c);
+		return 0;
+	} else if (c->phase == PH_ACTIVE) {
+		conn_timer_update(c);
+	}
+	conn_run(c);
 	return 0;
 }
 
@@ -1059,6 +1168,10 @@ half_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 	(void)loop; (void)revents;
 
 	assert(c->magic == CONN_MAGIC);
+	if (h->handshaking || h->connecting) {
+		half_setup_event(c, h);
+		return;
+	}
 	int r = half_read(c, h);
 
 	if (r == 1)
@@ -1075,14 +1188,14 @@ half_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 	(void)loop; (void)revents;
 
 	assert(c->magic == CONN_MAGIC);
-	if (h->connecting) {
-		if (upstream_connected(c) == -1) {
-			metrics_backend_error(c->bcfg->backends[c->bidx].name, "connect");
-			if (conn_fail(c, 502, "backend connection refused") < 0)
-				return;
-		}
-		if (c->phase == PH_ACTIVE)
-			conn_timer_update(c);
+	if (h->handshaking || h->connecting) {
+		half_setup_event(c, h);
+		return;
+	}
+	if (h->read_wants_write) {
+		int r = half_read(c, h);
+		if (r < 0)
+			return;
 	}
 	conn_run(c);
 }
@@ -1146,7 +1259,10 @@ conn_accept(struct listener *l, int fd, const struct sockaddr_storage *peer)
 			return;
 		}
 	}
-	conn_set_phase(c, first);
+	if (first == PH_PROXY)
+		conn_set_phase(c, PH_PROXY);
+	else if (conn_after_proxy(c) < 0)
+		return;
 	conn_arm(c);
 }
 

@@ -20,6 +20,7 @@
 #include <libconfig.h>
 
 #include "relay.h"
+#include "tls.h"
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
@@ -217,6 +218,10 @@ main(int argc, char **argv)
 		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	if (tls_global_init() == -1) {
+		fprintf(stderr, "exrelay: cannot initialise TLS\n");
+		return 2;
+	}
 	struct config *cfg = config_load(conf_path, err, sizeof(err));
 	if (!cfg) {
 		fprintf(stderr, "%s\n", err);
@@ -270,6 +275,7 @@ main(int argc, char **argv)
 	log_info("stopped");
 	config_unref(relay.cfg);
 	buf_pool_drain();
+	tls_global_free();
 	ev_loop_destroy(relay.loop);
 	log_close();
 	return 0;

@@ -32,12 +32,16 @@ struct half {
 	uint64_t fwd;			/* bytes at the front of the peer's in cleared to go to this side */
 	bool eof;			/* this side ended its sending direction */
 	bool shut;			/* we ended our sending direction to this side */
-	bool connecting;		/* backend: non-blocking connect in progress */
+	bool connecting;		/* backend: connect (and TLS handshake) in progress */
+	bool handshaking;		/* TLS handshake in progress */
+	bool read_wants_write;		/* the transport's last read waits for writability */
+	bool cut;			/* the side ended with an error (reset, TLS without close_notify) */
 	uint64_t nread, nwritten;
 };
 
 #define CONN_PHASES(X) \
 	X(PH_PROXY)	/* reading the PROXY protocol header */ \
+	X(PH_TLS)	/* TLS handshake with the client */ \
 	X(PH_IDLE)	/* waiting for the first byte of a request (keep-alive) */ \
 	X(PH_HEAD)	/* reading a request head */ \
 	X(PH_ACTIVE)	/* a request is being relayed */ \
@@ -149,7 +153,7 @@ void listener_conn_closed(void);
 
 /* upstream.c */
 int upstream_connect(struct conn *c);
-int upstream_connected(struct conn *c);
+int upstream_connected(struct conn *c, const char **why);
 void upstream_close(struct conn *c);
 size_t upstream_pick(const struct conn *c, const struct cfg_backend *b, const char *key, size_t keylen);
 

@@ -11,6 +11,7 @@
 
 #include "proxyproto.h"
 #include "relay.h"
+#include "tls.h"
 
 void conn_half_init(struct conn *c, struct half *h, int fd);
 
@@ -93,7 +94,8 @@ upstream_connect(struct conn *c)
 	conn_half_init(c, &c->backend, fd);
 	c->backend.connecting = true;
 	c->breusable = true;
-	if (b->send_proxy && put_proxy_header(c, b->send_proxy) == -1) {
+	/* With TLS the PROXY header goes first, in clear, when the connection is up. */
+	if (b->send_proxy && !b->tls && put_proxy_header(c, b->send_proxy) == -1) {
 		log_warn("backend %s: cannot describe client %s in a PROXY header", b->name, c->client_ip);
 		upstream_close(c);
 		return -1;
@@ -102,24 +104,73 @@ upstream_connect(struct conn *c)
 	return 0;
 }
 
+/* Sends the PROXY header in clear before a TLS handshake (a fresh socket takes 232 bytes). */
+static int
+send_proxy_clear(struct conn *c, int version)
+{
+	struct buf *o = c->backend.out;
+	size_t before = o->w;
+
+	if (put_proxy_header(c, version) == -1)
+		return -1;
+	size_t n = o->w - before;
+	ssize_t w = send(c->backend.fd, o->data + before, n, MSG_NOSIGNAL);
+	o->w = before;
+	return w == (ssize_t)n ? 0 : -1;
+}
+
+/*
+ * Called when the backend socket is writable during the connect: checks the connect, then
+ * starts and steps the TLS handshake when the backend uses TLS. Returns 1 when the backend
+ * is ready, 0 while the handshake goes on, -1 on failure with *why.
+ */
 int
-upstream_connected(struct conn *c)
+upstream_connected(struct conn *c, const char **why)
 {
 	const struct cfg_backend *b = &c->bcfg->backends[c->bidx];
-	int err = 0;
-	socklen_t len = sizeof(err);
+	struct half *h = &c->backend;
+	static __thread char msg[256];
 
-	if (getsockopt(c->backend.fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
-		err = errno;
-	if (err) {
-		log_warn("client=%s backend %s server %s: connect: %s", c->client_ip, b->name,
-		    b->servers[c->server].text, strerror(err));
-		return -1;
+	if (!h->handshaking) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+		if (getsockopt(h->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+			err = errno;
+		if (err) {
+			snprintf(msg, sizeof(msg), "connect to %s: %s", b->servers[c->server].text, strerror(err));
+			*why = msg;
+			return -1;
+		}
+		if (b->tls) {
+			char host[256], key[160];
+			const char *t = b->servers[c->server].text, *colon = strrchr(t, ':');
+			size_t hl = colon ? (size_t)(colon - t) : strlen(t);
+			if (*t == '[' && hl >= 2) {
+				t++;
+				hl -= 2;
+			}
+			snprintf(host, sizeof(host), "%.*s", (int)hl, t);
+			snprintf(key, sizeof(key), "%s/%s", b->name, b->servers[c->server].text);
+			if ((b->send_proxy && send_proxy_clear(c, b->send_proxy) == -1) ||
+			    tls_start_client(h, b->tls, host, key) == -1) {
+				*why = "cannot start TLS";
+				return -1;
+			}
+			h->handshaking = true;
+		}
 	}
-	c->backend.connecting = false;
-	ev_io_stop(c->loop, &c->backend.wio);
+	if (h->handshaking) {
+		int r = tls_handshake(h, why);
+		if (r <= 0)
+			return r;
+		h->handshaking = false;
+		log_debug("client=%s backend %s: %s %s%s", c->client_ip, b->name, tls_version_name(h),
+		    tls_cipher_name(h), tls_resumed(h) ? " (resumed)" : "");
+	}
+	h->connecting = false;
+	ev_io_stop(c->loop, &h->wio);
 	log_debug("client=%s connected to backend %s server %s", c->client_ip, b->name, b->servers[c->server].text);
-	return 0;
+	return 1;
 }
 
 void
@@ -139,7 +190,7 @@ upstream_close(struct conn *c)
 	h->in = h->out = NULL;
 	h->fwd = 0;
 	c->client.fwd = 0;
-	h->eof = h->shut = h->connecting = false;
+	h->eof = h->shut = h->connecting = h->handshaking = h->read_wants_write = h->cut = false;
 	c->bidx = -1;
 	c->bcfg = NULL;
 	c->server = -1;

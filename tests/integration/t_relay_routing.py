@@ -27,7 +27,7 @@ import rpch  # noqa: E402
 T0 = time.monotonic()
 
 CONFIG = '''
-global = { log_level = "debug"; };
+global = { log_level = "debug"; drain_timeout = 2; };
 access_log = { path = "%(logdir)s/access.log"; format = "json"; };
 timeouts = { request_head = 5; client_idle = 10; connect = 2; proxy_header = 3; };
 listeners = (
@@ -313,6 +313,7 @@ def check_no_route():
     """A second exrelay whose routes do not cover / answers 404 itself."""
     port = free_port()
     cfg = '''
+global = { drain_timeout = 2; };
 listeners = ( { name = "p"; bind = "127.0.0.1:%d"; } );
 backends = ( { name = "exchange"; servers = [ "127.0.0.1:%d" ]; } );
 routes = ( { backend = "exchange"; paths = [ "/rpc" ]; } );

@@ -1,0 +1,466 @@
+/*
+ * tls.c: the GnuTLS transport. Non-blocking throughout: GNUTLS_E_AGAIN is answered by waiting
+ * in the direction gnutls_record_get_direction() names; a send that returned AGAIN is retried
+ * with (NULL, 0) as GnuTLS requires; results are classified by GnuTLS's return code, never by
+ * errno; the reader never asks for zero bytes. Listeners send ALPN http/1.1 and session
+ * tickets under one process-wide key; client-initiated renegotiation is refused. Backends are
+ * verified (chain and name) unless verify = false, and their sessions resumed.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gnutls/x509.h>
+
+#include "relay.h"
+#include "tls.h"
+
+struct tls_conn {
+	gnutls_session_t s;
+	char *pre;			/* bytes read before TLS started (after a PROXY header) */
+	size_t pre_len, pre_off;
+	size_t pending_send;		/* length of a send that returned AGAIN (retried with NULL, 0) */
+	bool client, done;
+	char cache_key[160];		/* backend session cache key */
+	char why[256];			/* last verification failure */
+};
+
+static gnutls_datum_t ticket_key;
+
+/* Backend session cache: the last session data per backend server, for resumption. */
+#define CACHE_SLOTS 64
+static struct {
+	pthread_mutex_t lock;
+	struct { char key[160]; gnutls_datum_t data; } slot[CACHE_SLOTS];
+} cache = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+int
+tls_global_init(void)
+{
+	if (ticket_key.data)
+		return 0;
+	return gnutls_session_ticket_key_generate(&ticket_key) < 0 ? -1 : 0;
+}
+
+void
+tls_global_free(void)
+{
+	if (ticket_key.data) {
+		gnutls_memset(ticket_key.data, 0, ticket_key.size);
+		gnutls_free(ticket_key.data);
+		ticket_key.data = NULL;
+	}
+	for (int i = 0; i < CACHE_SLOTS; i++)
+		if (cache.slot[i].data.data) {
+			gnutls_free(cache.slot[i].data.data);
+			cache.slot[i].data.data = NULL;
+		}
+}
+
+int
+tls_server_add_cert(struct tls_server *t, const char *cert, const char *key, char *err, size_t errlen)
+{
+	int r;
+
+	if (!t->cred && (r = gnutls_certificate_allocate_credentials(&t->cred)) < 0) {
+		snprintf(err, errlen, "%s", gnutls_strerror(r));
+		return -1;
+	}
+	r = gnutls_certificate_set_x509_key_file2(t->cred, cert, key, GNUTLS_X509_FMT_PEM, NULL, 0);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot use certificate \"%s\" with key \"%s\": %s", cert, key, gnutls_strerror(r));
+		return -1;
+	}
+	t->ncerts++;
+	return 0;
+}
+
+/* Parses a priority string; an error names the position GnuTLS stopped at. */
+static int
+set_priority(gnutls_priority_t *p, const char *prio, char *err, size_t errlen)
+{
+	const char *pos = NULL;
+	int r = gnutls_priority_init(p, prio, &pos);
+
+	if (r < 0) {
+		snprintf(err, errlen, "invalid priority string at \"%.40s\" (offset %ld): %s", pos ? pos : "",
+		    pos ? (long)(pos - prio) : -1L, gnutls_strerror(r));
+		*p = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+int
+tls_server_set_priority(struct tls_server *t, const char *prio, char *err, size_t errlen)
+{
+	return set_priority(&t->prio, prio ? prio : TLS_DEFAULT_PRIORITY, err, errlen);
+}
+
+void
+tls_server_free(struct tls_server *t)
+{
+	if (t->cred)
+		gnutls_certificate_free_credentials(t->cred);
+	if (t->prio)
+		gnutls_priority_deinit(t->prio);
+	t->cred = NULL;
+	t->prio = NULL;
+}
+
+int
+tls_client_setup(struct tls_client *t, bool verify, const char *ca_file, const char *cert,
+    const char *key, const char *sni, char *err, size_t errlen)
+{
+	int r;
+
+	t->verify = verify;
+	t->sni = sni && *sni ? sni : NULL;
+	if ((r = gnutls_certificate_allocate_credentials(&t->cred)) < 0) {
+		snprintf(err, errlen, "%s", gnutls_strerror(r));
+		return -1;
+	}
+	if (verify) {
+		r = ca_file && *ca_file ? gnutls_certificate_set_x509_trust_file(t->cred, ca_file, GNUTLS_X509_FMT_PEM)
+		    : gnutls_certificate_set_x509_system_trust(t->cred);
+		if (r <= 0) {
+			snprintf(err, errlen, "no CA certificate loaded from \"%s\"%s%s", ca_file && *ca_file ? ca_file :
+			    "the system store", r < 0 ? ": " : "", r < 0 ? gnutls_strerror(r) : "");
+			return -1;
+		}
+	}
+	if ((cert && *cert) || (key && *key)) {
+		if (!cert || !*cert || !key || !*key) {
+			snprintf(err, errlen, "a client certificate needs both 'cert' and 'key'");
+			return -1;
+		}
+		r = gnutls_certificate_set_x509_key_file2(t->cred, cert, key, GNUTLS_X509_FMT_PEM, NULL, 0);
+		if (r < 0) {
+			snprintf(err, errlen, "cannot use client certificate \"%s\" with key \"%s\": %s", cert, key,
+			    gnutls_strerror(r));
+			return -1;
+		}
+	}
+	return set_priority(&t->prio, "NORMAL:-VERS-SSL3.0:-VERS-TLS1.0:-VERS-TLS1.1", err, errlen);
+}
+
+void
+tls_client_free(struct tls_client *t)
+{
+	if (t->cred)
+		gnutls_certificate_free_credentials(t->cred);
+	if (t->prio)
+		gnutls_priority_deinit(t->prio);
+	t->cred = NULL;
+	t->prio = NULL;
+}
+
+/* GnuTLS pull: first the bytes read before TLS started, then the socket. */
+static ssize_t
+tls_pull(gnutls_transport_ptr_t p, void *buf, size_t len)
+{
+	struct half *h = p;
+	struct tls_conn *t = h->tls;
+	ssize_t n;
+
+	if (t->pre_off < t->pre_len) {
+		n = (ssize_t)(t->pre_len - t->pre_off < len ? t->pre_len - t->pre_off : len);
+		memcpy(buf, t->pre + t->pre_off, (size_t)n);
+		t->pre_off += (size_t)n;
+		if (t->pre_off == t->pre_len) {
+			free(t->pre);
+			t->pre = NULL;
+			t->pre_len = t->pre_off = 0;
+		}
+		return n;
+	}
+	do
+		n = recv(h->fd, buf, len, 0);
+	while (n == -1 && errno == EINTR);
+	if (n == -1)
+		gnutls_transport_set_errno(t->s, errno);
+	return n;
+}
+
+static ssize_t
+tls_push(gnutls_transport_ptr_t p, const void *buf, size_t len)
+{
+	struct half *h = p;
+	struct tls_conn *t = h->tls;
+	ssize_t n;
+
+	do
+		n = send(h->fd, buf, len, MSG_NOSIGNAL);
+	while (n == -1 && errno == EINTR);
+	if (n == -1)
+		gnutls_transport_set_errno(t->s, errno);
+	return n;
+}
+
+static struct tls_conn *
+tls_new(struct half *h, unsigned flags)
+{
+	struct tls_conn *t = calloc(1, sizeof(*t));
+
+	if (!t || gnutls_init(&t->s, flags | GNUTLS_NONBLOCK | GNUTLS_NO_SIGNAL) < 0) {
+		free(t);
+		return NULL;
+	}
+	h->tls = t;
+	h->ops = &tls_ops;
+	gnutls_transport_set_ptr(t->s, h);
+	gnutls_transport_set_pull_function(t->s, tls_pull);
+	gnutls_transport_set_push_function(t->s, tls_push);
+	gnutls_handshake_set_timeout(t->s, 0);	/* timeouts.tls_handshake / connect bound it */
+	return t;
+}
+
+int
+tls_start_server(struct half *h, const struct tls_server *ts, const char *preread, size_t n)
+{
+	static const gnutls_datum_t alpn = { (unsigned char *)"http/1.1", 8 };
+	struct tls_conn *t = tls_new(h, GNUTLS_SERVER);
+
+	if (!t)
+		return -1;
+	if (n > 0) {
+		if (!(t->pre = malloc(n)))
+			return -1;
+		memcpy(t->pre, preread, n);
+		t->pre_len = n;
+	}
+	if (gnutls_priority_set(t->s, ts->prio) < 0 ||
+	    gnutls_credentials_set(t->s, GNUTLS_CRD_CERTIFICATE, ts->cred) < 0 ||
+	    gnutls_session_ticket_enable_server(t->s, &ticket_key) < 0)
+		return -1;
+	gnutls_certificate_server_set_request(t->s, GNUTLS_CERT_IGNORE);
+	gnutls_alpn_set_protocols(t->s, &alpn, 1, GNUTLS_ALPN_SERVER_PRECEDENCE);
+	return 0;
+}
+
+static bool
+is_ip_literal(const char *s)
+{
+	return strspn(s, "0123456789.") == strlen(s) || strchr(s, ':') != NULL;
+}
+
+int
+tls_start_client(struct half *h, const struct tls_client *tc, const char *host, const char *cache_key)
+{
+	struct tls_conn *t = tls_new(h, GNUTLS_CLIENT);
+	const char *name = tc->sni ? tc->sni : host;
+
+	if (!t)
+		return -1;
+	t->client = true;
+	snprintf(t->cache_key, sizeof(t->cache_key), "%s", cache_key);
+	if (gnutls_priority_set(t->s, tc->prio) < 0 ||
+	    gnutls_credentials_set(t->s, GNUTLS_CRD_CERTIFICATE, tc->cred) < 0)
+		return -1;
+	if (!is_ip_literal(name))
+		gnutls_server_name_set(t->s, GNUTLS_NAME_DNS, name, strlen(name));
+	if (tc->verify)
+		gnutls_session_set_verify_cert(t->s, name, 0);
+	pthread_mutex_lock(&cache.lock);
+	for (int i = 0; i < CACHE_SLOTS; i++)
+		if (cache.slot[i].data.data && strcmp(cache.slot[i].key, cache_key) == 0) {
+			gnutls_session_set_data(t->s, cache.slot[i].data.data, cache.slot[i].data.size);
+			break;
+		}
+	pthread_mutex_unlock(&cache.lock);
+	return 0;
+}
+
+/* Keeps a backend's session data for the next connection to the same server. */
+static void
+cache_store(struct tls_conn *t)
+{
+	gnutls_datum_t d;
+	int free_slot = -1, i;
+
+	if (!t->client || !t->done || gnutls_session_get_data2(t->s, &d) < 0)
+		return;
+	pthread_mutex_lock(&cache.lock);
+	for (i = 0; i < CACHE_SLOTS; i++) {
+		if (cache.slot[i].data.data && strcmp(cache.slot[i].key, t->cache_key) == 0)
+			break;
+		if (!cache.slot[i].data.data && free_slot < 0)
+			free_slot = i;
+	}
+	if (i == CACHE_SLOTS)
+		i = free_slot >= 0 ? free_slot : 0;
+	gnutls_free(cache.slot[i].data.data);
+	snprintf(cache.slot[i].key, sizeof(cache.slot[i].key), "%s", t->cache_key);
+	cache.slot[i].data = d;
+	pthread_mutex_unlock(&cache.lock);
+}
+
+static int
+direction(struct tls_conn *t)
+{
+	return gnutls_record_get_direction(t->s) ? EV_WRITE : EV_READ;
+}
+
+int
+tls_handshake(struct half *h, const char **why)
+{
+	struct tls_conn *t = h->tls;
+	int r;
+
+	for (int i = 0; i < 16; i++) {
+		r = gnutls_handshake(t->s);
+		if (r == 0) {
+			t->done = true;
+			return 1;
+		}
+		if (r == GNUTLS_E_AGAIN) {
+			h->want = direction(t);
+			return 0;
+		}
+		if (r == GNUTLS_E_INTERRUPTED || !gnutls_error_is_fatal(r))
+			continue;
+		break;
+	}
+	if (r == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
+		gnutls_datum_t out;
+		unsigned status = gnutls_session_get_verify_cert_status(t->s);
+		if (gnutls_certificate_verification_status_print(status, gnutls_certificate_type_get(t->s), &out, 0) == 0) {
+			snprintf(t->why, sizeof(t->why), "certificate verification failed: %s", out.data);
+			gnutls_free(out.data);
+		} else {
+			snprintf(t->why, sizeof(t->why), "certificate verification failed");
+		}
+	} else {
+		snprintf(t->why, sizeof(t->why), "TLS handshake failed: %s", gnutls_strerror(r));
+	}
+	*why = t->why;
+	return -1;
+}
+
+static ssize_t
+tls_recv(struct half *h, void *buf, size_t len)
+{
+	struct tls_conn *t = h->tls;
+
+	for (;;) {
+		ssize_t n = gnutls_record_recv(t->s, buf, len);
+		if (n >= 0)
+			return n;
+		switch (n) {
+		case GNUTLS_E_INTERRUPTED:
+		case GNUTLS_E_WARNING_ALERT_RECEIVED:
+			continue;
+		case GNUTLS_E_AGAIN:
+			h->want = direction(t);
+			errno = EAGAIN;
+			return -1;
+		case GNUTLS_E_REHANDSHAKE:
+			/* Client-initiated renegotiation is refused (a warning alert; the session goes on). */
+			log_info("TLS peer asked to renegotiate: refused");
+			gnutls_alert_send(t->s, GNUTLS_AL_WARNING, GNUTLS_A_NO_RENEGOTIATION);
+			continue;
+		case GNUTLS_E_PREMATURE_TERMINATION:
+			errno = ECONNRESET;	/* closed without close_notify: a cut, not an end */
+			return -1;
+		default:
+			log_debug("TLS receive: %s", gnutls_strerror((int)n));
+			errno = EPROTO;
+			return -1;
+		}
+	}
+}
+
+static ssize_t
+tls_send(struct half *h, const void *buf, size_t len)
+{
+	struct tls_conn *t = h->tls;
+	ssize_t n;
+
+	if (t->pending_send)
+		n = gnutls_record_send(t->s, NULL, 0);
+	else
+		n = gnutls_record_send(t->s, buf, len > 16384 ? 16384 : len);
+	if (n >= 0) {
+		if (t->pending_send && n == 0)
+			n = (ssize_t)t->pending_send;
+		t->pending_send = 0;
+		return n;
+	}
+	if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
+		if (!t->pending_send)
+			t->pending_send = len > 16384 ? 16384 : len;
+		h->want = direction(t);
+		errno = EAGAIN;
+		return -1;
+	}
+	log_debug("TLS send: %s", gnutls_strerror((int)n));
+	errno = EPIPE;
+	return -1;
+}
+
+static int
+tls_shutdown_wr(struct half *h)
+{
+	struct tls_conn *t = h->tls;
+
+	if (t->done)
+		gnutls_bye(t->s, GNUTLS_SHUT_WR);	/* best effort: close_notify */
+	return shutdown(h->fd, SHUT_WR);
+}
+
+static bool
+tls_pending(struct half *h)
+{
+	struct tls_conn *t = h->tls;
+
+	return t && gnutls_record_check_pending(t->s) > 0;
+}
+
+static void
+tls_release(struct half *h)
+{
+	struct tls_conn *t = h->tls;
+
+	if (!t)
+		return;
+	cache_store(t);
+	gnutls_deinit(t->s);
+	free(t->pre);
+	free(t);
+	h->tls = NULL;
+	h->ops = &sock_ops;
+}
+
+const char *
+tls_version_name(const struct half *h)
+{
+	const struct tls_conn *t = h->tls;
+	const char *v = t && t->done ? gnutls_protocol_get_name(gnutls_protocol_get_version(t->s)) : NULL;
+
+	return v ? v : "-";
+}
+
+const char *
+tls_cipher_name(const struct half *h)
+{
+	const struct tls_conn *t = h->tls;
+	const char *v = t && t->done ? gnutls_cipher_get_name(gnutls_cipher_get(t->s)) : NULL;
+
+	return v ? v : "-";
+}
+
+bool
+tls_resumed(const struct half *h)
+{
+	const struct tls_conn *t = h->tls;
+
+	return t && t->done && gnutls_session_is_resumed(t->s);
+}
+
+const struct transport_ops tls_ops = {
+	"tls", tls_recv, tls_send, tls_shutdown_wr, tls_pending, tls_release,
+};
