@@ -359,6 +359,8 @@ conn_deadline(const struct conn *c)
 	case PH_IDLE: return c->phase_start + cfg->timeouts.client_idle;
 	case PH_HEAD: return c->phase_start + cfg->timeouts.request_head;
 	case PH_ACTIVE:
+		if (c->await_cookie)
+			return c->phase_start + cfg->timeouts.request_head;
 		if (c->backend.connecting)
 			return c->phase_start + cfg->timeouts.connect;
 		return c->last_activity + backend_idle(c);
@@ -407,7 +409,10 @@ conn_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 			return;
 		break;
 	case PH_ACTIVE:
-		if (c->backend.connecting) {
+		if (c->await_cookie) {
+			if (conn_fail(c, 408, "no RPC channel cookie in time") < 0)
+				return;
+		} else if (c->backend.connecting) {
 			metrics_backend_error(c->bcfg->backends[c->bidx].name, "connect_timeout");
 			if (conn_fail(c, 504, "backend connect timeout") < 0)
 				return;
@@ -674,11 +679,18 @@ start_request(struct conn *c, struct http1_request *req)
 	if (!half_out(&c->backend)) {
 		return conn_fail(c, 503, "out of memory");
 	}
-	if (c->backend.fd < 0) {
+	bool fresh = c->backend.fd < 0;
+	if (fresh) {
 		c->bidx = rt->backend;
 		c->bcfg = c->cfg;
-		c->server = (int)choose_server(c, b);
-		if (upstream_connect(c) == -1) {
+		/*
+		 * RPC over HTTP: both channels of a virtual connection carry one cookie (bytes 32..47
+		 * of the first PDU); hashing it sends them to the same Exchange server from any
+		 * instance. The client sends that PDU at once unless it waits for 100-continue.
+		 */
+		c->await_cookie = b->nservers > 1 && req->body == HTTP1_BODY_LENGTH && req->content_length >= 48 &&
+		    !req->expect_continue && (method_is(req, "RPC_IN_DATA") || method_is(req, "RPC_OUT_DATA"));
+		if (!c->await_cookie && upstream_open(c, choose_server(c, b)) == -1) {
 			metrics_backend_error(b->name, "connect");
 			return conn_fail(c, 502, "backend connect failed");
 		}
@@ -704,7 +716,7 @@ start_request(struct conn *c, struct http1_request *req)
 	c->rs = RS_HEAD;
 	c->handled++;
 	c->last_activity = ev_now(c->loop);
-	if (c->backend.connecting)
+	if (c->backend.connecting || c->await_cookie)
 		conn_set_phase(c, PH_ACTIVE);
 	else {
 		c->phase = PH_ACTIVE;
@@ -776,6 +788,17 @@ step_request_body(struct conn *c)
 		be->fwd += (uint64_t)k;
 		c->req_bytes += (uint64_t)k;
 		progress = k > 0;
+	}
+	if (c->await_cookie && (be->fwd >= 48 || c->reqb.done)) {
+		const struct cfg_backend *b = &c->bcfg->backends[c->bidx];
+		size_t first = be->fwd >= 48 ? upstream_pick(c, b, buf_head(cl->in) + 32, 16) : choose_server(c, b);
+		c->await_cookie = false;
+		if (upstream_open(c, first) == -1) {
+			metrics_backend_error(b->name, "connect");
+			return conn_fail(c, 502, "backend connect failed");
+		}
+		conn_set_phase(c, PH_ACTIVE);
+		progress = 1;
 	}
 	if (c->reqb.done && c->reqb.kind == HTTP1_BODY_NONE)
 		return progress;
@@ -1145,9 +1168,15 @@ half_setup_event(struct conn *c, struct half *h)
 		return 0;
 	}
 	const char *why = NULL;
+	bool tls = h->handshaking;
 	int r = upstream_connected(c, &why);
 	if (r < 0) {
-		metrics_backend_error(c->bcfg->backends[c->bidx].name, h->handshaking ? "tls" : "connect");
+		metrics_backend_error(c->bcfg->backends[c->bidx].name, tls ? "tls" : "connect");
+		if (!tls && upstream_retry(c) == 0) {
+			log_info("client=%s %s; trying the next server", c->client_ip, why);
+			conn_set_phase(c, PH_ACTIVE);
+			return 0;
+		}
 		if (conn_fail(c, 502, why ? why : "backend connect failed") < 0)
 			return -1;
 	} else if (r == 0) {

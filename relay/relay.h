@@ -112,6 +112,8 @@ struct conn {
 	struct config *bcfg;		/* the configuration bidx refers to */
 	int server;			/* server index */
 	bool breusable;			/* the backend connection may carry another request */
+	bool await_cookie;		/* RPC channel: server chosen by its cookie, once 48 body bytes are in */
+	int tries;			/* servers tried for this connection */
 	uint64_t handled;		/* requests handled on this connection */
 };
 
@@ -153,6 +155,8 @@ void listener_conn_closed(void);
 
 /* upstream.c */
 int upstream_connect(struct conn *c);
+int upstream_open(struct conn *c, size_t first);
+int upstream_retry(struct conn *c);
 int upstream_connected(struct conn *c, const char **why);
 void upstream_close(struct conn *c);
 size_t upstream_pick(const struct conn *c, const struct cfg_backend *b, const char *key, size_t keylen);

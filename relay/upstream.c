@@ -37,11 +37,10 @@ upstream_pick(const struct conn *c, const struct cfg_backend *b, const char *key
 	return (size_t)(fnv1a(key, keylen) % b->nservers);
 }
 
-/* Puts the PROXY header for this client at the front of the backend's output. */
-static int
-put_proxy_header(struct conn *c, int version)
+/* Encodes the PROXY header describing this client into out[0..cap); its length or -1. */
+static ssize_t
+proxy_header(struct conn *c, int version, char *out, size_t cap)
 {
-	struct buf *o = c->backend.out;
 	struct sockaddr_storage local;
 	socklen_t len = sizeof(local);
 	ssize_t n;
@@ -63,13 +62,25 @@ put_proxy_header(struct conn *c, int version)
 		}
 	}
 	if (version == 1)
-		n = pp_encode_v1(o->data + o->w, BUF_CAP - o->w, (struct sockaddr *)&c->client_addr,
-		    (struct sockaddr *)&local);
+		n = pp_encode_v1(out, cap, (struct sockaddr *)&c->client_addr, (struct sockaddr *)&local);
 	else
-		n = pp_encode_v2(o->data + o->w, BUF_CAP - o->w, PP_CMD_PROXY, (struct sockaddr *)&c->client_addr,
+		n = pp_encode_v2(out, cap, PP_CMD_PROXY, (struct sockaddr *)&c->client_addr,
 		    (struct sockaddr *)&local, NULL, 0);
-	if (n < 0)
+	return n;
+}
+
+/* Puts the PROXY header at the front of the backend's output (before the request head). */
+static int
+put_proxy_header(struct conn *c, int version)
+{
+	struct buf *o = c->backend.out;
+	char hdr[256];
+	ssize_t n = proxy_header(c, version, hdr, sizeof(hdr));
+
+	if (n < 0 || buf_room(o) < (size_t)n)
 		return -1;
+	memmove(o->data + o->r + n, o->data + o->r, buf_len(o));
+	memcpy(o->data + o->r, hdr, (size_t)n);
 	o->w += (size_t)n;
 	return 0;
 }
@@ -94,29 +105,66 @@ upstream_connect(struct conn *c)
 	conn_half_init(c, &c->backend, fd);
 	c->backend.connecting = true;
 	c->breusable = true;
-	/* With TLS the PROXY header goes first, in clear, when the connection is up. */
-	if (b->send_proxy && !b->tls && put_proxy_header(c, b->send_proxy) == -1) {
-		log_warn("backend %s: cannot describe client %s in a PROXY header", b->name, c->client_ip);
-		upstream_close(c);
-		return -1;
-	}
 	ev_io_start(c->loop, &c->backend.wio);
 	return 0;
+}
+
+/* Closes the socket of a connect that failed, keeping the request waiting in out. */
+static void
+drop_socket(struct conn *c)
+{
+	struct half *h = &c->backend;
+
+	ev_io_stop(c->loop, &h->rio);
+	ev_io_stop(c->loop, &h->wio);
+	h->ops->release(h);
+	close(h->fd);
+	h->fd = -1;
+	h->connecting = h->handshaking = false;
+}
+
+/*
+ * Opens the backend connection, starting with server first and trying the next servers in
+ * order when a connect fails at once (the order is the same on every instance). 0 or -1.
+ */
+int
+upstream_open(struct conn *c, size_t first)
+{
+	const struct cfg_backend *b = &c->bcfg->backends[c->bidx];
+
+	c->server = (int)first;
+	c->tries = 0;
+	while (upstream_connect(c) == -1) {
+		if (++c->tries >= (int)b->nservers)
+			return -1;
+		c->server = (c->server + 1) % (int)b->nservers;
+	}
+	return 0;
+}
+
+/* After a connect failed late (refused, reset): the next server, if any is left. 0 or -1. */
+int
+upstream_retry(struct conn *c)
+{
+	const struct cfg_backend *b = &c->bcfg->backends[c->bidx];
+
+	drop_socket(c);
+	while (++c->tries < (int)b->nservers) {
+		c->server = (c->server + 1) % (int)b->nservers;
+		if (upstream_connect(c) == 0)
+			return 0;
+	}
+	return -1;
 }
 
 /* Sends the PROXY header in clear before a TLS handshake (a fresh socket takes 232 bytes). */
 static int
 send_proxy_clear(struct conn *c, int version)
 {
-	struct buf *o = c->backend.out;
-	size_t before = o->w;
+	char hdr[256];
+	ssize_t n = proxy_header(c, version, hdr, sizeof(hdr));
 
-	if (put_proxy_header(c, version) == -1)
-		return -1;
-	size_t n = o->w - before;
-	ssize_t w = send(c->backend.fd, o->data + before, n, MSG_NOSIGNAL);
-	o->w = before;
-	return w == (ssize_t)n ? 0 : -1;
+	return n > 0 && send(c->backend.fd, hdr, (size_t)n, MSG_NOSIGNAL) == n ? 0 : -1;
 }
 
 /*
@@ -157,6 +205,10 @@ upstream_connected(struct conn *c, const char **why)
 				return -1;
 			}
 			h->handshaking = true;
+		} else if (b->send_proxy && put_proxy_header(c, b->send_proxy) == -1) {
+			/* In front of the request head, so both usually leave in one segment. */
+			*why = "cannot describe the client in a PROXY header";
+			return -1;
 		}
 	}
 	if (h->handshaking) {
