@@ -126,7 +126,7 @@ metrics_backend_error(const char *backend, const char *kind)
 void
 admin_agent_reply(int fd)
 {
-	const char *line = relay.draining ? "drain\n" : "up ready\n";
+	const char *line = relay_draining() ? "drain\n" : "up ready\n";
 
 	(void)!send(fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
 	close(fd);
@@ -135,8 +135,8 @@ admin_agent_reply(int fd)
 ssize_t
 admin_health(char *out, size_t cap, bool head_only, bool close)
 {
-	return rewrite_status_response(out, cap, relay.draining ? 503 : 200, close,
-	    "Cache-Control: no-store\r\n", relay.draining ? "draining\n" : "ok\n", head_only);
+	return rewrite_status_response(out, cap, relay_draining() ? 503 : 200, close,
+	    "Cache-Control: no-store\r\n", relay_draining() ? "draining\n" : "ok\n", head_only);
 }
 
 #define PUT(...) do { int k_ = snprintf(body + n, sizeof(body) - n, __VA_ARGS__); \

@@ -220,16 +220,17 @@ half_out(struct half *h)
 
 /* --- teardown --------------------------------------------------------------------------- */
 
-static void
-half_close(struct conn *c, struct half *h)
+/* Closes one half: watchers, transport, socket, buffers. */
+void
+conn_half_close(struct conn *c, struct half *h)
 {
-	if (h->fd < 0)
-		return;
-	ev_io_stop(c->loop, &h->rio);
-	ev_io_stop(c->loop, &h->wio);
-	h->ops->release(h);
-	close(h->fd);
-	h->fd = -1;
+	if (h->fd >= 0) {
+		ev_io_stop(c->loop, &h->rio);
+		ev_io_stop(c->loop, &h->wio);
+		h->ops->release(h);
+		close(h->fd);
+		h->fd = -1;
+	}
 	buf_put(h->in);
 	buf_put(h->out);
 	h->in = h->out = NULL;
@@ -290,21 +291,23 @@ conn_close(struct conn *c, const char *reason)
 		    conn_phase_str(c->phase), reason, (unsigned long long)c->handled);
 	conn_end_request(c, reason);
 	metrics_bytes(c->client.nread, c->client.nwritten);
-	half_close(c, &c->backend);
-	half_close(c, &c->client);
+	conn_half_close(c, &c->backend);
+	conn_half_close(c, &c->client);
 	ev_timer_stop(c->loop, &c->timer);
+	struct worker *w = c->w;
 	if (c->prev)
 		c->prev->next = c->next;
 	else
-		relay.conns = c->next;
+		w->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
 	metrics_conn_close(c->lcfg->name);
 	config_unref(c->cfg);
 	c->magic = 0;
 	free(c);
-	relay.nconns--;
-	listener_conn_closed();
+	w->nconns--;
+	__atomic_sub_fetch(&relay.nconns, 1, __ATOMIC_RELAXED);
+	listener_conn_closed(w);
 }
 
 /*
@@ -319,7 +322,7 @@ conn_fail(struct conn *c, int status, const char *why)
 		log_warn("client=%s %d: %s", c->client_ip, status, why);
 	else
 		log_info("client=%s %d: %s", c->client_ip, status, why);
-	half_close(c, &c->backend);
+	conn_half_close(c, &c->backend);
 	if (c->resp_started || !half_out(&c->client)) {
 		conn_close(c, why);
 		return -1;
@@ -579,7 +582,7 @@ static int
 answer_local(struct conn *c, const struct http1_request *req, int kind)
 {
 	bool has_body = req->body == HTTP1_BODY_CHUNKED || (req->body == HTTP1_BODY_LENGTH && req->content_length > 0);
-	bool close = !req->keep_alive || has_body || relay.draining;
+	bool close = !req->keep_alive || has_body || relay_draining();
 	ssize_t n;
 
 	if (!half_out(&c->client))
@@ -593,7 +596,7 @@ answer_local(struct conn *c, const struct http1_request *req, int kind)
 		return -1;
 	c->client.out->w += (size_t)n;
 	c->resp_bytes_start -= (uint64_t)n;	/* counted now, written just after */
-	c->status = relay.draining && kind == 0 ? 503 : 200;
+	c->status = relay_draining() && kind == 0 ? 503 : 200;
 	c->client.in->r += req->head_len;
 	c->req_bytes = req->head_len;
 	log_request(c, "local");
@@ -604,6 +607,35 @@ answer_local(struct conn *c, const struct http1_request *req, int kind)
 	} else {
 		conn_set_phase(c, PH_IDLE);
 	}
+	return 1;
+}
+
+/*
+ * Refuses a request exrelay answers itself (no route, method not allowed, ambiguous target).
+ * A request without a body keeps its connection alive; one with a body is answered and
+ * closed, so the body is never read as a request.
+ */
+static int
+refuse_request(struct conn *c, const struct http1_request *req, int status, const char *why)
+{
+	bool has_body = req->body == HTTP1_BODY_CHUNKED || (req->body == HTTP1_BODY_LENGTH && req->content_length > 0);
+	ssize_t n;
+
+	if (has_body || !req->keep_alive || relay_draining() || !half_out(&c->client))
+		return conn_fail(c, status, why);
+	log_info("client=%s %d: %s", c->client_ip, status, why);
+	n = rewrite_status_response(c->client.out->data + c->client.out->w, BUF_CAP - c->client.out->w,
+	    status, false, NULL, NULL, c->req_head_method);
+	if (n < 0)
+		return conn_fail(c, status, why);
+	c->client.out->w += (size_t)n;
+	c->resp_bytes_start -= (uint64_t)n;	/* counted now, written just after */
+	c->status = status;
+	c->client.in->r += req->head_len;
+	c->req_bytes = req->head_len;
+	log_request(c, why);
+	c->handled++;
+	conn_set_phase(c, PH_IDLE);
 	return 1;
 }
 
@@ -636,7 +668,7 @@ start_request(struct conn *c, struct http1_request *req)
 	c->req_head_method = method_is(req, "HEAD");
 	c->expect_continue = req->expect_continue;
 	c->got_continue = false;
-	c->close_after = !req->keep_alive || relay.draining;
+	c->close_after = !req->keep_alive || relay_draining();
 	c->route_name = NULL;
 	c->req_upgrade = req->upgrade;
 	snprintf(c->method_buf, sizeof(c->method_buf), "%.*s", (int)req->method.len, req->method.p);
@@ -652,7 +684,7 @@ start_request(struct conn *c, struct http1_request *req)
 				return answer_local(c, req, 0);
 			if (get && req->path.len == 8 && memcmp(req->path.p, "/metrics", 8) == 0)
 				return answer_local(c, req, 1);
-			return conn_fail(c, get ? 404 : 405, "unknown admin request");
+			return refuse_request(c, req, get ? 404 : 405, "unknown admin request");
 		}
 		return answer_local(c, req, 0);
 	}
@@ -663,11 +695,12 @@ start_request(struct conn *c, struct http1_request *req)
 	if (nlen < 0) {
 		char msg[128];
 		snprintf(msg, sizeof(msg), "refused target: %s", why ? why : "ambiguous path");
-		return conn_fail(c, 400, msg);
+		return refuse_request(c, req, 400, msg);
 	}
 	int ri = route_match(c->cfg->routes, c->cfg->nroutes, req->host, npath, (size_t)nlen, req->method);
 	if (ri == ROUTE_NOT_FOUND || ri == ROUTE_BAD_METHOD) {
-		return conn_fail(c, ri == ROUTE_NOT_FOUND ? 404 : 405, ri == ROUTE_NOT_FOUND ? "no route" : "method not allowed");
+		return refuse_request(c, req, ri == ROUTE_NOT_FOUND ? 404 : 405,
+		    ri == ROUTE_NOT_FOUND ? "no route" : "method not allowed");
 	}
 	const struct route *rt = &c->cfg->routes[ri];
 	const struct cfg_backend *b = &c->cfg->backends[rt->backend];
@@ -744,7 +777,7 @@ step_head(struct conn *c)
 		return 0;
 	}
 	if (c->phase == PH_IDLE) {
-		if (relay.draining && c->handled > 0) {
+		if (relay_draining() && c->handled > 0) {
 			conn_close(c, "draining");
 			return -1;
 		}
@@ -958,8 +991,31 @@ step_finish(struct conn *c)
 {
 	struct half *cl = &c->client;
 
-	if (c->rs != RS_DONE || !c->reqb.done || half_has_output(cl))
+	if (cl->eof && !c->reqb.done)
+		return 0;	/* step_request_body handles a cut request */
+	if (cl->eof && c->rs != RS_DONE) {
+		/* HTTP/1 clients do not half-close: the client went away (an RPC_OUT_DATA channel ends so). */
+		if (c->rpc_channel)
+			log_info("client=%s %s channel closed by the client", c->client_ip, c->method_buf);
+		else
+			log_info("client=%s closed before the response ended", c->client_ip);
+		conn_close(c, "client closed during the response");
+		return -1;
+	}
+	if (c->rs != RS_DONE || half_has_output(cl))
 		return 0;
+	if (!c->reqb.done) {
+		/*
+		 * The response ended before the request body (an RPC error on an IN channel, an
+		 * early 4xx). If the backend keeps reading, the body goes on; if it said close or
+		 * closed, the rest of the body has nowhere to go: close, never parse it as a request.
+		 */
+		if (!c->breusable || c->backend.eof || c->close_after) {
+			conn_close(c, "response ended before the request body");
+			return -1;
+		}
+		return 0;
+	}
 	conn_end_request(c, "ok");
 	if (!c->breusable || c->backend.eof)
 		upstream_close(c);
@@ -1253,7 +1309,8 @@ conn_accept(struct listener *l, int fd, const struct sockaddr_storage *peer)
 		return;
 	}
 	c->magic = CONN_MAGIC;
-	c->loop = relay.loop;
+	c->w = l->w;
+	c->loop = l->w->loop;
 	c->cfg = config_ref(l->cfg);
 	c->lcfg = l->lcfg;
 	c->listener = l;
@@ -1268,11 +1325,12 @@ conn_accept(struct listener *l, int fd, const struct sockaddr_storage *peer)
 	conn_half_init(c, &c->backend, -1);
 	ev_init(&c->timer, conn_timeout_cb);
 	c->timer.data = c;
-	c->next = relay.conns;
-	if (relay.conns)
-		relay.conns->prev = c;
-	relay.conns = c;
-	relay.nconns++;
+	c->next = c->w->conns;
+	if (c->w->conns)
+		c->w->conns->prev = c;
+	c->w->conns = c;
+	c->w->nconns++;
+	__atomic_add_fetch(&relay.nconns, 1, __ATOMIC_RELAXED);
 	metrics_conn_open(c->lcfg->name);
 	c->last_activity = ev_now(c->loop);
 
@@ -1296,9 +1354,9 @@ conn_accept(struct listener *l, int fd, const struct sockaddr_storage *peer)
 }
 
 void
-conn_drain_idle(void)
+conn_drain_idle(struct worker *w)
 {
-	struct conn *c = relay.conns, *next;
+	struct conn *c = w->conns, *next;
 
 	for (; c; c = next) {
 		next = c->next;
@@ -1310,8 +1368,8 @@ conn_drain_idle(void)
 }
 
 void
-conn_close_all(const char *reason)
+conn_close_all(struct worker *w, const char *reason)
 {
-	while (relay.conns)
-		conn_close(relay.conns, reason);
+	while (w->conns)
+		conn_close(w->conns, reason);
 }

@@ -1,7 +1,11 @@
 /*
  * listener.c: listening sockets, accept, the connection limit and EMFILE back-off.
- * Sockets survive a reload: a listener whose bind address is unchanged keeps its socket,
- * so no connection is refused or lost while the configuration changes.
+ *
+ * Every worker has its own socket per configured listener (SO_REUSEPORT: the kernel spreads
+ * new connections over the workers). The main thread builds a whole new set per worker on
+ * start and on reload; a listener whose address is unchanged takes over the worker's current
+ * socket, so no connection is refused or lost while the configuration changes. A set is
+ * started, stopped and freed by its worker's thread.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -14,18 +18,45 @@
 
 #include "relay.h"
 
+/* Pauses (or resumes) accepting on all of this worker's listeners. */
 static void
-listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+listener_pause(struct worker *w, bool pause)
 {
-	struct listener *l = w->data;
+	w->paused = pause;
+	for (struct listener *l = w->listeners; l; l = l->next) {
+		if (l->fd < 0)
+			continue;
+		if (pause) {
+			ev_io_stop(w->loop, &l->io);
+			/* Other workers' connections may close: look again shortly. */
+			if (!ev_is_active(&l->backoff)) {
+				ev_timer_set(&l->backoff, 0.05, 0.);
+				ev_timer_start(w->loop, &l->backoff);
+			}
+		} else if (!w->draining || l->lcfg->role != ROLE_TRAFFIC) {
+			ev_io_start(w->loop, &l->io);
+		}
+	}
+}
+
+static bool
+at_limit(void)
+{
+	return __atomic_load_n(&relay.nconns, __ATOMIC_RELAXED) >= __atomic_load_n(&relay.max_conns, __ATOMIC_RELAXED);
+}
+
+static void
+listener_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+	struct listener *l = io->data;
 	(void)revents;
 
 	for (int i = 0; i < 64; i++) {
 		struct sockaddr_storage peer;
 		socklen_t len = sizeof(peer);
 
-		if (relay.nconns >= relay.cfg->max_connections) {
-			listener_pause_all(true);
+		if (l->lcfg->role != ROLE_AGENT && at_limit()) {
+			listener_pause(l->w, true);
 			return;
 		}
 		int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -47,29 +78,39 @@ listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 }
 
 static void
-listener_backoff_cb(struct ev_loop *loop, ev_timer *w, int revents)
+listener_backoff_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
-	struct listener *l = w->data;
+	struct listener *l = t->data;
 	(void)revents;
 
-	if (!l->paused && l->fd >= 0)
+	if (l->w->paused) {
+		if (at_limit()) {
+			ev_timer_set(&l->backoff, 0.05, 0.);
+			ev_timer_start(loop, &l->backoff);
+			return;
+		}
+		listener_pause(l->w, false);
+		return;
+	}
+	if (l->fd >= 0 && (!l->w->draining || l->lcfg->role != ROLE_TRAFFIC))
 		ev_io_start(loop, &l->io);
 }
 
-/* Opens and binds a listening socket for lc; -1 with a message in err. */
+/* Opens and binds a listening socket at addr; -1 with a message in err. */
 static int
-listener_bind(const struct cfg_listener *lc, char *err, size_t errlen)
+bind_one(const struct cfg_listener *lc, const struct sockaddr_storage *addr, socklen_t alen, char *err, size_t errlen)
 {
-	int one = 1, fd = socket(lc->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1, fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
 	if (fd == -1) {
 		snprintf(err, errlen, "listener %s: socket: %s", lc->name, strerror(errno));
 		return -1;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (lc->addr.ss_family == AF_INET6)
+	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	if (addr->ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, (const struct sockaddr *)&lc->addr, lc->addrlen) == -1 || listen(fd, 1024) == -1) {
+	if (bind(fd, (const struct sockaddr *)addr, alen) == -1 || listen(fd, 1024) == -1) {
 		snprintf(err, errlen, "listener %s: cannot listen on %s: %s", lc->name, lc->bind, strerror(errno));
 		close(fd);
 		return -1;
@@ -77,138 +118,184 @@ listener_bind(const struct cfg_listener *lc, char *err, size_t errlen)
 	return fd;
 }
 
-/* Finds an existing listener bound to the same address (for reuse across reloads). */
+/* The worker's current (or pending) listener bound to the same configured address, if any. */
 static struct listener *
-find_same(struct listener *head, const struct cfg_listener *lc)
+find_same(struct worker *w, const struct cfg_listener *lc)
 {
-	for (struct listener *l = head; l; l = l->next)
-		if (l->fd >= 0 && l->lcfg->addrlen == lc->addrlen &&
-		    memcmp(&l->lcfg->addr, &lc->addr, lc->addrlen) == 0 &&
-		    ((struct sockaddr_in *)&lc->addr)->sin_port != 0)
+	struct listener *set = w->pending ? w->pending : w->listeners;
+
+	if (((const struct sockaddr_in *)&lc->addr)->sin_port == 0)
+		return NULL;	/* port 0: a new port each time */
+	for (struct listener *l = set; l; l = l->next)
+		if (l->fd >= 0 && !l->moved && l->lcfg->addrlen == lc->addrlen &&
+		    memcmp(&l->lcfg->addr, &lc->addr, lc->addrlen) == 0)
 			return l;
 	return NULL;
 }
 
+/* Frees a set that was never handed to a worker (closing only the sockets it opened). */
+static void
+set_discard(struct listener *set, bool *taken)
+{
+	int i = 0;
+
+	while (set) {
+		struct listener *next = set->next;
+		if (set->fd >= 0 && !taken[i])
+			close(set->fd);
+		if (set->cfg)
+			config_unref(set->cfg);
+		free(set);
+		set = next;
+		i++;
+	}
+}
+
+void
+listener_sets_discard(struct listener **sets, int n)
+{
+	for (int k = 0; k < n; k++) {
+		bool taken[1024] = { false };
+		set_discard(sets[k], taken);
+		sets[k] = NULL;
+	}
+}
+
 /*
- * Builds the listeners of cfg into *head. Sockets of the current listeners (relay.listeners)
- * with the same address are taken over (their fd moves). Returns 0, or -1 with err set and
- * nothing changed in the current listeners.
+ * Builds, for each worker, the listeners of cfg into sets[worker]. Unchanged addresses take
+ * over the worker's current socket; new ones are bound (port 0: the first worker's socket
+ * picks the port, the others join it). All or nothing: on failure -1 with err, and the
+ * current sets are untouched.
  */
 int
-listener_setup(struct config *cfg, struct listener **head, char *err, size_t errlen)
+listener_build(struct config *cfg, struct listener **sets, char *err, size_t errlen)
 {
-	struct listener *list = NULL, **tail = &list;
+	int n = relay.nworkers;
+	bool taken[n][1024];
 
-	for (size_t i = 0; i < cfg->nlisteners; i++) {
-		const struct cfg_listener *lc = &cfg->listeners[i];
-		struct listener *l = calloc(1, sizeof(*l)), *old = find_same(relay.listeners, lc);
-		if (!l) {
-			snprintf(err, errlen, "out of memory");
-			goto fail;
+	memset(taken, 0, sizeof(taken));
+	if (cfg->nlisteners > 1024) {
+		snprintf(err, errlen, "too many listeners");
+		return -1;
+	}
+	for (int k = 0; k < n; k++)
+		sets[k] = NULL;
+	for (int k = 0; k < n; k++) {
+		struct listener **tail = &sets[k];
+		for (size_t i = 0; i < cfg->nlisteners; i++) {
+			const struct cfg_listener *lc = &cfg->listeners[i];
+			struct listener *l = calloc(1, sizeof(*l)), *old;
+			if (!l) {
+				snprintf(err, errlen, "out of memory");
+				goto fail;
+			}
+			*tail = l;
+			tail = &l->next;
+			l->w = &relay.workers[k];
+			l->lcfg = lc;
+			l->fd = -1;
+			l->cfg = config_ref(cfg);
+			snprintf(l->name, sizeof(l->name), "%s", lc->name);
+			if ((old = find_same(l->w, lc))) {
+				l->fd = old->fd;
+				taken[k][i] = true;
+			} else {
+				struct sockaddr_storage a = lc->addr;
+				if (k > 0 && sets[0]) {
+					/* Join the first worker's socket's port (it differs from lc->addr for port 0). */
+					struct listener *first = sets[0];
+					for (size_t j = 0; j < i; j++)
+						first = first->next;
+					socklen_t len = sizeof(a);
+					getsockname(first->fd, (struct sockaddr *)&a, &len);
+				}
+				if ((l->fd = bind_one(lc, &a, lc->addrlen, err, errlen)) == -1)
+					goto fail;
+			}
+			ev_io_init(&l->io, listener_accept_cb, l->fd, EV_READ);
+			ev_init(&l->backoff, listener_backoff_cb);
+			l->io.data = l;
+			l->backoff.data = l;
 		}
-		*tail = l;
-		tail = &l->next;
-		l->lcfg = lc;
-		l->cfg = cfg;
-		snprintf(l->name, sizeof(l->name), "%s", lc->name);
-		l->fd = old ? -2 : listener_bind(lc, err, errlen);
-		if (l->fd == -1)
-			goto fail;
-		ev_io_init(&l->io, listener_accept_cb, 0, EV_READ);
-		ev_init(&l->backoff, listener_backoff_cb);
-		l->io.data = l;
-		l->backoff.data = l;
 	}
-	/* All binds worked: take over the sockets of unchanged listeners. */
-	for (struct listener *l = list; l; l = l->next) {
-		if (l->fd >= 0)
-			continue;
-		struct listener *old = find_same(relay.listeners, l->lcfg);
-		l->fd = old->fd;
-		ev_io_stop(relay.loop, &old->io);
-		ev_timer_stop(relay.loop, &old->backoff);
-		old->fd = -1;
+	/* Everything is bound: mark the sockets taken over, they now belong to the new sets. */
+	for (int k = 0; k < n; k++) {
+		struct listener *l = sets[k];
+		for (size_t i = 0; l; i++, l = l->next)
+			if (taken[k][i])
+				find_same(&relay.workers[k], l->lcfg)->moved = true;
 	}
-	for (struct listener *l = list; l; l = l->next)
-		ev_io_set(&l->io, l->fd, EV_READ);
-	*head = list;
 	return 0;
 fail:
-	listener_free_all(list, true);
+	for (int k = 0; k < n; k++) {
+		set_discard(sets[k], taken[k]);
+		sets[k] = NULL;
+	}
 	return -1;
 }
 
-/* Writes each listener's bound address, one "name address:port" line, for tests using port 0. */
-void listener_report(struct listener *head);
 void
-listener_report(struct listener *head)
+listener_report(struct listener *set)
 {
-	for (struct listener *l = head; l; l = l->next) {
+	for (struct listener *l = set; l; l = l->next) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
 		char host[64] = "?";
-		int port = 0;
 
-		if (getsockname(l->fd, (struct sockaddr *)&ss, &len) == -1)
+		if (l->fd < 0 || getsockname(l->fd, (struct sockaddr *)&ss, &len) == -1)
 			continue;
 		if (ss.ss_family == AF_INET) {
 			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
-			port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-			log_info("listening name=%s addr=%s:%d", l->name, host, port);
+			log_info("listening name=%s addr=%s:%d", l->name, host, ntohs(((struct sockaddr_in *)&ss)->sin_port));
 		} else {
 			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
-			port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-			log_info("listening name=%s addr=[%s]:%d", l->name, host, port);
+			log_info("listening name=%s addr=[%s]:%d", l->name, host, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
 		}
 	}
 }
 
+/* Starts a set's watchers (in its worker's thread). */
 void
-listener_start(struct listener *head)
+listener_set_start(struct listener *set)
 {
-	for (struct listener *l = head; l; l = l->next)
-		if (l->fd >= 0 && !relay.draining)
-			ev_io_start(relay.loop, &l->io);
+	for (struct listener *l = set; l; l = l->next)
+		if (l->fd >= 0 && !(l->w->draining && l->lcfg->role == ROLE_TRAFFIC) && !l->w->paused)
+			ev_io_start(l->w->loop, &l->io);
 }
 
+/* Stops and frees a set (in its worker's thread); sockets taken over by a newer set stay open. */
 void
-listener_stop(struct listener *head)
+listener_set_free(struct listener *set)
 {
-	for (struct listener *l = head; l; l = l->next) {
-		ev_io_stop(relay.loop, &l->io);
-		ev_timer_stop(relay.loop, &l->backoff);
+	while (set) {
+		struct listener *next = set->next;
+		ev_io_stop(set->w->loop, &set->io);
+		ev_timer_stop(set->w->loop, &set->backoff);
+		if (set->fd >= 0 && !__atomic_load_n(&set->moved, __ATOMIC_ACQUIRE))
+			close(set->fd);
+		if (set->cfg)
+			config_unref(set->cfg);
+		free(set);
+		set = next;
 	}
 }
 
+/* Draining: stop accepting traffic (admin and agent ports keep answering). */
 void
-listener_free_all(struct listener *head, bool close_fds)
+listener_close_traffic(struct worker *w)
 {
-	while (head) {
-		struct listener *next = head->next;
-		ev_io_stop(relay.loop, &head->io);
-		ev_timer_stop(relay.loop, &head->backoff);
-		if (close_fds && head->fd >= 0)
-			close(head->fd);
-		free(head);
-		head = next;
-	}
+	for (struct listener *l = w->listeners; l; l = l->next)
+		if (l->lcfg->role == ROLE_TRAFFIC && l->fd >= 0) {
+			ev_io_stop(w->loop, &l->io);
+			ev_timer_stop(w->loop, &l->backoff);
+			close(l->fd);
+			l->fd = -1;
+		}
 }
 
 void
-listener_pause_all(bool pause)
+listener_conn_closed(struct worker *w)
 {
-	for (struct listener *l = relay.listeners; l; l = l->next) {
-		l->paused = pause;
-		if (pause)
-			ev_io_stop(relay.loop, &l->io);
-		else if (l->fd >= 0 && !relay.draining)
-			ev_io_start(relay.loop, &l->io);
-	}
-}
-
-void
-listener_conn_closed(void)
-{
-	if (relay.listeners && relay.listeners->paused && relay.nconns < relay.cfg->max_connections)
-		listener_pause_all(false);
+	if (w->paused && !at_limit())
+		listener_pause(w, false);
 }

@@ -28,12 +28,19 @@
 
 struct relay_state relay;
 
-void listener_report(struct listener *head);
+/* The number of worker threads: global.workers, or one per CPU. */
+static int
+worker_count(const struct config *cfg)
+{
+	long n = cfg->workers > 0 ? cfg->workers : sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n < 1 ? 1 : n > 256 ? 256 : (int)n;
+}
 
 static const char *conf_path = SYSCONFDIR "/exrelay/exrelay.conf";
 static ev_signal sig_hup, sig_term, sig_int, sig_usr1;
 static ev_timer drain_timer;
-static ev_check drain_check;
+static ev_timer drain_check;
 
 static void
 usage(FILE *f)
@@ -76,74 +83,75 @@ reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	char err[1024];
 	struct config *cfg;
-	struct listener *list;
+	struct listener *sets[relay.nworkers];
 	(void)loop; (void)w; (void)revents;
 
-	if (relay.draining)
+	if (relay_draining())
 		return;
 	if (!(cfg = config_load(conf_path, err, sizeof(err)))) {
 		log_error("reload failed, keeping the running configuration: %s", err);
 		return;
 	}
-	if (listener_setup(cfg, &list, err, sizeof(err)) == -1) {
+	if (listener_build(cfg, sets, err, sizeof(err)) == -1) {
 		log_error("reload failed, keeping the running configuration: %s", err);
 		config_unref(cfg);
 		return;
 	}
-	listener_free_all(relay.listeners, true);
-	relay.listeners = list;
-	listener_start(list);
-	config_unref(relay.cfg);
+	if (worker_count(cfg) != relay.nworkers)
+		log_warn("reload: 'workers' changes need a restart; keeping %d", relay.nworkers);
+	struct config *old = relay.cfg;
 	relay.cfg = cfg;
+	__atomic_store_n(&relay.max_conns, cfg->max_connections, __ATOMIC_RELAXED);
 	if (log_open(cfg->error_log, cfg->log_level) == -1 ||
 	    log_access_open(cfg->access_log, cfg->access_format) == -1)
 		log_error("reload: cannot open a log file: %s", strerror(errno));
-	listener_report(list);
+	worker_hand_over(sets);
+	config_unref(old);
 	log_info("configuration reloaded from %s", conf_path);
+}
+
+static void
+stop_now(struct ev_loop *loop)
+{
+	__atomic_store_n(&relay.stopping, 1, __ATOMIC_RELEASE);
+	worker_wake_all();
+	ev_break(loop, EVBREAK_ALL);
 }
 
 static void
 drain_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)w; (void)revents;
-	log_info("drain timeout: closing %ld connection(s)", relay.nconns);
-	conn_close_all("drain timeout");
-	ev_break(loop, EVBREAK_ALL);
+	log_info("drain timeout: closing %ld connection(s)", __atomic_load_n(&relay.nconns, __ATOMIC_RELAXED));
+	stop_now(loop);
 }
 
 static void
-drain_check_cb(struct ev_loop *loop, ev_check *w, int revents)
+drain_check_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)w; (void)revents;
-	if (relay.draining && relay.nconns == 0)
-		ev_break(loop, EVBREAK_ALL);
+	if (__atomic_load_n(&relay.nconns, __ATOMIC_RELAXED) == 0)
+		stop_now(loop);
 }
 
 static void
 term_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	(void)revents;
-	if (relay.draining) {
+	if (relay_draining()) {
 		log_info("second stop signal: closing now");
-		conn_close_all("stop");
-		ev_break(loop, EVBREAK_ALL);
+		stop_now(loop);
 		return;
 	}
-	relay.draining = true;
-	log_info("signal %d: draining %ld connection(s) for up to %g s", w->signum, relay.nconns,
-	    relay.cfg->drain_timeout);
-	/* Stop accepting traffic; the admin and agent ports keep answering (draining). */
-	for (struct listener *l = relay.listeners; l; l = l->next)
-		if (l->lcfg->role == ROLE_TRAFFIC) {
-			ev_io_stop(loop, &l->io);
-			close(l->fd);
-			l->fd = -1;
-		}
-	conn_drain_idle();
+	log_info("signal %d: draining %ld connection(s) for up to %g s", w->signum,
+	    __atomic_load_n(&relay.nconns, __ATOMIC_RELAXED), relay.cfg->drain_timeout);
+	/* Workers stop accepting traffic; the admin and agent ports keep answering (draining). */
+	__atomic_store_n(&relay.draining, 1, __ATOMIC_RELEASE);
+	worker_wake_all();
 	ev_timer_init(&drain_timer, drain_timeout_cb, relay.cfg->drain_timeout, 0.);
 	ev_timer_start(loop, &drain_timer);
-	ev_check_init(&drain_check, drain_check_cb);
-	ev_check_start(loop, &drain_check);
+	ev_timer_init(&drain_check, drain_check_cb, 0.05, 0.05);
+	ev_timer_start(loop, &drain_check);
 }
 
 static void
@@ -233,21 +241,30 @@ main(int argc, char **argv)
 		return 0;
 	}
 	relay.cfg = cfg;
+	relay.max_conns = cfg->max_connections;
 	relay.loop = ev_default_loop(EVFLAG_AUTO);
 	if (apply_logs(cfg) == -1)
 		return 2;
-	if (listener_setup(cfg, &relay.listeners, err, sizeof(err)) == -1) {
+	struct listener *sets[worker_count(cfg)];
+	if (worker_init_all(worker_count(cfg)) == -1) {
+		log_error("cannot create the event loops");
+		return 2;
+	}
+	if (listener_build(cfg, sets, err, sizeof(err)) == -1) {
 		log_error("%s", err);
 		return 2;
 	}
 	if (drop_privileges(cfg) == -1)
 		return 2;
-	if (daemonize && daemon(0, 0) == -1) {
-		log_error("daemon: %s", strerror(errno));
-		return 2;
-	}
-	if (daemonize)
+	if (daemonize) {
+		if (daemon(0, 0) == -1) {
+			log_error("daemon: %s", strerror(errno));
+			return 2;
+		}
 		ev_loop_fork(relay.loop);
+		for (int k = 0; k < relay.nworkers; k++)
+			ev_loop_fork(relay.workers[k].loop);
+	}
 	if (!pidfile)
 		pidfile = cfg->pidfile;
 	if (pidfile && write_pidfile(pidfile) == -1)
@@ -261,15 +278,19 @@ main(int argc, char **argv)
 	ev_signal_start(relay.loop, &sig_term);
 	ev_signal_start(relay.loop, &sig_int);
 	ev_signal_start(relay.loop, &sig_usr1);
-	listener_start(relay.listeners);
-	listener_report(relay.listeners);
-	log_info("exrelay %s started (pid %d, %zu listener(s), %zu backend(s), %zu route(s))", PACKAGE_VERSION,
-	    (int)getpid(), cfg->nlisteners, cfg->nbackends, cfg->nroutes);
+	listener_report(sets[0]);
+	if (worker_start_all(relay.nworkers, sets, err, sizeof(err)) == -1) {
+		log_error("%s", err);
+		return 2;
+	}
+	log_info("exrelay %s started (pid %d, %d worker(s), %zu listener(s), %zu backend(s), %zu route(s))",
+	    PACKAGE_VERSION, (int)getpid(), relay.nworkers, cfg->nlisteners, cfg->nbackends, cfg->nroutes);
 
 	ev_run(relay.loop, 0);
 
-	conn_close_all("stop");
-	listener_free_all(relay.listeners, true);
+	__atomic_store_n(&relay.stopping, 1, __ATOMIC_RELEASE);
+	worker_wake_all();
+	worker_join_all();
 	if (pidfile)
 		unlink(pidfile);
 	log_info("stopped");

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <sys/socket.h>
 
 #include <ev.h>
@@ -71,6 +72,7 @@ struct listener;
 struct conn {
 	unsigned magic;
 	struct ev_loop *loop;
+	struct worker *w;
 	struct conn *prev, *next;	/* all connections of this loop */
 	struct config *cfg;		/* the configuration this connection started with */
 	const struct cfg_listener *lcfg;
@@ -117,41 +119,70 @@ struct conn {
 	uint64_t handled;		/* requests handled on this connection */
 };
 
-/* The process: current configuration and event loop state (main.c). */
-struct relay_state {
-	struct config *cfg;
+/* One event-loop thread: its listening sockets (SO_REUSEPORT) and its connections. */
+struct worker {
+	int id;
 	struct ev_loop *loop;
-	bool draining;
-	long nconns;			/* client connections open */
-	struct conn *conns;		/* list head */
-	struct listener *listeners;
+	pthread_t thread;
+	ev_async wake;			/* main thread -> worker: a new listener set, drain, stop */
+	struct listener *listeners;	/* the set in use */
+	struct listener *pending;	/* a new set handed over by the main thread (under lock) */
+	pthread_mutex_t lock;
+	struct conn *conns;
+	long nconns;
+	bool draining, stopping;	/* what this worker has applied */
+	bool paused;			/* accepting paused (max_connections) */
+};
+
+/* The process (main.c): shared by all workers; changed only by the main thread. */
+struct relay_state {
+	struct config *cfg;		/* the current configuration (new connections) */
+	struct ev_loop *loop;		/* the main thread's loop: signals only */
+	int draining;			/* atomic: SIGTERM received */
+	int stopping;			/* atomic: close everything now */
+	long nconns;			/* atomic: client connections over all workers */
+	long max_conns;			/* atomic: global.max_connections of the current configuration */
+	int nworkers;
+	struct worker *workers;
 };
 extern struct relay_state relay;
+
+static inline bool relay_draining(void) { return __atomic_load_n(&relay.draining, __ATOMIC_ACQUIRE); }
 
 /* conn.c */
 const char *conn_phase_str(enum conn_phase p);
 void conn_accept(struct listener *l, int fd, const struct sockaddr_storage *peer);
 void conn_close(struct conn *c, const char *reason);
-void conn_drain_idle(void);
-void conn_close_all(const char *reason);
+void conn_half_close(struct conn *c, struct half *h);
+void conn_drain_idle(struct worker *w);
+void conn_close_all(struct worker *w, const char *reason);
 
 /* listener.c */
 struct listener {
 	struct listener *next;
-	const struct cfg_listener *lcfg;	/* in relay.cfg */
-	struct config *cfg;
+	struct worker *w;
+	const struct cfg_listener *lcfg;	/* in cfg */
+	struct config *cfg;			/* one reference per set (held by the first listener) */
 	int fd;
+	bool moved;				/* the fd now belongs to a newer set */
 	ev_io io;
 	ev_timer backoff;
 	char name[64];
-	bool paused;
 };
-int listener_setup(struct config *cfg, struct listener **head, char *err, size_t errlen);
-void listener_start(struct listener *head);
-void listener_stop(struct listener *head);
-void listener_free_all(struct listener *head, bool close_fds);
-void listener_pause_all(bool pause);
-void listener_conn_closed(void);
+int listener_build(struct config *cfg, struct listener **sets, char *err, size_t errlen);
+void listener_set_start(struct listener *set);
+void listener_set_free(struct listener *set);
+void listener_sets_discard(struct listener **sets, int n);
+void listener_close_traffic(struct worker *w);
+void listener_report(struct listener *set);
+void listener_conn_closed(struct worker *w);
+
+/* worker.c */
+int worker_init_all(int n);
+int worker_start_all(int n, struct listener **sets, char *err, size_t errlen);
+void worker_hand_over(struct listener **sets);
+void worker_wake_all(void);
+void worker_join_all(void);
 
 /* upstream.c */
 int upstream_connect(struct conn *c);

@@ -138,6 +138,7 @@ upstream_open(struct conn *c, size_t first)
 		if (++c->tries >= (int)b->nservers)
 			return -1;
 		c->server = (c->server + 1) % (int)b->nservers;
+		log_info("client=%s backend %s: trying the next server", c->client_ip, b->name);
 	}
 	return 0;
 }
@@ -228,21 +229,8 @@ upstream_connected(struct conn *c, const char **why)
 void
 upstream_close(struct conn *c)
 {
-	struct half *h = &c->backend;
-
-	if (h->fd >= 0) {
-		ev_io_stop(c->loop, &h->rio);
-		ev_io_stop(c->loop, &h->wio);
-		h->ops->release(h);
-		close(h->fd);
-		h->fd = -1;
-	}
-	buf_put(h->in);
-	buf_put(h->out);
-	h->in = h->out = NULL;
-	h->fwd = 0;
+	conn_half_close(c, &c->backend);
 	c->client.fwd = 0;
-	h->eof = h->shut = h->connecting = h->handshaking = h->read_wants_write = h->cut = false;
 	c->bidx = -1;
 	c->bcfg = NULL;
 	c->server = -1;
