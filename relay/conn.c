@@ -993,13 +993,15 @@ step_finish(struct conn *c)
 
 	if (cl->eof && !c->reqb.done)
 		return 0;	/* step_request_body handles a cut request */
-	if (cl->eof && c->rs != RS_DONE) {
-		/* HTTP/1 clients do not half-close: the client went away (an RPC_OUT_DATA channel ends so). */
-		if (c->rpc_channel)
-			log_info("client=%s %s channel closed by the client", c->client_ip, c->method_buf);
-		else
-			log_info("client=%s closed before the response ended", c->client_ip);
-		conn_close(c, "client closed during the response");
+	if (cl->eof && c->rs != RS_DONE && c->rpc_channel) {
+		/*
+		 * An RPC channel ends when the client closes it (Outlook never half-closes); waiting
+		 * for the response to end would keep the backend channel open for hours. Other
+		 * clients may half-close after their request (gnutls-cli does): they get the whole
+		 * response, and a client that is really gone is found by the next write.
+		 */
+		log_info("client=%s %s channel closed by the client", c->client_ip, c->method_buf);
+		conn_close(c, "client closed the channel");
 		return -1;
 	}
 	if (c->rs != RS_DONE || half_has_output(cl))

@@ -359,7 +359,11 @@ tls_recv(struct half *h, void *buf, size_t len)
 			errno = EAGAIN;
 			return -1;
 		case GNUTLS_E_REHANDSHAKE:
-			/* Client-initiated renegotiation is refused (a warning alert; the session goes on). */
+			/*
+			 * Client-initiated renegotiation is refused with a no_renegotiation alert; the
+			 * client then usually ends the session (GnuTLS reports its next record as
+			 * unexpected, and the connection is closed): never a second handshake.
+			 */
 			log_info("TLS peer asked to renegotiate: refused");
 			gnutls_alert_send(t->s, GNUTLS_AL_WARNING, GNUTLS_A_NO_RENEGOTIATION);
 			continue;

@@ -13,9 +13,12 @@ What is measured, per target (exrelay, haproxy, and "direct" = client straight t
    closed, then the proxy's VmRSS (/proc/PID/status) is read; N virtual connections are opened
    (each one RPC_OUT_DATA + A1, then RPC_IN_DATA + B1, handshake completed: C2 received on OUT)
    and held idle; VmRSS is read again. Printed: (after - before) / N in KiB per pair, i.e. per two
-   proxied client connections plus two backend connections. After the pairs are closed (and the
-   stand-in has seen every backend channel close) VmRSS is read a third time: "retained" is what
-   the proxy kept (after close - before).
+   proxied client connections plus two backend connections. Then the client closes every pair
+   (FIN, as Outlook does); the script waits until the stand-in saw every backend IN channel close,
+   gives the OUT channels 3 s more, and reads VmRSS a third time. Also printed: how many backend
+   OUT channels were still open by then. A proxy that does not watch the client socket while a
+   response streams learns of the close only when the backend next writes (a Ping, normally),
+   so "RSS after close" may still hold those OUT channels.
 2. Latency of a 100-byte write through an open channel: one virtual connection in the stand-in's
    echo mode (whatever arrives on IN is written onto the paired OUT channel). 100 bytes are written
    on IN and read back on OUT, 1000 times, ~5 ms apart (10 warm-up round trips not counted).
@@ -53,10 +56,12 @@ import math
 import os
 import platform
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -124,6 +129,15 @@ def rss_kib(pid):
     raise RuntimeError("no VmRSS for pid %d" % pid)
 
 
+def git_commit():
+    """`git describe --always --dirty` of the source tree, or None."""
+    try:
+        return subprocess.run(["git", "-C", TOP, "describe", "--always", "--dirty"], capture_output=True,
+                              text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def percentile(sorted_values, p):
     """Nearest-rank percentile of an already sorted list."""
     k = max(0, math.ceil(p / 100.0 * len(sorted_values)) - 1)
@@ -185,7 +199,10 @@ class Target:
 
     def stderr_tail(self, n=3000):
         """Last bytes of the proxy's stderr ('' for direct)."""
-        return self.proc.stderr_text()[-n:] if self.proc is not None else ""
+        try:
+            return self.proc.stderr_text()[-n:] if self.proc is not None else ""
+        except OSError as e:
+            return "(stderr unreadable: %s)" % e
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,20 +256,21 @@ def start_haproxy(path, sport, pinning):
 # The tests
 # ----------------------------------------------------------------------------------------------
 
-def wait_backend_closed(tail, cookies, timeout):
-    """Waits until the stand-in logged in_closed and out_closed for every cookie (hex).
+def wait_closed_events(tail, cookies, ev, timeout):
+    """Waits until the stand-in logged event `ev` (in_closed / out_closed) for every cookie (hex).
 
-    Returns the number of channels (IN or OUT) still open when the wait ended.
+    Returns the set of cookies still missing when the wait ended (empty: all seen).
     """
-    want = {(c, "in_closed") for c in cookies} | {(c, "out_closed") for c in cookies}
+    want = set(cookies)
     deadline = time.monotonic() + timeout
     while want:
         for e in tail.poll():
-            want.discard((e.get("cookie"), e.get("ev")))
+            if e.get("ev") == ev:
+                want.discard(e.get("cookie"))
         if not want or time.monotonic() >= deadline:
             break
         time.sleep(0.05)
-    return len(want)
+    return want
 
 
 def test_memory(t, standin, pairs):
@@ -261,7 +279,7 @@ def test_memory(t, standin, pairs):
     tail = LogTail(standin.log)
     warm = rpch.open_virtual_connection(t.connect)
     warm.close()
-    wait_backend_closed(tail, [warm.cookie.hex()], 10.0)
+    wait_closed_events(tail, [warm.cookie.hex()], "in_closed", 10.0)
     before = rss_kib(pid)
     vcs = []
     t0 = time.monotonic()
@@ -276,15 +294,19 @@ def test_memory(t, standin, pairs):
     finally:
         for vc in vcs:
             vc.close()
-    left = wait_backend_closed(tail, [vc.cookie.hex() for vc in vcs], 30.0)
+    cookies = [vc.cookie.hex() for vc in vcs]
+    in_left = wait_closed_events(tail, cookies, "in_closed", 30.0)
+    # A proxy learns that the client closed an OUT channel (request complete, response streaming)
+    # only if it watches the client socket; many notice only when the backend next writes.
+    out_left = wait_closed_events(tail, cookies, "out_closed", 3.0)
     t.check_alive()
     closed = rss_kib(pid)
     res = {"pairs": pairs, "rss_before_kib": before, "rss_after_kib": after,
            "rss_after_close_kib": closed, "kib_per_pair": round((after - before) / pairs, 2),
            "retained_kib": closed - before, "open_seconds": round(open_s, 2),
-           "backend_channels_left_open": left}
-    if left:
-        res["error"] = "%d backend channels still open 30 s after the clients closed" % left
+           "backend_in_left_open": len(in_left), "backend_out_left_open": len(out_left)}
+    if in_left:
+        res["error"] = "%d backend IN channels still open 30 s after the clients closed" % len(in_left)
     return res
 
 
@@ -436,7 +458,8 @@ ROWS = [
     ("idle memory per pair (KiB)", "memory", "kib_per_pair"),
     ("  RSS before (KiB)", "memory", "rss_before_kib"),
     ("  RSS with N pairs (KiB)", "memory", "rss_after_kib"),
-    ("  retained after close (KiB)", "memory", "retained_kib"),
+    ("  RSS after close (KiB)", "memory", "rss_after_close_kib"),
+    ("  backend OUT left open after close", "memory", "backend_out_left_open"),
     ("100 B echo latency median (ms)", "latency", "median_ms"),
     ("  p99 (ms)", "latency", "p99_ms"),
     ("  max (ms)", "latency", "max_ms"),
@@ -519,6 +542,13 @@ def main():
     else:
         log("warning: CPUs %d and %d not both available: no pinning" % (CLIENT_CPU, PROXY_CPU))
 
+    # A private base directory for the temp dirs of the stand-in and the proxies.
+    base = tempfile.mkdtemp(prefix="rpc-bench.")
+    tempfile.tempdir = base
+    load = os.getloadavg()
+    if load[0] > 0.5:
+        log("warning: load average %.2f: other work on this machine will disturb the numbers" % load[0])
+
     standin = harness.start_standin(ping_interval=0)
     targets = []
     results = {}
@@ -551,7 +581,7 @@ def main():
             results[t.name]["final_rss_kib"] = rss_kib(t.proc.pid)
         else:
             results[t.name]["exit_status"] = t.proc.returncode
-        results[t.name]["stderr_bytes"] = len(t.proc.stderr_text())
+        results[t.name]["stderr_tail"] = t.stderr_tail(2000)
 
     results["params"] = {
         "pairs": args.pairs, "bytes": args.bytes, "latency_count": args.latency_count,
@@ -560,12 +590,15 @@ def main():
         "nofile": list(nofile), "haproxy_maxconn": haproxy_maxconn(), "exrelay": args.exrelay if args.only != "haproxy" else None,
         "haproxy_version": subprocess.run([args.haproxy, "-v"], capture_output=True, text=True,
                                           timeout=10).stdout.split("\n")[0] if args.only != "exrelay" else None,
+        "source_commit": git_commit(),
         "python": platform.python_version(), "kernel": platform.release(),
         "elapsed_s": round(time.monotonic() - started, 1),
+        "loadavg_at_start": [round(x, 2) for x in load], "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
     }
     print_table(results, names, args)
     print(json.dumps(results, sort_keys=True))
     harness.cleanup()
+    shutil.rmtree(base, ignore_errors=True)
     failed = any(isinstance(r, dict) and "error" in r for n in names for r in results[n].values())
     sys.exit(1 if failed else 0)
 
