@@ -10,10 +10,14 @@
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <gnutls/gnutls.h>
@@ -27,6 +31,36 @@
 #endif
 
 struct relay_state relay;
+
+/*
+ * Tells systemd (Type=notify) about the service's state: one datagram to $NOTIFY_SOCKET
+ * ("READY=1", "RELOADING=1", "STOPPING=1", ...), the sd_notify protocol without libsystemd.
+ */
+static void
+notify(const char *fmt, ...)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char msg[256];
+	va_list ap;
+	int fd;
+
+	if (!path || (path[0] != '/' && path[0] != '@') || strlen(path) >= sizeof(sa.sun_path))
+		return;
+	va_start(ap, fmt);
+	int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(msg))
+		return;
+	memcpy(sa.sun_path, path, strlen(path));
+	if (path[0] == '@')
+		sa.sun_path[0] = '\0';	/* abstract socket */
+	if ((fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) == -1)
+		return;
+	(void)!sendto(fd, msg, (size_t)n, MSG_NOSIGNAL, (struct sockaddr *)&sa,
+	    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path)));
+	close(fd);
+}
 
 /* The number of worker threads: global.workers, or one per CPU. */
 static int
@@ -88,12 +122,15 @@ reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 
 	if (relay_draining())
 		return;
+	notify("RELOADING=1");
 	if (!(cfg = config_load(conf_path, err, sizeof(err)))) {
 		log_error("reload failed, keeping the running configuration: %s", err);
+		notify("READY=1\nSTATUS=reload failed: %.200s", err);
 		return;
 	}
 	if (listener_build(cfg, sets, err, sizeof(err)) == -1) {
 		log_error("reload failed, keeping the running configuration: %s", err);
+		notify("READY=1\nSTATUS=reload failed: %.200s", err);
 		config_unref(cfg);
 		return;
 	}
@@ -108,6 +145,7 @@ reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	worker_hand_over(sets);
 	config_unref(old);
 	log_info("configuration reloaded from %s", conf_path);
+	notify("READY=1\nSTATUS=configuration reloaded");
 }
 
 static void
@@ -143,6 +181,7 @@ term_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		stop_now(loop);
 		return;
 	}
+	notify("STOPPING=1\nSTATUS=draining");
 	log_info("signal %d: draining %ld connection(s) for up to %g s", w->signum,
 	    __atomic_load_n(&relay.nconns, __ATOMIC_RELAXED), relay.cfg->drain_timeout);
 	/* Workers stop accepting traffic; the admin and agent ports keep answering (draining). */
@@ -285,6 +324,7 @@ main(int argc, char **argv)
 	}
 	log_info("exrelay %s started (pid %d, %d worker(s), %zu listener(s), %zu backend(s), %zu route(s))",
 	    PACKAGE_VERSION, (int)getpid(), relay.nworkers, cfg->nlisteners, cfg->nbackends, cfg->nroutes);
+	notify("READY=1\nMAINPID=%d\nSTATUS=%d worker(s) running", (int)getpid(), relay.nworkers);
 
 	ev_run(relay.loop, 0);
 
