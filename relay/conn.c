@@ -991,6 +991,8 @@ step_finish(struct conn *c)
 {
 	struct half *cl = &c->client;
 
+	if (c->phase != PH_ACTIVE)
+		return 0;	/* a 101 just turned the connection into a tunnel */
 	if (cl->eof && !c->reqb.done)
 		return 0;	/* step_request_body handles a cut request */
 	if (cl->eof && c->rs != RS_DONE && c->rpc_channel) {
