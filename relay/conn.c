@@ -241,20 +241,20 @@ conn_half_close(struct conn *c, struct half *h)
 static void
 log_request(struct conn *c, const char *termination)
 {
-	const char *f[5] = { NULL, NULL, NULL, NULL, NULL };
+	const char *f[6] = { NULL, NULL, NULL, NULL, NULL, NULL };
 	char *p = c->loginfo;
 	char server[128] = "-";
 
 	if (!p)
 		return;
-	for (int i = 0; i < 5; i++) {
+	for (int i = 0; i < 6; i++) {
 		f[i] = *p ? p : NULL;
 		p += strlen(p) + 1;
 	}
 	if (c->bidx >= 0 && c->bcfg && c->server >= 0)
 		snprintf(server, sizeof(server), "%s", c->bcfg->backends[c->bidx].servers[c->server].text);
 	struct access_record r = {
-		.client = c->client_ip, .start = c->req_start,
+		.client = c->client_ip, .user = f[5], .start = c->req_start,
 		.method = f[0], .target = f[1], .proto = f[2], .referer = f[3], .user_agent = f[4],
 		.status = c->status, .bytes_out = c->client.nwritten - c->resp_bytes_start,
 		.bytes_in = c->req_bytes, .duration_ms = (wall_now() - c->req_start) * 1000.0,
@@ -548,17 +548,57 @@ step_proxy(struct conn *c)
 
 /* --- requests --------------------------------------------------------------------------- */
 
+/*
+ * The user name of "Authorization: Basic base64(user:password)" into out (at most cap-1
+ * bytes, printable only), or "" when the field is absent, another scheme, or malformed.
+ * NTLM and Negotiate name no user in the clear: they log "-".
+ */
+static size_t
+basic_user(const struct http1_request *req, char *out, size_t cap)
+{
+	static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	const struct http1_header *a = http1_find_header(req->headers, req->nheaders, "Authorization");
+	size_t n = 0, i;
+	unsigned acc = 0;
+	int bits = 0;
+
+	if (!a || a->value.len < 7 || strncasecmp(a->value.p, "Basic ", 6) != 0)
+		return 0;
+	for (i = 6; i < a->value.len && a->value.p[i] == ' '; i++)
+		;
+	for (; i < a->value.len && a->value.p[i] != '='; i++) {
+		const char *d = memchr(b64, a->value.p[i], 64);
+		if (!d)
+			return 0;
+		acc = (acc << 6) | (unsigned)(d - b64);
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			char ch = (char)((acc >> bits) & 0xff);
+			if (ch == ':')
+				return n;
+			if (n + 1 >= cap || ch < 0x21 || ch > 0x7e)
+				return 0;
+			out[n++] = ch;
+		}
+	}
+	return 0;	/* no ':' */
+}
+
 /* Copies the fields the access log needs (the head's bytes are about to be dropped). */
 static void
 save_loginfo(struct conn *c, const struct http1_request *req)
 {
 	const struct http1_header *ref = http1_find_header(req->headers, req->nheaders, "Referer");
 	const struct http1_header *ua = http1_find_header(req->headers, req->nheaders, "User-Agent");
-	struct http1_slice f[5] = { req->method, req->target, { req->minor ? "HTTP/1.1" : "HTTP/1.0", 8 },
-	    ref ? ref->value : (struct http1_slice){ "", 0 }, ua ? ua->value : (struct http1_slice){ "", 0 } };
+	char user[128];
+	size_t ulen = basic_user(req, user, sizeof(user));
+	struct http1_slice f[6] = { req->method, req->target, { req->minor ? "HTTP/1.1" : "HTTP/1.0", 8 },
+	    ref ? ref->value : (struct http1_slice){ "", 0 }, ua ? ua->value : (struct http1_slice){ "", 0 },
+	    { user, ulen } };
 	size_t total = 0;
 
-	for (int i = 0; i < 5; i++) {
+	for (int i = 0; i < 6; i++) {
 		if (f[i].len > 2048)
 			f[i].len = 2048;
 		total += f[i].len + 1;
@@ -567,7 +607,7 @@ save_loginfo(struct conn *c, const struct http1_request *req)
 	if (!(c->loginfo = malloc(total)))
 		return;
 	char *p = c->loginfo;
-	for (int i = 0; i < 5; i++) {
+	for (int i = 0; i < 6; i++) {
 		memcpy(p, f[i].p, f[i].len);
 		for (size_t k = 0; k < f[i].len; k++)
 			if (p[k] == '\0')

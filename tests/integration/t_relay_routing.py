@@ -308,6 +308,18 @@ def check_access_log():
     ok(rec and "127.0.0.1" in text and "/owa/headers-check" in text and "200" in text and "exchange" in text,
        "access log json: client, target, status, route (%s)" % text[:300])
     ok("bytes_in" in rec, "access log json has bytes_in")
+    is_(rec.get("user"), "-", "access log: no Authorization, user '-'")
+    # Basic credentials name the user; NTLM ones do not
+    import base64
+    with conn() as c:
+        c.request("GET", "/owa/basic-user", [("Host", "x"), ("Authorization", "Basic " +
+                  base64.b64encode(b"EXAMPLE\\alice:s3cr:et").decode())], timeout=5)
+        c.request("GET", "/owa/ntlm-user", [("Host", "x"), ("Authorization", "NTLM TlRMTVNTUAABAAAA")], timeout=5)
+    recs = wait_for(lambda: (lambda r: r if len(r) == 2 else None)(
+        [json.loads(l) for l in open(path) if "basic-user" in l or "ntlm-user" in l]), 3) or []
+    is_([r.get("user") for r in recs], ["EXAMPLE\\alice", "-"],
+        "access log: user from Basic credentials, '-' for NTLM")
+    ok(all("s3cr" not in json.dumps(r) for r in recs), "access log: never the password")
 
 
 def check_no_route():
