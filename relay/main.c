@@ -209,11 +209,19 @@ drop_privileges(const struct config *cfg)
 		return 0;
 	if (geteuid() != 0)
 		return 0;
+	if (!cfg->user) {
+		log_error("global.group is set without global.user: refusing to stay root");
+		return -1;
+	}
 	struct passwd *pw = cfg->user ? getpwnam(cfg->user) : NULL;
 	struct group *gr = cfg->group ? getgrnam(cfg->group) : NULL;
 	if ((cfg->user && !pw) || (cfg->group && !gr)) {
 		log_error("unknown %s \"%s\"", cfg->user && !pw ? "user" : "group",
 		    cfg->user && !pw ? cfg->user : cfg->group);
+		return -1;
+	}
+	if ((pw && pw->pw_uid == 0) || (!pw && gr && gr->gr_gid == 0)) {
+		log_error("global.user/group name root: refusing to run as root when asked to drop privileges");
 		return -1;
 	}
 	gid_t gid = gr ? gr->gr_gid : pw->pw_gid;
@@ -294,11 +302,11 @@ main(int argc, char **argv)
 		return 2;
 	}
 	if (drop_privileges(cfg) == -1)
-		return 2;
+		goto startup_failed;
 	if (daemonize) {
 		if (daemon(0, 0) == -1) {
 			log_error("daemon: %s", strerror(errno));
-			return 2;
+			goto startup_failed;
 		}
 		ev_loop_fork(relay.loop);
 		for (int k = 0; k < relay.nworkers; k++)
@@ -307,7 +315,7 @@ main(int argc, char **argv)
 	if (!pidfile)
 		pidfile = cfg->pidfile;
 	if (pidfile && write_pidfile(pidfile) == -1)
-		return 2;
+		goto startup_failed;
 
 	ev_signal_init(&sig_hup, reload_cb, SIGHUP);
 	ev_signal_init(&sig_term, term_cb, SIGTERM);
@@ -340,4 +348,11 @@ main(int argc, char **argv)
 	ev_loop_destroy(relay.loop);
 	log_close();
 	return 0;
+
+startup_failed:
+	listener_sets_discard(sets, relay.nworkers);
+	worker_join_all();
+	config_unref(relay.cfg);
+	tls_global_free();
+	return 2;
 }

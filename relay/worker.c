@@ -144,10 +144,10 @@ worker_join_all(void)
 {
 	for (int k = 0; k < relay.nworkers; k++) {
 		struct worker *w = &relay.workers[k];
-		if (w->thread) {
+		if (w->thread)
 			pthread_join(w->thread, NULL);
+		if (w->loop)
 			ev_loop_destroy(w->loop);
-		}
 		pthread_mutex_destroy(&w->lock);
 	}
 	free(relay.workers);
