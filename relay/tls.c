@@ -101,15 +101,22 @@ tls_server_set_priority(struct tls_server *t, const char *prio, char *err, size_
 	return set_priority(&t->prio, prio ? prio : TLS_DEFAULT_PRIORITY, err, errlen);
 }
 
+/* Frees credentials and a priority cache (either may be unset). */
+static void
+free_cred_prio(gnutls_certificate_credentials_t *cred, gnutls_priority_t *prio)
+{
+	if (*cred)
+		gnutls_certificate_free_credentials(*cred);
+	if (*prio)
+		gnutls_priority_deinit(*prio);
+	*cred = NULL;
+	*prio = NULL;
+}
+
 void
 tls_server_free(struct tls_server *t)
 {
-	if (t->cred)
-		gnutls_certificate_free_credentials(t->cred);
-	if (t->prio)
-		gnutls_priority_deinit(t->prio);
-	t->cred = NULL;
-	t->prio = NULL;
+	free_cred_prio(&t->cred, &t->prio);
 }
 
 int
@@ -151,12 +158,7 @@ tls_client_setup(struct tls_client *t, bool verify, const char *ca_file, const c
 void
 tls_client_free(struct tls_client *t)
 {
-	if (t->cred)
-		gnutls_certificate_free_credentials(t->cred);
-	if (t->prio)
-		gnutls_priority_deinit(t->prio);
-	t->cred = NULL;
-	t->prio = NULL;
+	free_cred_prio(&t->cred, &t->prio);
 }
 
 /* GnuTLS pull: first the bytes read before TLS started, then the socket. */

@@ -20,7 +20,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import ok, is_, diag, done, free_port, start_standin, start_exrelay  # noqa: E402
+from harness import run_checks, ok, is_, diag, done, free_port, start_standin, start_exrelay  # noqa: E402
 import rpch  # noqa: E402
 
 T0 = time.monotonic()
@@ -160,14 +160,4 @@ def check_slow_consumer():
     vc.close()
 
 
-for check in (check_upload, check_download, check_slow_consumer):
-    try:
-        check()
-    except Exception as e:
-        ok(False, "%s raised %s: %s" % (check.__name__, type(e).__name__, e))
-ok(relay.alive(), "exrelay still running")
-is_(relay.stop(), 0, "exrelay stops on SIGTERM with exit status 0")
-errs = [l for l in relay.stderr_text().splitlines() if " error: " in l or "Sanitizer" in l]
-is_(errs, [], "no error-level / sanitizer lines in exrelay's stderr")
-diag("total %.1f s" % (time.monotonic() - T0))
-done()
+run_checks((check_upload, check_download, check_slow_consumer), relay, T0)

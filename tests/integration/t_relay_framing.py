@@ -22,7 +22,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import ok, is_, diag, done, free_port, start_standin, start_apache, start_exrelay, \
+from harness import run_checks, ok, is_, diag, done, free_port, start_standin, start_apache, start_exrelay, \
     wait_for  # noqa: E402
 import rpch  # noqa: E402
 
@@ -374,15 +374,5 @@ def check_timeouts():
         is_(good, 5, "traffic every 0.4 s on a backend with idle_timeout 1: never cut")
 
 
-for check in (check_client_errors, check_body_framing, check_keepalive_pipelining, check_chunked,
-              check_broken_backend, check_timeouts):
-    try:
-        check()
-    except Exception as e:
-        ok(False, "%s raised %s: %s" % (check.__name__, type(e).__name__, e))
-ok(relay.alive(), "exrelay still running")
-is_(relay.stop(), 0, "exrelay stops on SIGTERM with exit status 0")
-errs = [l for l in relay.stderr_text().splitlines() if " error: " in l or "Sanitizer" in l]
-is_(errs, [], "no error-level / sanitizer lines in exrelay's stderr")
-diag("total %.1f s" % (time.monotonic() - T0))
-done()
+run_checks((check_client_errors, check_body_framing, check_keepalive_pipelining, check_chunked,
+              check_broken_backend, check_timeouts), relay, T0)

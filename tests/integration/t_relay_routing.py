@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import ok, is_, diag, done, free_port, start_standin, start_apache, start_exrelay, \
+from harness import run_checks, ok, is_, diag, done, free_port, start_standin, start_apache, start_exrelay, \
     tmpdir, wait_for  # noqa: E402
 import rpch  # noqa: E402
 
@@ -343,15 +343,5 @@ routes = ( { backend = "exchange"; paths = [ "/rpc" ]; } );
     r2.stop()
 
 
-for check in (check_routing, check_normalised, check_refused, check_methods_and_hosts, check_headers_exchange,
-              check_health_path, check_admin_agent, check_access_log, check_no_route):
-    try:
-        check()
-    except Exception as e:
-        ok(False, "%s raised %s: %s" % (check.__name__, type(e).__name__, e))
-ok(relay.alive(), "exrelay still running")
-is_(relay.stop(), 0, "exrelay stops on SIGTERM with exit status 0")
-errs = [l for l in relay.stderr_text().splitlines() if " error: " in l or "Sanitizer" in l]
-is_(errs, [], "no error-level / sanitizer lines in exrelay's stderr")
-diag("total %.1f s" % (time.monotonic() - T0))
-done()
+run_checks((check_routing, check_normalised, check_refused, check_methods_and_hosts, check_headers_exchange,
+              check_health_path, check_admin_agent, check_access_log, check_no_route), relay, T0)

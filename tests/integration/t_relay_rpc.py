@@ -21,7 +21,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import ok, is_, diag, done, free_port, start_standin, start_exrelay, wait_for  # noqa: E402
+from harness import run_checks, ok, is_, diag, done, free_port, start_standin, start_exrelay, wait_for  # noqa: E402
 import rpch  # noqa: E402
 
 T0 = time.monotonic()
@@ -281,15 +281,5 @@ def check_notification_wait():
         is_(resp.status, 200, "connection reusable after the chunked NotificationWait")
 
 
-for check in (check_handshake_11, check_handshake_expect, check_handshake_10, check_echo, check_small_writes,
-              check_error_midstream, check_ntlm_concurrent, check_notification_wait):
-    try:
-        check()
-    except Exception as e:
-        ok(False, "%s raised %s: %s" % (check.__name__, type(e).__name__, e))
-ok(relay.alive(), "exrelay still running")
-is_(relay.stop(), 0, "exrelay stops on SIGTERM with exit status 0")
-errs = [l for l in relay.stderr_text().splitlines() if " error: " in l or "Sanitizer" in l]
-is_(errs, [], "no error-level / sanitizer lines in exrelay's stderr")
-diag("total %.1f s" % (time.monotonic() - T0))
-done()
+run_checks((check_handshake_11, check_handshake_expect, check_handshake_10, check_echo, check_small_writes,
+              check_error_midstream, check_ntlm_concurrent, check_notification_wait), relay, T0)

@@ -30,7 +30,7 @@ import time
 import warnings
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import ok, is_, diag, done, skip_all, free_port, start_standin, start_exrelay, \
+from harness import run_checks, ok, is_, diag, done, skip_all, free_port, start_standin, start_exrelay, \
     exrelay_path, tmpdir, wait_for  # noqa: E402
 import rpch  # noqa: E402
 
@@ -698,19 +698,7 @@ def check_config_errors():
            "start-up, %s: exits %d with FILE:LINE" % (name, q.returncode))
 
 
-for check in (check_curl, check_gnutls_cli, check_proxy_then_tls, check_proxy_and_hello_one_write, check_sni,
+run_checks((check_curl, check_gnutls_cli, check_proxy_then_tls, check_proxy_and_hello_one_write, check_sni,
               check_rsa_vs_ecdsa, check_refused, check_alpn, check_resumption, check_renegotiation,
               check_handshake_timeout, check_access_log, check_backends, check_backend_resumption,
-              check_rpc_over_tls, check_config_errors):
-    try:
-        check()
-    except Exception as e:
-        ok(False, "%s raised %s: %s" % (check.__name__, type(e).__name__, e))
-        diag(relay.stderr_text()[-1500:])
-ok(relay.alive(), "exrelay still running at the end")
-rc = relay.stop()
-is_(rc, 0, "exrelay exits 0 on SIGTERM")
-if rc != 0:
-    diag(relay.stderr_text()[-3000:])
-diag("total %.1f s" % (time.monotonic() - T0))
-done()
+              check_rpc_over_tls, check_config_errors), relay, T0)

@@ -36,9 +36,11 @@ TESTS_DIR = os.path.dirname(LIB_DIR)
 STANDIN = os.path.join(TESTS_DIR, "standin", "exchange.py")
 APACHE_BIN = "/usr/sbin/apache2"
 APACHE_MODULES = "/usr/lib/apache2/modules"
+HAPROXY_BIN = "/usr/sbin/haproxy"
 
 __all__ = ["ok", "is_", "diag", "done", "skip_all", "bail_out", "free_port", "wait_port", "wait_for",
-           "start_standin", "start_apache", "start_exrelay", "exrelay_path", "tmpdir", "cleanup"]
+           "start_standin", "start_apache", "start_exrelay", "start_haproxy", "exrelay_path", "tmpdir",
+           "cleanup"]
 
 # ----------------------------------------------------------------------------------------------
 # TAP
@@ -549,3 +551,125 @@ def start_exrelay(config_text, ports=(), host="127.0.0.1", timeout=10.0, args=()
                 raise RuntimeError("exrelay not listening on %s:%d (exit %r): %s" % (
                     host, port, p.returncode, p.stderr_text()[-3000:]))
     return p
+
+
+# ----------------------------------------------------------------------------------------------
+# HAProxy
+# ----------------------------------------------------------------------------------------------
+
+class Haproxy(Process):
+    """The running HAProxy: .dir, .config_path, .stats_socket, .command(), .show_stat(),
+    .server_stat(), .show_servers_state(), .stop()."""
+
+    def command(self, cmd, timeout=5.0):
+        """Sends one command to the stats socket and returns the whole answer as text."""
+        if not self.stats_socket:
+            raise RuntimeError("no 'stats socket' in the HAProxy configuration")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(self.stats_socket)
+            s.sendall(cmd.encode() + b"\n")
+            out = bytearray()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                s.settimeout(max(0.01, deadline - time.monotonic()))
+                data = s.recv(65536)
+                if not data:
+                    break
+                out += data
+        return out.decode("utf-8", "replace")
+
+    def show_stat(self):
+        """`show stat` parsed: a list of dicts keyed by the CSV columns (pxname, svname, status,
+        check_status, agent_status, ...)."""
+        lines = self.command("show stat").splitlines()
+        if not lines or not lines[0].startswith("# "):
+            raise RuntimeError("unexpected 'show stat' answer: %r" % lines[:2])
+        cols = lines[0][2:].split(",")
+        return [dict(zip(cols, line.split(","))) for line in lines[1:] if line.strip()]
+
+    def server_stat(self, backend, server):
+        """The `show stat` row of one server (dict), or None."""
+        for row in self.show_stat():
+            if row.get("pxname") == backend and row.get("svname") == server:
+                return row
+        return None
+
+    def show_servers_state(self, backend=""):
+        """`show servers state [backend]` parsed: a list of dicts keyed by the column names."""
+        lines = self.command(("show servers state " + backend).strip()).splitlines()
+        cols, out = None, []
+        for line in lines:
+            if line.startswith("# "):
+                cols = line[2:].split()
+            elif cols and line.strip():    # the format version line comes before the header
+                out.append(dict(zip(cols, line.split())))
+        return out
+
+
+def start_haproxy(config_text, ports=(), host="127.0.0.1", timeout=10.0):
+    """Runs Debian's haproxy in the foreground (`haproxy -db -f FILE`) with a generated config.
+
+    `@HAPROXY_DIR@` in config_text is replaced by the private temp directory (for the stats socket,
+    PEM files...). The config is checked first (`haproxy -c`: RuntimeError with its output when
+    refused). Ready means: every port in `ports` accepts a connection and, when the config has a
+    `stats socket`, the socket answers `show info`. Calls skip_all() when haproxy is missing.
+    Returns a Haproxy (stopped at exit like the other processes).
+    """
+    if not os.access(HAPROXY_BIN, os.X_OK):
+        skip_all("haproxy is not installed (apt-get install -y haproxy)")
+    d = tmpdir("exrelay-haproxy-")
+    config_text = config_text.replace("@HAPROXY_DIR@", d)
+    cfg = os.path.join(d, "haproxy.cfg")
+    with open(cfg, "w") as f:
+        f.write(config_text)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
+    try:
+        chk = subprocess.run([HAPROXY_BIN, "-c", "-f", cfg], stdin=subprocess.DEVNULL, capture_output=True,
+                             timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError("haproxy -c -f %s did not finish in %.0f s" % (cfg, timeout))
+    if chk.returncode != 0:
+        raise RuntimeError("haproxy refused its configuration %s: %s%s" % (
+            cfg, chk.stdout.decode("utf-8", "replace")[-2000:], chk.stderr.decode("utf-8", "replace")[-2000:]))
+    p = Haproxy("haproxy", [HAPROXY_BIN, "-db", "-f", cfg], d, env=env)
+    p.dir, p.config_path, p.stats_socket = d, cfg, None
+    for line in config_text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if len(words) >= 3 and words[0] == "stats" and words[1] == "socket" and words[2].startswith("/"):
+            p.stats_socket = words[2]
+            break
+    deadline = time.monotonic() + timeout
+    for port in ports:
+        if not wait_port(host, port, max(0.1, deadline - time.monotonic()), p.alive):
+            raise RuntimeError("haproxy not listening on %s:%d (exit %r): %s" % (
+                host, port, p.returncode, p.stderr_text()[-3000:]))
+    if p.stats_socket and not wait_for(lambda: not p.alive() or "Name: HAProxy" in p.command("show info", 1.0),
+                                       max(0.1, deadline - time.monotonic())) or not p.alive():
+        raise RuntimeError("haproxy stats socket %s did not answer (exit %r): %s" % (
+            p.stats_socket, p.returncode, p.stderr_text()[-3000:]))
+    return p
+
+
+def run_checks(checks, relay=None, t0=None, errors_expected=False):
+    """Runs each check function in turn (an exception is reported as a failed point and the next
+    check still runs); then, when `relay` is given, asserts that exrelay is still running, stops
+    on SIGTERM with exit status 0 and wrote no sanitizer line, nor an error-level one unless the
+    test provoked some (`errors_expected`); prints the plan."""
+    for check in checks:
+        try:
+            check()
+        except Exception as e:  # noqa: BLE001 - any failure of a check is a test failure
+            ok(False, "%s raised %s: %s" % (check.__name__, type(e).__name__, e))
+            if relay is not None:
+                diag(relay.stderr_text()[-1500:])
+    if relay is not None:
+        ok(relay.alive(), "exrelay still running at the end")
+        rc = relay.stop()
+        is_(rc, 0, "exrelay stops on SIGTERM with exit status 0")
+        errs = [l for l in relay.stderr_text().splitlines()
+                if "Sanitizer" in l or "runtime error" in l or (" error: " in l and not errors_expected)]
+        is_(errs, [], "no %ssanitizer lines in exrelay's stderr" % ("" if errors_expected else "error-level / "))
+    if t0 is not None:
+        diag("total %.1f s" % (time.monotonic() - t0))
+    done()
