@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -60,6 +61,28 @@ notify(const char *fmt, ...)
 	(void)!sendto(fd, msg, (size_t)n, MSG_NOSIGNAL, (struct sockaddr *)&sa,
 	    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path)));
 	close(fd);
+}
+
+/*
+ * Raises the soft limit on open files toward what max_connections needs (two sockets per
+ * connection, plus listeners and logs), within the hard limit; warns when it falls short.
+ */
+static void
+raise_nofile(const struct config *cfg)
+{
+	struct rlimit rl;
+	rlim_t want = (rlim_t)cfg->max_connections * 2 + 64 + cfg->nlisteners * 256;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+		return;
+	if (rl.rlim_cur < want && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur < want)
+		log_warn("open files limited to %lu: fewer than max_connections = %d need (%lu); "
+		    "accepting pauses when they run out", (unsigned long)rl.rlim_cur, cfg->max_connections,
+		    (unsigned long)want);
 }
 
 /* The number of worker threads: global.workers, or one per CPU. */
@@ -292,6 +315,7 @@ main(int argc, char **argv)
 	relay.loop = ev_default_loop(EVFLAG_AUTO);
 	if (apply_logs(cfg) == -1)
 		return 2;
+	raise_nofile(cfg);
 	struct listener *sets[worker_count(cfg)];
 	if (worker_init_all(worker_count(cfg)) == -1) {
 		log_error("cannot create the event loops");

@@ -26,6 +26,7 @@ struct tls_conn {
 	size_t pending_send;		/* length of a send that returned AGAIN (retried with NULL, 0) */
 	bool client, done;
 	char cache_key[160];		/* backend session cache key */
+	char host[256];			/* name verified (GnuTLS keeps the pointer for the session) */
 	char why[256];			/* last verification failure */
 };
 
@@ -254,10 +255,12 @@ int
 tls_start_client(struct half *h, const struct tls_client *tc, const char *host, const char *cache_key)
 {
 	struct tls_conn *t = tls_new(h, GNUTLS_CLIENT);
-	const char *name = tc->sni ? tc->sni : host;
+	const char *name;
 
 	if (!t)
 		return -1;
+	snprintf(t->host, sizeof(t->host), "%s", tc->sni ? tc->sni : host);
+	name = t->host;
 	t->client = true;
 	snprintf(t->cache_key, sizeof(t->cache_key), "%s", cache_key);
 	if (gnutls_priority_set(t->s, tc->prio) < 0 ||

@@ -668,7 +668,7 @@ def run_checks(checks, relay=None, t0=None, errors_expected=False):
         rc = relay.stop()
         is_(rc, 0, "exrelay stops on SIGTERM with exit status 0")
         errs = [l for l in relay.stderr_text().splitlines()
-                if "Sanitizer" in l or "runtime error" in l or (" error: " in l and not errors_expected)]
+                if "Sanitizer" in l or "runtime error" in l or ("]: error: " in l and not errors_expected)]
         is_(errs, [], "no %ssanitizer lines in exrelay's stderr" % ("" if errors_expected else "error-level / "))
     if t0 is not None:
         diag("total %.1f s" % (time.monotonic() - t0))
