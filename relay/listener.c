@@ -24,7 +24,8 @@ listener_pause(struct worker *w, bool pause)
 {
 	w->paused = pause;
 	for (struct listener *l = w->listeners; l; l = l->next) {
-		if (l->fd < 0)
+		/* The admin and agent ports answer at the limit too: that is when they matter. */
+		if (l->fd < 0 || l->lcfg->role != ROLE_TRAFFIC)
 			continue;
 		if (pause) {
 			ev_io_stop(w->loop, &l->io);
@@ -55,7 +56,7 @@ listener_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 		struct sockaddr_storage peer;
 		socklen_t len = sizeof(peer);
 
-		if (l->lcfg->role != ROLE_AGENT && at_limit()) {
+		if (l->lcfg->role == ROLE_TRAFFIC && at_limit()) {
 			listener_pause(l->w, true);
 			return;
 		}

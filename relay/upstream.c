@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "proxyproto.h"
@@ -93,7 +94,12 @@ upstream_connect(struct conn *c)
 	int fd = socket(s->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
 	if (fd == -1) {
-		log_error("backend %s: socket: %s", b->name, strerror(errno));
+		/* Out of descriptors, every request says so: once a second is enough. */
+		static __thread time_t last;
+		time_t now = time(NULL);
+		if (now != last)
+			log_error("backend %s: socket: %s", b->name, strerror(errno));
+		last = now;
 		return -1;
 	}
 	sock_set_nodelay(fd);
