@@ -214,19 +214,22 @@ def listen_queues(port, pid=None):
                 continue
             if link.startswith("socket:["):
                 inodes.add(link[8:-1])
-    out = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port and \
-                            (inodes is None or parts[9] in inodes):
-                        out.append(int(parts[4].split(":")[1], 16))      # rx_queue: the accept queue
-        except OSError:
-            pass
-    return out
+    # /proc/net/tcp is produced in pieces and may skip rows while other processes open and
+    # close sockets (a busy parallel test run): merge three readings, keyed by socket inode.
+    found = {}
+    for _ in range(3):
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                with open(table) as f:
+                    next(f)
+                    for line in f:
+                        parts = line.split()
+                        if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port and \
+                                (inodes is None or parts[9] in inodes):
+                            found[parts[9]] = int(parts[4].split(":")[1], 16)   # rx_queue: the accept queue
+            except OSError:
+                pass
+    return list(found.values())
 
 
 def proc_status(pid):
