@@ -199,15 +199,26 @@ def check_privileges():
             bad.append((tid, "Groups", groups))
     ok(not bad and len(os.listdir("/proc/%d/task" % r.pid)) >= 3,
        "user/group: every thread runs as nobody/nogroup (real, effective, saved, fs), no capabilities (%r)" % (bad,))
-    # A reload after the drop: the file must be readable by nobody.
+    # A reload after the drop: the file must be readable by nobody, and so must every folder
+    # above it (a package build may run the tests below a private 0700 folder: then skip).
     os.chmod(r.workdir, 0o755)
     os.chmod(r.config_path, 0o644)
-    before = len(r.stderr_text())
-    r.reload(base_config(low, g, listeners=listeners, owa="/owa2"))
-    ok(wait_for(lambda: "configuration reloaded" in r.stderr_text()[before:], 5),
-       "user/group: a reload keeping the port below 1024 succeeds after the drop")
-    is_((listening_sockets(low, r.pid), get(low, "/after-reload")), (2, 200),
-        "user/group: after the reload the low port keeps its two sockets and serves")
+    parent, closed = os.path.dirname(r.workdir), None
+    while parent not in ("/", ""):
+        if not os.stat(parent).st_mode & 0o001:
+            closed = parent
+            break
+        parent = os.path.dirname(parent)
+    if closed:
+        ok(True, "user/group: reload after the drop # SKIP %s is not searchable by nobody" % closed)
+        ok(True, "user/group: low port after the reload # SKIP %s is not searchable by nobody" % closed)
+    else:
+        before = len(r.stderr_text())
+        r.reload(base_config(low, g, listeners=listeners, owa="/owa2"))
+        ok(wait_for(lambda: "configuration reloaded" in r.stderr_text()[before:], 5),
+           "user/group: a reload keeping the port below 1024 succeeds after the drop")
+        is_((listening_sockets(low, r.pid), get(low, "/after-reload")), (2, 200),
+            "user/group: after the reload the low port keeps its two sockets and serves")
     before = len(r.stderr_text())
     r.reload(base_config(low, g, listeners=listeners + ', { name = "low2"; bind = "127.0.0.1:%d"; }' % low2))
     ok(wait_for(lambda: re.search(r"reload failed.*low2.*(Permission denied|not permitted)",

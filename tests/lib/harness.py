@@ -87,10 +87,17 @@ def done():
 
 
 def skip_all(reason):
-    """Skips the whole script: prints `1..0 # SKIP reason` and exits 0."""
-    print("1..0 # SKIP %s" % reason, flush=True)
-    cleanup()
-    sys.exit(0)
+    """Skips the rest of the script: before any test point, prints `1..0 # SKIP reason`; after
+    some (a peer found missing midway), one skipped point and the plan, so TAP stays valid.
+    Exits 0 unless an earlier point failed."""
+    if _tap["n"] == 0:
+        print("1..0 # SKIP %s" % reason, flush=True)
+        cleanup()
+        sys.exit(0)
+    with _tap_lock:
+        _tap["n"] += 1
+        print("ok %d - the rest # SKIP %s" % (_tap["n"], reason.replace("\n", " ")), flush=True)
+    done()
 
 
 def bail_out(reason):
