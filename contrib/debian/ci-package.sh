@@ -38,9 +38,10 @@ check "hardening-check /usr/sbin/exrelay (control flow integrity included)" hard
 check "autopkgtest against the installed package" \
 	autopkgtest --no-built-binaries "$src/contrib/" -- null
 check "apt-get purge exrelay" apt-get purge -y -qq exrelay
-left=$(find / -xdev \( -path /proc -o -path /sys -o -path /tmp -o -path /var/tmp -o -path "$src" -o \
-	-path /var/cache/exrelay-piuparts -o -path '/var/lib/dpkg' -o -path '/var/cache/apt' \) -prune -o \
-	-name '*exrelay*' -print 2>/dev/null | grep -v "^$src" | head -n 5)
+# Where a package puts things (not the checkouts that may sit elsewhere on the machine).
+left=$(find /etc /usr /lib /var /run /opt /srv -xdev \( -path /var/tmp -o -path /var/cache/exrelay-piuparts \
+	-o -path /var/lib/dpkg -o -path /var/cache/apt -o -path /var/lib/apt \) -prune -o \
+	-name '*exrelay*' -print 2>/dev/null | head -n 5)
 if [ -z "$left" ]; then ok "purge left no file named *exrelay*"; else notok "purge left: $left"; fi
 check "the _exrelay user stays after purge (Debian policy)" getent passwd _exrelay
 echo "1..$n"
