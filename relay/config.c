@@ -19,6 +19,7 @@ struct ctx {
 	struct config *cfg;
 	char *err;
 	size_t errlen;
+	bool unusable_file;	/* the error is a named file that cannot be used */
 };
 
 /* Writes "FILE:LINE: message" for setting s into the error buffer; returns -1. */
@@ -399,8 +400,10 @@ load_listener_tls(struct ctx *x, config_setting_t *g, struct cfg_listener *l)
 			return -1;
 		if (!cert || !key)
 			return fail(x, c, "a certificate needs 'cert' and 'key'");
-		if (tls_server_add_cert(l->tls, cert, key, msg, sizeof(msg)) == -1)
+		if (tls_server_add_cert(l->tls, cert, key, msg, sizeof(msg)) == -1) {
+			x->unusable_file = true;
 			return fail(x, c, "listener '%s': %s", l->name ? l->name : "?", msg);
+		}
 	}
 	if (tls_server_set_priority(l->tls, prio, msg, sizeof(msg)) == -1)
 		return fail(x, config_setting_get_member(g, "priority"), "'priority': %s", msg);
@@ -422,8 +425,10 @@ load_backend_tls(struct ctx *x, config_setting_t *g, struct cfg_backend *b)
 		return -1;
 	if (!(b->tls = calloc(1, sizeof(*b->tls))))
 		return fail(x, g, "out of memory");
-	if (tls_client_setup(b->tls, verify, ca, cert, key, sni, msg, sizeof(msg)) == -1)
+	if (tls_client_setup(b->tls, verify, ca, cert, key, sni, msg, sizeof(msg)) == -1) {
+		x->unusable_file = true;
 		return fail(x, g, "backend '%s': %s", b->name ? b->name : "?", msg);
+	}
 	return 0;
 }
 
@@ -645,6 +650,16 @@ check_whole(struct ctx *x, const config_setting_t *root)
 				return -1;
 			}
 	}
+	for (size_t i = 0; i < c->nlisteners; i++)
+		for (size_t j = 0; j < i; j++) {
+			const struct cfg_listener *a = &c->listeners[i], *b = &c->listeners[j];
+			if (a->addrlen == b->addrlen && memcmp(&a->addr, &b->addr, a->addrlen) == 0 &&
+			    ((const struct sockaddr_in *)&a->addr)->sin_port != 0) {
+				snprintf(x->err, x->errlen, "%s:%d: listener \"%s\" binds %s like listener \"%s\"",
+				    c->path, a->line, a->name, a->bind, b->name);
+				return -1;
+			}
+		}
 	if (traffic == 0)
 		return fail(x, config_setting_get_member(root, "listeners") ?
 		    config_setting_get_member(root, "listeners") : NULL,
@@ -660,12 +675,12 @@ check_whole(struct ctx *x, const config_setting_t *root)
 }
 
 struct config *
-config_load(const char *path, char *err, size_t errlen)
+config_load(const char *path, char *err, size_t errlen, bool *unusable_file)
 {
 	static const char *const known[] = { "global", "access_log", "timeouts", "limits", "listeners",
 	    "backends", "routes", NULL };
 	struct config *c = calloc(1, sizeof(*c));
-	struct ctx x = { c, err, errlen };
+	struct ctx x = { c, err, errlen, false };
 	config_setting_t *root;
 
 	if (!c) {
@@ -703,6 +718,8 @@ config_load(const char *path, char *err, size_t errlen)
 	    load_list(&x, root, "backends", (void **)&c->backends, &c->nbackends, sizeof(*c->backends), load_backend_v) ||
 	    load_list(&x, root, "routes", (void **)&c->routes, &c->nroutes, sizeof(*c->routes), load_route_v) ||
 	    check_whole(&x, root)) {
+		if (unusable_file)
+			*unusable_file = x.unusable_file;
 		config_unref(c);
 		return NULL;
 	}

@@ -89,9 +89,11 @@ struct config {
 
 /*
  * Loads and validates path. Returns a configuration with one reference, or NULL with
- * "FILE:LINE: message" (or "FILE: message") in err.
+ * "FILE:LINE: message" (or "FILE: message") in err; *unusable_file (when not NULL) tells a
+ * file the configuration names but that cannot be used (a certificate, a key, a CA file:
+ * a start-up failure, exit status 2) from a configuration error (exit status 1).
  */
-struct config *config_load(const char *path, char *err, size_t errlen);
+struct config *config_load(const char *path, char *err, size_t errlen, bool *unusable_file);
 struct config *config_ref(struct config *c);
 void config_unref(struct config *c);
 

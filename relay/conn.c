@@ -28,6 +28,8 @@
 
 static void conn_run(struct conn *c);
 static void conn_timer_update(struct conn *c);
+static int conn_closing(struct conn *c);
+static void conn_abort(struct conn *c, const char *reason);
 
 static const char *const phase_names[] = {
 #define X(n) #n,
@@ -218,6 +220,14 @@ half_out(struct half *h)
 	return h->out != NULL;
 }
 
+/* Where the next bytes for h->out go (after compacting); *room gets the space there. */
+static char *
+out_tail(struct half *h, size_t *room)
+{
+	*room = buf_room(h->out);
+	return h->out->data + h->out->w;
+}
+
 /* --- teardown --------------------------------------------------------------------------- */
 
 /* Closes one half: watchers, transport, socket, buffers. */
@@ -327,8 +337,9 @@ conn_fail(struct conn *c, int status, const char *why)
 		conn_close(c, why);
 		return -1;
 	}
-	ssize_t n = rewrite_status_response(c->client.out->data + c->client.out->w,
-	    BUF_CAP - c->client.out->w, status, true, NULL, NULL, c->req_head_method);
+	size_t room;
+	char *o = out_tail(&c->client, &room);
+	ssize_t n = rewrite_status_response(o, room, status, true, NULL, NULL, c->req_head_method);
 	if (n < 0) {
 		conn_close(c, why);
 		return -1;
@@ -617,29 +628,20 @@ save_loginfo(struct conn *c, const struct http1_request *req)
 	}
 }
 
-/* Answers a request exrelay handles itself (health), keeping the connection when it can. */
+/*
+ * After exrelay wrote its own n-byte answer into client->out: drops the request head, logs,
+ * and waits for the next request (or closes once the answer is out).
+ */
 static int
-answer_local(struct conn *c, const struct http1_request *req, int kind)
+local_answered(struct conn *c, const struct http1_request *req, ssize_t n, int status, bool close,
+    const char *why)
 {
-	bool has_body = req->body == HTTP1_BODY_CHUNKED || (req->body == HTTP1_BODY_LENGTH && req->content_length > 0);
-	bool close = !req->keep_alive || has_body || relay_draining();
-	ssize_t n;
-
-	if (!half_out(&c->client))
-		return -1;
-	if (kind == 0)
-		n = admin_health(c->client.out->data + c->client.out->w, BUF_CAP - c->client.out->w,
-		    c->req_head_method, close);
-	else
-		n = admin_metrics(c->client.out->data + c->client.out->w, BUF_CAP - c->client.out->w, close);
-	if (n < 0)
-		return -1;
 	c->client.out->w += (size_t)n;
 	c->resp_bytes_start -= (uint64_t)n;	/* counted now, written just after */
-	c->status = relay_draining() && kind == 0 ? 503 : 200;
+	c->status = status;
 	c->client.in->r += req->head_len;
 	c->req_bytes = req->head_len;
-	log_request(c, "local");
+	log_request(c, why);
 	c->handled++;
 	if (close) {
 		c->phase = PH_CLOSING;
@@ -650,6 +652,41 @@ answer_local(struct conn *c, const struct http1_request *req, int kind)
 	return 1;
 }
 
+/* No room for an answer: wait while earlier answers drain (pipelining); else give up. */
+static int
+local_no_room(struct conn *c)
+{
+	if (buf_len(c->client.out) > 0)
+		return 0;
+	conn_close(c, "answer does not fit");
+	return -1;
+}
+
+static bool
+has_body(const struct http1_request *req)
+{
+	return req->body == HTTP1_BODY_CHUNKED || (req->body == HTTP1_BODY_LENGTH && req->content_length > 0);
+}
+
+/* Answers a request exrelay handles itself (health, metrics), keeping the connection when it can. */
+static int
+answer_local(struct conn *c, const struct http1_request *req, int kind)
+{
+	bool close = !req->keep_alive || has_body(req) || relay_draining();
+	size_t room;
+	ssize_t n;
+
+	if (!half_out(&c->client)) {
+		conn_close(c, "out of memory");
+		return -1;
+	}
+	char *o = out_tail(&c->client, &room);
+	n = kind == 0 ? admin_health(o, room, c->req_head_method, close) : admin_metrics(o, room, close);
+	if (n < 0)
+		return local_no_room(c);
+	return local_answered(c, req, n, relay_draining() && kind == 0 ? 503 : 200, close, "local");
+}
+
 /*
  * Refuses a request exrelay answers itself (no route, method not allowed, ambiguous target).
  * A request without a body keeps its connection alive; one with a body is answered and
@@ -658,25 +695,17 @@ answer_local(struct conn *c, const struct http1_request *req, int kind)
 static int
 refuse_request(struct conn *c, const struct http1_request *req, int status, const char *why)
 {
-	bool has_body = req->body == HTTP1_BODY_CHUNKED || (req->body == HTTP1_BODY_LENGTH && req->content_length > 0);
+	size_t room;
 	ssize_t n;
 
-	if (has_body || !req->keep_alive || relay_draining() || !half_out(&c->client))
+	if (has_body(req) || !req->keep_alive || relay_draining() || !half_out(&c->client))
 		return conn_fail(c, status, why);
-	log_info("client=%s %d: %s", c->client_ip, status, why);
-	n = rewrite_status_response(c->client.out->data + c->client.out->w, BUF_CAP - c->client.out->w,
-	    status, false, NULL, NULL, c->req_head_method);
+	char *o = out_tail(&c->client, &room);
+	n = rewrite_status_response(o, room, status, false, NULL, NULL, c->req_head_method);
 	if (n < 0)
-		return conn_fail(c, status, why);
-	c->client.out->w += (size_t)n;
-	c->resp_bytes_start -= (uint64_t)n;	/* counted now, written just after */
-	c->status = status;
-	c->client.in->r += req->head_len;
-	c->req_bytes = req->head_len;
-	log_request(c, why);
-	c->handled++;
-	conn_set_phase(c, PH_IDLE);
-	return 1;
+		return buf_len(c->client.out) > 0 ? 0 : conn_fail(c, status, why);
+	log_info("client=%s %d: %s", c->client_ip, status, why);
+	return local_answered(c, req, n, status, false, why);
 }
 
 static bool
@@ -769,7 +798,9 @@ start_request(struct conn *c, struct http1_request *req)
 		}
 	}
 	struct rewrite_request_ctx rc = { c->client_ip, c->https, b->add_headers, b->nadd };
-	ssize_t n = rewrite_request(c->backend.out->data + c->backend.out->w, BUF_CAP - c->backend.out->w, req, &rc);
+	size_t room;
+	char *o = out_tail(&c->backend, &room);
+	ssize_t n = rewrite_request(o, room, req, &rc);
 	if (n < 0) {
 		return conn_fail(c, 431, "request head too large after rewriting");
 	}
@@ -821,6 +852,8 @@ step_head(struct conn *c)
 			conn_close(c, "draining");
 			return -1;
 		}
+		c->resp_started = false;	/* a 400/408/431 for this head may still be sent */
+		c->status = 0;
 		conn_set_phase(c, PH_HEAD);
 	}
 	memset(&req, 0, sizeof(req));
@@ -928,9 +961,13 @@ step_response_head(struct conn *c)
 			c->got_continue = true;
 		if (!c->client_http10) {
 			struct rewrite_response_ctx rc = { false, false };
-			if (!half_out(cl))
+			if (!half_out(cl)) {
+				conn_close(c, "out of memory");
 				return -1;
-			ssize_t k = rewrite_response(cl->out->data + cl->out->w, BUF_CAP - cl->out->w, &resp, &rc);
+			}
+			size_t room;
+			char *o = out_tail(cl, &room);
+			ssize_t k = rewrite_response(o, room, &resp, &rc);
 			if (k < 0) {
 				return conn_fail(c, 502, "interim response too large");
 			}
@@ -955,9 +992,13 @@ step_response_head(struct conn *c)
 	if (!resp.keep_alive)
 		c->breusable = false;
 	struct rewrite_response_ctx rc = { c->close_after && resp.status != 101, c->client_http10 };
-	if (!half_out(cl))
+	if (!half_out(cl)) {
+		conn_close(c, "out of memory");
 		return -1;
-	ssize_t k = rewrite_response(cl->out->data + cl->out->w, BUF_CAP - cl->out->w, &resp, &rc);
+	}
+	size_t room;
+	char *o = out_tail(cl, &room);
+	ssize_t k = rewrite_response(o, room, &resp, &rc);
 	if (k < 0) {
 		return conn_fail(c, 502, "response head too large after rewriting");
 	}
@@ -994,7 +1035,7 @@ step_response_body(struct conn *c)
 			log_warn("client=%s backend %s broke response framing: %s; closing", c->client_ip,
 			    c->bcfg->backends[c->bidx].name, c->respb.error ? c->respb.error : "?");
 			metrics_backend_error(c->bcfg->backends[c->bidx].name, "bad_framing");
-			half_flush(c, cl);
+			half_flush(c, cl);	/* the client's framing shows the cut */
 			conn_close(c, "backend broke response framing");
 			return -1;
 		}
@@ -1008,7 +1049,8 @@ step_response_body(struct conn *c)
 		return 1;
 	}
 	if (be->eof && buf_len(be->in) <= cl->fwd) {
-		if (c->respb.kind == HTTP1_BODY_CLOSE) {
+		/* A close-delimited body ends with the backend's close, unless that close was a cut. */
+		if (c->respb.kind == HTTP1_BODY_CLOSE && !be->cut) {
 			c->respb.done = true;
 			c->rs = RS_DONE;
 			c->breusable = false;
@@ -1018,11 +1060,43 @@ step_response_body(struct conn *c)
 		log_warn("client=%s backend %s closed inside a response body", c->client_ip,
 		    c->bcfg->backends[c->bidx].name);
 		metrics_backend_error(c->bcfg->backends[c->bidx].name, "truncated");
-		half_flush(c, cl);
-		conn_close(c, "backend cut the response body");
+		if (c->respb.kind == HTTP1_BODY_CLOSE) {
+			conn_abort(c, "backend cut the response body");	/* a FIN would read as the end */
+		} else {
+			half_flush(c, cl);	/* Content-Length or chunked: the client sees the body is short */
+			conn_close(c, "backend cut the response body");
+		}
 		return -1;
 	}
 	return progress;
+}
+
+/* Closes after what is queued for the client is sent (close_notify, FIN, lingering close). */
+static int
+conn_closing(struct conn *c)
+{
+	c->phase = PH_CLOSING;
+	c->last_activity = ev_now(c->loop);
+	conn_timer_update(c);
+	return 1;
+}
+
+/*
+ * Ends a connection whose stream was cut (the backend reset, broke framing, or ended a TLS
+ * stream without close_notify; one side of a tunnel reset): both sides get a reset, never a
+ * clean end they could take for a complete message.
+ */
+static void
+conn_abort(struct conn *c, const char *reason)
+{
+	struct linger lg = { 1, 0 };
+
+	half_flush(c, &c->client);
+	if (c->client.fd >= 0)
+		setsockopt(c->client.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	if (c->backend.fd >= 0)
+		setsockopt(c->backend.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	conn_close(c, reason);
 }
 
 /* After a transaction: log it, then keep the connection for the next request or close it. */
@@ -1055,19 +1129,29 @@ step_finish(struct conn *c)
 		 * closed, the rest of the body has nowhere to go: close, never parse it as a request.
 		 */
 		if (!c->breusable || c->backend.eof || c->close_after) {
-			conn_close(c, "response ended before the request body");
-			return -1;
+			conn_end_request(c, "response ended before the request body");
+			upstream_close(c);
+			return conn_closing(c);
 		}
 		return 0;
 	}
+	/*
+	 * Every byte of this request must have reached the backend before the next request is
+	 * parsed: body bytes still waiting in client->in would otherwise be read as a request.
+	 */
+	bool unsent = half_has_output(&c->backend);
+	if (unsent && c->breusable && !c->backend.eof && !c->close_after && !cl->eof)
+		return 0;
 	conn_end_request(c, "ok");
-	if (!c->breusable || c->backend.eof)
+	if (!c->breusable || c->backend.eof || unsent)
 		upstream_close(c);
-	if (c->close_after || cl->eof) {
+	if (unsent || c->close_after)
+		return conn_closing(c);
+	if (cl->eof && buf_len(cl->in) == 0) {
 		conn_close(c, "done");
 		return -1;
 	}
-	conn_set_phase(c, PH_IDLE);
+	conn_set_phase(c, PH_IDLE);	/* (after a half-close, requests still buffered are answered) */
 	return 1;
 }
 
@@ -1085,6 +1169,10 @@ step_tunnel(struct conn *c)
 	if (buf_len(be->in) > cl->fwd) {
 		cl->fwd = buf_len(be->in);
 		progress = 1;
+	}
+	if ((cl->cut && !half_has_output(be)) || (be->cut && !half_has_output(cl))) {
+		conn_abort(c, "tunnel cut");
+		return -1;
 	}
 	struct half *hs[2] = { cl, be };
 	for (int i = 0; i < 2; i++) {
@@ -1132,7 +1220,7 @@ step_closing(struct conn *c)
 	if (half_has_output(cl))
 		return 0;
 	if (!cl->shut) {
-		shutdown(cl->fd, SHUT_WR);
+		cl->ops->shutdown_wr(cl);	/* TLS: close_notify first */
 		cl->shut = true;
 		c->last_activity = ev_now(c->loop);
 		conn_timer_update(c);
@@ -1150,7 +1238,10 @@ step_closing(struct conn *c)
 static void
 conn_run(struct conn *c)
 {
-	for (int guard = 0; guard < 1000; guard++) {
+	int guard;
+
+	/* Bounded, so one connection never holds its worker for long (pipelined requests). */
+	for (guard = 0; guard < 4096; guard++) {
 		int p = 0, r;
 
 		switch (c->phase) {
@@ -1161,12 +1252,20 @@ conn_run(struct conn *c)
 			r = step_tls(c);
 			break;
 		case PH_IDLE:
-		case PH_HEAD:
+		case PH_HEAD: {
+			/* Answers exrelay made (health, 404, pipelined) go out first, making room. */
+			size_t before = buf_len(c->client.out);
+			if (half_flush(c, &c->client) == -1) {
+				conn_close(c, "client write failed");
+				return;
+			}
+			p |= buf_len(c->client.out) < before;
 			if ((r = step_backend_idle(c)) < 0)
 				return;
 			p |= r;
 			r = step_head(c);
 			break;
+		}
 		case PH_ACTIVE:
 			if ((r = step_request_body(c)) < 0)
 				return;
@@ -1215,12 +1314,8 @@ conn_run(struct conn *c)
 		if (!p)
 			break;
 	}
-	if (c->phase == PH_IDLE || c->phase == PH_HEAD) {
-		if (half_flush(c, &c->client) == -1) {
-			conn_close(c, "client write failed");
-			return;
-		}
-	}
+	if (guard == 4096)
+		ev_feed_event(c->loop, &c->client.wio, EV_WRITE);	/* more to do: come back soon */
 	conn_trim(c);
 	conn_arm(c);
 }
@@ -1303,10 +1398,12 @@ half_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 	}
 	int r = half_read(c, h);
 
-	if (r == 1)
+	if (r == 1) {
 		conn_run(c);
-	else if (r == 0)
+	} else if (r == 0) {
 		conn_trim(c);
+		conn_arm(c);	/* a TLS read may wait for writability */
+	}
 }
 
 static void

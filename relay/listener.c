@@ -259,9 +259,18 @@ listener_report(struct listener *set)
 void
 listener_set_start(struct listener *set)
 {
-	for (struct listener *l = set; l; l = l->next)
-		if (l->fd >= 0 && !(l->w->draining && l->lcfg->role == ROLE_TRAFFIC) && !l->w->paused)
+	for (struct listener *l = set; l; l = l->next) {
+		bool traffic = l->lcfg->role == ROLE_TRAFFIC;
+		if (l->fd < 0 || (traffic && l->w->draining))
+			continue;
+		if (traffic && l->w->paused) {
+			/* At max_connections: the new set looks again like the old one did. */
+			ev_timer_set(&l->backoff, 0.05, 0.);
+			ev_timer_start(l->w->loop, &l->backoff);
+		} else {
 			ev_io_start(l->w->loop, &l->io);
+		}
+	}
 }
 
 /* Stops and frees a set (in its worker's thread); sockets taken over by a newer set stay open. */

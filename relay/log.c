@@ -46,6 +46,23 @@ open_append(const char *path)
 	return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 }
 
+/*
+ * Points *slot at newfd. Worker threads write to the descriptor number they read without the
+ * lock, so a file descriptor number is never closed while in use: a new file replaces an old
+ * one under the same number (dup2), and an old file no longer wanted is left open (a reload
+ * moving a log from a file to stderr or syslog: one descriptor, once).
+ */
+static void
+swap_fd(int *slot, int newfd)
+{
+	if (*slot > 2 && newfd > 2) {
+		dup2(newfd, *slot);
+		close(newfd);
+		return;
+	}
+	__atomic_store_n(slot, newfd, __ATOMIC_RELEASE);
+}
+
 int
 log_open(const char *target, enum log_level level)
 {
@@ -61,10 +78,8 @@ log_open(const char *target, enum log_level level)
 		path = strdup(target);
 	}
 	pthread_mutex_lock(&lg.lock);
-	if (lg.path && lg.fd > 2)
-		close(lg.fd);
 	free(lg.path);
-	lg.fd = fd;
+	swap_fd(&lg.fd, fd);
 	lg.path = path;
 	lg.level = level;
 	pthread_mutex_unlock(&lg.lock);
@@ -77,17 +92,13 @@ log_reopen(void)
 	pthread_mutex_lock(&lg.lock);
 	if (lg.path) {
 		int fd = open_append(lg.path);
-		if (fd != -1) {
-			close(lg.fd);
-			lg.fd = fd;
-		}
+		if (fd != -1)
+			swap_fd(&lg.fd, fd);
 	}
 	if (lg.apath) {
 		int fd = open_append(lg.apath);
-		if (fd != -1) {
-			close(lg.afd);
-			lg.afd = fd;
-		}
+		if (fd != -1)
+			swap_fd(&lg.afd, fd);
 	}
 	pthread_mutex_unlock(&lg.lock);
 }
@@ -187,10 +198,10 @@ log_access_open(const char *path, enum access_format fmt)
 		p = strdup(path);
 	}
 	pthread_mutex_lock(&lg.lock);
-	if (lg.afd != -1)
-		close(lg.afd);
 	free(lg.apath);
-	lg.afd = fd;
+	if (fd == -1 && lg.afd > 2)
+		fd = open("/dev/null", O_WRONLY | O_CLOEXEC);	/* off: keep the number, drop the lines */
+	swap_fd(&lg.afd, fd);
 	lg.apath = p;
 	lg.asyslog = sys;
 	lg.afmt = fmt;

@@ -146,7 +146,7 @@ reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	if (relay_draining())
 		return;
 	notify("RELOADING=1");
-	if (!(cfg = config_load(conf_path, err, sizeof(err)))) {
+	if (!(cfg = config_load(conf_path, err, sizeof(err), NULL))) {
 		log_error("reload failed, keeping the running configuration: %s", err);
 		notify("READY=1\nSTATUS=reload failed: %.200s", err);
 		return;
@@ -300,10 +300,12 @@ main(int argc, char **argv)
 		fprintf(stderr, "exrelay: cannot initialise TLS\n");
 		return 2;
 	}
-	struct config *cfg = config_load(conf_path, err, sizeof(err));
+	bool unusable_file = false;
+	struct config *cfg = config_load(conf_path, err, sizeof(err), &unusable_file);
 	if (!cfg) {
 		fprintf(stderr, "%s\n", err);
-		return 1;
+		/* -t reports every error as 1; starting, an unusable certificate is a start-up failure. */
+		return !test && unusable_file ? 2 : 1;
 	}
 	if (test) {
 		printf("configuration OK\n");

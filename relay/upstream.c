@@ -205,7 +205,8 @@ upstream_connected(struct conn *c, const char **why)
 				hl -= 2;
 			}
 			snprintf(host, sizeof(host), "%.*s", (int)hl, t);
-			snprintf(key, sizeof(key), "%s/%s", b->name, b->servers[c->server].text);
+			/* Per configuration: a reload that changes verification never resumes old sessions. */
+			snprintf(key, sizeof(key), "%p/%s/%s", (void *)b->tls, b->name, b->servers[c->server].text);
 			if ((b->send_proxy && send_proxy_clear(c, b->send_proxy) == -1) ||
 			    tls_start_client(h, b->tls, host, key) == -1) {
 				*why = "cannot start TLS";
