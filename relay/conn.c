@@ -31,6 +31,9 @@ static void conn_timer_update(struct conn *c);
 static int conn_closing(struct conn *c);
 static void conn_abort(struct conn *c, const char *reason);
 
+/* Seconds an answered request's body may stand still before the connection is closed. */
+#define EARLY_ANSWER_GRACE 3.0
+
 static const char *const phase_names[] = {
 #define X(n) #n,
 	CONN_PHASES(X)
@@ -375,6 +378,8 @@ conn_deadline(const struct conn *c)
 	case PH_ACTIVE:
 		if (c->await_cookie)
 			return c->phase_start + cfg->timeouts.request_head;
+		if (c->rs == RS_DONE)	/* answered; the request body must keep moving */
+			return c->last_activity + (backend_idle(c) < EARLY_ANSWER_GRACE ? backend_idle(c) : EARLY_ANSWER_GRACE);
 		if (c->backend.connecting)
 			return c->phase_start + cfg->timeouts.connect;
 		return c->last_activity + backend_idle(c);
@@ -423,7 +428,14 @@ conn_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 			return;
 		break;
 	case PH_ACTIVE:
-		if (c->await_cookie) {
+		if (c->rs == RS_DONE) {
+			/* The backend answered early and stopped taking the request body: end here. */
+			log_info("client=%s backend %s answered but stopped reading the request body; closing",
+			    c->client_ip, c->bcfg ? c->bcfg->backends[c->bidx].name : "-");
+			conn_end_request(c, "request body not taken");
+			upstream_close(c);
+			conn_closing(c);
+		} else if (c->await_cookie) {
 			if (conn_fail(c, 408, "no RPC channel cookie in time") < 0)
 				return;
 		} else if (c->backend.connecting) {
@@ -1046,6 +1058,7 @@ step_response_body(struct conn *c)
 		if (buf_len(be->in) > cl->fwd)
 			c->breusable = false;	/* bytes after the response: never reuse */
 		c->rs = RS_DONE;
+		conn_timer_update(c);	/* a request body still pending now has a short grace */
 		return 1;
 	}
 	if (be->eof && buf_len(be->in) <= cl->fwd) {
@@ -1053,6 +1066,7 @@ step_response_body(struct conn *c)
 		if (c->respb.kind == HTTP1_BODY_CLOSE && !be->cut) {
 			c->respb.done = true;
 			c->rs = RS_DONE;
+			conn_timer_update(c);
 			c->breusable = false;
 			return 1;
 		}
