@@ -41,6 +41,27 @@ def via(port):
     return lambda: rpch.HttpConn("127.0.0.1", port, timeout=10)
 
 
+def split_vc(port_out, port_in):
+    """One virtual connection, OUT through port_out and IN through port_in; returns the cookie
+    when the handshake completed (both channels met on one server), else None."""
+    vc = rpch.VirtualConnection()
+    vc.cookie = rpch.new_cookie()
+    try:
+        vc.out = via(port_out)()
+        vc.out.send(rpch.rpc_out_request() + rpch.conn_a1(vc.cookie))
+        r = vc.out.read_response(5)
+        rpch.parse_a3(vc.out.read_exact(rpch.A3_LEN, 5))
+        vc.inn = via(port_in)()
+        vc.inn.send(rpch.rpc_in_request() + rpch.conn_b1(vc.cookie))
+        rpch.parse_c2(vc.out.read_exact(rpch.C2_LEN, 5))
+        return vc.cookie if r.status == 200 else None
+    except Exception as e:  # noqa: BLE001
+        diag("virtual connection %d -> %d failed: %r" % (port_out, port_in, e))
+        return None
+    finally:
+        vc.close()
+
+
 def served_by(cookie):
     """Index of the stand-in whose log paired this cookie, or None."""
     for i, s in enumerate(servers):
@@ -62,25 +83,8 @@ for i in range(12):
 is_(n_ok, 12, "12 virtual connections through one instance all paired")
 
 # 2. OUT through instance A, IN through instance B: still the same server.
-n_ok = 0
-cookies = []
-for i in range(12):
-    vc = rpch.VirtualConnection()
-    vc.cookie = rpch.new_cookie()
-    try:
-        vc.out = via(pa)()
-        vc.out.send(rpch.rpc_out_request() + rpch.conn_a1(vc.cookie))
-        r = vc.out.read_response(5)
-        rpch.parse_a3(vc.out.read_exact(rpch.A3_LEN, 5))
-        vc.inn = via(pb)()
-        vc.inn.send(rpch.rpc_in_request() + rpch.conn_b1(vc.cookie))
-        rpch.parse_c2(vc.out.read_exact(rpch.C2_LEN, 5))
-        n_ok += r.status == 200
-        cookies.append(vc.cookie)
-    except Exception as e:  # noqa: BLE001
-        diag("split virtual connection %d failed: %r" % (i, e))
-    vc.close()
-is_(n_ok, 12, "OUT via instance A and IN via instance B pair on the same server (stateless choice)")
+cookies = [c for c in (split_vc(pa, pb) for _ in range(12)) if c]
+is_(len(cookies), 12, "OUT via instance A and IN via instance B pair on the same server (stateless choice)")
 for c in cookies:
     idx = served_by(c)
     if idx is not None:
@@ -94,22 +98,7 @@ pc, pd = free_port(), free_port()
 rc = start_exrelay(config(pc, [dead] + ports[1:]), ports=[pc])
 rd = start_exrelay(config(pd, [dead] + ports[1:]), ports=[pd])
 # 24 cookies: the chance that none hashes to the dead first server is (2/3)^24, about 6e-5.
-n_ok = 0
-for i in range(24):
-    vc = rpch.VirtualConnection()
-    vc.cookie = rpch.new_cookie()
-    try:
-        vc.out = via(pc)()
-        vc.out.send(rpch.rpc_out_request() + rpch.conn_a1(vc.cookie))
-        r = vc.out.read_response(5)
-        rpch.parse_a3(vc.out.read_exact(rpch.A3_LEN, 5))
-        vc.inn = via(pd)()
-        vc.inn.send(rpch.rpc_in_request() + rpch.conn_b1(vc.cookie))
-        rpch.parse_c2(vc.out.read_exact(rpch.C2_LEN, 5))
-        n_ok += r.status == 200
-    except Exception as e:  # noqa: BLE001
-        diag("virtual connection with a dead server %d failed: %r" % (i, e))
-    vc.close()
+n_ok = sum(1 for _ in range(24) if split_vc(pc, pd))
 is_(n_ok, 24, "with the first server refusing, channels still pair (failover in a fixed order)")
 ok("trying the next server" in rc.stderr_text() or "trying the next server" in rd.stderr_text(),
    "the failover is logged")
