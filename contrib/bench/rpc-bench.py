@@ -281,6 +281,7 @@ def test_memory(t, standin, pairs):
     warm.close()
     wait_closed_events(tail, [warm.cookie.hex()], "in_closed", 10.0)
     before = rss_kib(pid)
+    fds_before = len(os.listdir("/proc/%d/fd" % pid))
     vcs = []
     t0 = time.monotonic()
     try:
@@ -299,12 +300,15 @@ def test_memory(t, standin, pairs):
     # A proxy learns that the client closed an OUT channel (request complete, response streaming)
     # only if it watches the client socket; many notice only when the backend next writes.
     out_left = wait_closed_events(tail, cookies, "out_closed", 3.0)
+    # The proxy's own view: sockets it still holds (client and backend sides).
+    fds_left = len(os.listdir("/proc/%d/fd" % pid)) - fds_before
     t.check_alive()
     closed = rss_kib(pid)
     res = {"pairs": pairs, "rss_before_kib": before, "rss_after_kib": after,
            "rss_after_close_kib": closed, "kib_per_pair": round((after - before) / pairs, 2),
            "retained_kib": closed - before, "open_seconds": round(open_s, 2),
-           "backend_in_left_open": len(in_left), "backend_out_left_open": len(out_left)}
+           "backend_in_left_open": len(in_left), "backend_out_left_open": len(out_left),
+           "proxy_sockets_left": fds_left}
     if in_left:
         res["error"] = "%d backend IN channels still open 30 s after the clients closed" % len(in_left)
     return res
@@ -459,7 +463,8 @@ ROWS = [
     ("  RSS before (KiB)", "memory", "rss_before_kib"),
     ("  RSS with N pairs (KiB)", "memory", "rss_after_kib"),
     ("  RSS after close (KiB)", "memory", "rss_after_close_kib"),
-    ("  backend OUT left open after close", "memory", "backend_out_left_open"),
+    ("  backend OUT left open (stand-in's view)", "memory", "backend_out_left_open"),
+    ("  sockets the proxy still holds", "memory", "proxy_sockets_left"),
     ("100 B echo latency median (ms)", "latency", "median_ms"),
     ("  p99 (ms)", "latency", "p99_ms"),
     ("  max (ms)", "latency", "max_ms"),
