@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import run_checks, ok, is_, diag, done, free_port, start_standin, start_apache, start_exrelay, \
+from harness import agent_line, run_checks, ok, is_, diag, done, free_port, start_standin, start_apache, start_exrelay, \
     tmpdir, wait_for  # noqa: E402
 import rpch  # noqa: E402
 
@@ -283,14 +283,7 @@ def check_admin_agent():
        "requests_total counts the 400s")
     ok(re.search(r'^exrelay_requests_total\{route="[^"]*",code="405"\} [1-9]', text, re.M),
        "requests_total counts the 405")
-    with socket.create_connection(("127.0.0.1", AGENT), timeout=5) as s:
-        data = b""
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            piece = s.recv(100)
-            if not piece:
-                break
-            data += piece
+    data = agent_line(AGENT)
     ok(data.startswith(b"up ready") and data.endswith(b"\n") and data.count(b"\n") == 1,
        "agent: one line `up ready` then close (%r)" % data)
 

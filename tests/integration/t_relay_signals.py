@@ -23,7 +23,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import ok, is_, diag, done, free_port, start_standin, start_exrelay, exrelay_path, tmpdir, \
+from harness import agent_line, ok, is_, diag, done, free_port, start_standin, start_exrelay, exrelay_path, tmpdir, \
     wait_for  # noqa: E402
 import rpch  # noqa: E402
 
@@ -183,19 +183,6 @@ def check_reopen():
                          line[0]), "combined format line: %r" % (line[0] if line else None))
 
 
-def agent_line():
-    """The agent port's one line."""
-    with socket.create_connection(("127.0.0.1", AGENT), timeout=5) as s:
-        data = b""
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            piece = s.recv(100)
-            if not piece:
-                break
-            data += piece
-        return data
-
-
 def admin_health():
     """(status, body) of admin GET /health."""
     with connect(ADMIN) as c:
@@ -207,11 +194,11 @@ def check_drain():
     """SIGTERM with an open RPC channel pair: draining reported, channel works, exit 0 after it closes."""
     vc = rpch.open_virtual_connection(connect)
     is_(admin_health(), (200, b"ok"), "before SIGTERM: /health 200 ok")
-    is_(agent_line(), b"up ready\n", "before SIGTERM: agent `up ready`")
+    is_(agent_line(AGENT), b"up ready\n", "before SIGTERM: agent `up ready`")
     t_term = time.monotonic()
     relay.send_signal(signal.SIGTERM)
     ok(wait_for(lambda: admin_health() == (503, b"draining"), 5), "draining: admin /health 503 draining")
-    is_(agent_line(), b"drain\n", "draining: agent says `drain`")
+    is_(agent_line(AGENT), b"drain\n", "draining: agent says `drain`")
 
     def refused():
         """True when the public port no longer accepts a connection and answers a request."""

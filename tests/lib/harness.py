@@ -680,3 +680,17 @@ def run_checks(checks, relay=None, t0=None, errors_expected=False):
     if t0 is not None:
         diag("total %.1f s" % (time.monotonic() - t0))
     done()
+
+
+def agent_line(port, timeout=5.0):
+    """The agent port's whole answer (one line, then close)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        data = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            piece = s.recv(100)
+            if not piece:
+                break
+            data += piece
+        return data

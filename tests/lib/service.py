@@ -164,18 +164,7 @@ def metrics(port, timeout=5.0):
     return parse_metrics(body.decode())
 
 
-def agent_line(port, timeout=5.0):
-    """The agent port's whole answer (one line, then close)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        data = b""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            s.settimeout(max(0.01, deadline - time.monotonic()))
-            piece = s.recv(100)
-            if not piece:
-                break
-            data += piece
-        return data
+agent_line = harness.agent_line
 
 
 def thread_stats(pid):
