@@ -331,6 +331,11 @@ conn_close(struct conn *c, const char *reason)
 static int
 conn_fail(struct conn *c, int status, const char *why)
 {
+	char reason[256];
+
+	/* why may live in the backend's TLS state, freed below with the backend half. */
+	snprintf(reason, sizeof(reason), "%s", why);
+	why = reason;
 	if (status >= 500)
 		log_warn("client=%s %d: %s", c->client_ip, status, why);
 	else
@@ -1377,16 +1382,23 @@ half_setup_event(struct conn *c, struct half *h)
 		return 0;
 	}
 	const char *why = NULL;
-	bool tls = h->handshaking;
+	char reason[256];
 	int r = upstream_connected(c, &why);
 	if (r < 0) {
+		/*
+		 * A TLS failure (verification, handshake) is the server's answer: no other server is
+		 * tried. Only a failed TCP connect moves on. why may point into the TLS state, which
+		 * the retry or the failure frees: keep a copy.
+		 */
+		bool tls = h->tls != NULL;
+		snprintf(reason, sizeof(reason), "%s", why ? why : "backend connect failed");
 		metrics_backend_error(c->bcfg->backends[c->bidx].name, tls ? "tls" : "connect");
 		if (!tls && upstream_retry(c) == 0) {
-			log_info("client=%s %s; trying the next server", c->client_ip, why);
+			log_info("client=%s %s; trying the next server", c->client_ip, reason);
 			conn_set_phase(c, PH_ACTIVE);
 			return 0;
 		}
-		if (conn_fail(c, 502, why ? why : "backend connect failed") < 0)
+		if (conn_fail(c, 502, reason) < 0)
 			return -1;
 	} else if (r == 0) {
 		conn_arm(c);
