@@ -157,8 +157,12 @@ def check_reload():
     vc.inn.send(b"q" * 100)
     is_(vc.out.read_exact(100, timeout=5), b"q" * 100, "the RPC channel pair still streams")
     vc.close()
-    # put a valid file back for the rest
+    # put a valid file back for the rest, and wait until it is applied: a reload reopens the
+    # log files, and one landing after check_reopen's rename would move the log early.
+    n = relay.stderr_text().count("configuration reloaded")
     relay.reload(config("two"))
+    ok(wait_for(lambda: relay.stderr_text().count("configuration reloaded") > n, 5),
+       "the valid configuration is back")
 
 
 def check_reopen():
