@@ -6,8 +6,8 @@
  * `fwd` says how many of them are cleared to be written on (the current message's body, as
  * the framing state accepted it). Heads are parsed in place, rebuilt into the peer's `out`
  * buffer, then dropped from `in`. Every event ends in conn_run(), which steps the state
- * machine until nothing moves, then sets the watchers from the state: a full buffer stops
- * its reader, a drained one restarts it. One teardown: conn_close().
+ * machine until nothing moves, then lets pump.c set the watchers from the state (a full buffer
+ * stops its reader, a drained one restarts it). One teardown: conn_close().
  */
 #include <arpa/inet.h>
 #include <assert.h>
@@ -55,12 +55,6 @@ wall_now(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static struct half *
-peer_of(struct half *h)
-{
-	return h == &h->c->client ? &h->c->backend : &h->c->client;
-}
-
 /* Writes the address as text, IPv4-mapped IPv6 as plain IPv4. */
 static void
 addr_text(const struct sockaddr_storage *ss, char *out, size_t cap)
@@ -88,167 +82,6 @@ addr_unmap(struct sockaddr_storage *ss)
 	memcpy(&s4.sin_addr, s6->sin6_addr.s6_addr + 12, 4);
 	memset(ss, 0, sizeof(*ss));
 	memcpy(ss, &s4, sizeof(s4));
-}
-
-/* --- watchers --------------------------------------------------------------------------- */
-
-static void
-half_io_set(struct conn *c, ev_io *w, bool on)
-{
-	if (on && !ev_is_active(w))
-		ev_io_start(c->loop, w);
-	else if (!on && ev_is_active(w))
-		ev_io_stop(c->loop, w);
-}
-
-/* True when there are bytes waiting to be written to h. */
-static bool
-half_has_output(struct half *h)
-{
-	return buf_len(h->out) > 0 || (h->fwd > 0 && buf_len(peer_of(h)->in) > 0);
-}
-
-/* Sets a handshaking half's watchers from the direction the transport waits for. */
-static void
-half_arm_handshake(struct conn *c, struct half *h)
-{
-	half_io_set(c, &h->rio, h->want == EV_READ);
-	half_io_set(c, &h->wio, h->want == EV_WRITE);
-}
-
-/*
- * Sets the read watchers from the state: read while there is room and the phase wants bytes.
- * A TLS session may hold decrypted bytes the socket will never signal: feed a read event then.
- */
-static void
-conn_arm(struct conn *c)
-{
-	struct half *cl = &c->client, *be = &c->backend;
-
-	if (cl->handshaking) {
-		half_arm_handshake(c, cl);
-	} else if (cl->fd >= 0) {
-		bool rc = !cl->eof && (c->phase != PH_CLOSING || cl->shut) && (!cl->in || buf_room(cl->in) > 0);
-		half_io_set(c, &cl->rio, rc);
-		if (rc && cl->read_wants_write)
-			half_io_set(c, &cl->wio, true);
-		if (rc && cl->ops->pending(cl))
-			ev_feed_event(c->loop, &cl->rio, EV_READ);
-	}
-	if (be->fd < 0)
-		return;
-	if (be->handshaking) {
-		half_arm_handshake(c, be);
-	} else if (!be->connecting) {
-		bool rb = !be->eof && (!be->in || buf_room(be->in) > 0);
-		half_io_set(c, &be->rio, rb);
-		if (rb && be->read_wants_write)
-			half_io_set(c, &be->wio, true);
-		if (rb && be->ops->pending(be))
-			ev_feed_event(c->loop, &be->rio, EV_READ);
-	}
-}
-
-/* --- writing ---------------------------------------------------------------------------- */
-
-/* Writes what is waiting for dst; 0 when done or blocked (write watcher armed), -1 on error. */
-static int
-half_flush(struct conn *c, struct half *dst)
-{
-	struct half *src = peer_of(dst);
-
-	if (dst->fd < 0 || dst->connecting)
-		return 0;
-	for (;;) {
-		const char *p;
-		size_t n;
-		bool from_out = buf_len(dst->out) > 0;
-
-		if (from_out) {
-			p = buf_head(dst->out);
-			n = buf_len(dst->out);
-		} else if (dst->fwd > 0 && buf_len(src->in) > 0) {
-			p = buf_head(src->in);
-			n = buf_len(src->in);
-			if (n > dst->fwd)
-				n = (size_t)dst->fwd;
-		} else {
-			break;
-		}
-		ssize_t w = dst->ops->send(dst, p, n);
-		if (w < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				half_io_set(c, &dst->wio, true);
-				return 0;
-			}
-			return -1;
-		}
-		dst->nwritten += (uint64_t)w;
-		c->last_activity = ev_now(c->loop);
-		if (from_out) {
-			dst->out->r += (size_t)w;
-		} else {
-			src->in->r += (size_t)w;
-			dst->fwd -= (uint64_t)w;
-		}
-	}
-	half_io_set(c, &dst->wio, false);
-	return 0;
-}
-
-/* Gives drained buffers back to the pool, so idle connections hold none. */
-static void
-conn_trim(struct conn *c)
-{
-	struct half *hs[2] = { &c->client, &c->backend };
-
-	for (int i = 0; i < 2; i++) {
-		if (hs[i]->in && buf_len(hs[i]->in) == 0) {
-			buf_put(hs[i]->in);
-			hs[i]->in = NULL;
-		}
-		if (hs[i]->out && buf_len(hs[i]->out) == 0) {
-			buf_put(hs[i]->out);
-			hs[i]->out = NULL;
-		}
-	}
-}
-
-/* Makes sure h->out exists; false when out of memory. */
-static bool
-half_out(struct half *h)
-{
-	if (!h->out)
-		h->out = buf_get();
-	return h->out != NULL;
-}
-
-/* Where the next bytes for h->out go (after compacting); *room gets the space there. */
-static char *
-out_tail(struct half *h, size_t *room)
-{
-	*room = buf_room(h->out);
-	return h->out->data + h->out->w;
-}
-
-/* --- teardown --------------------------------------------------------------------------- */
-
-/* Closes one half: watchers, transport, socket, buffers. */
-void
-conn_half_close(struct conn *c, struct half *h)
-{
-	if (h->fd >= 0) {
-		ev_io_stop(c->loop, &h->rio);
-		ev_io_stop(c->loop, &h->wio);
-		h->ops->release(h);
-		close(h->fd);
-		h->fd = -1;
-	}
-	buf_put(h->in);
-	buf_put(h->out);
-	h->in = h->out = NULL;
-	h->fwd = 0;
-	h->eof = h->shut = h->connecting = h->handshaking = h->read_wants_write = h->cut = false;
 }
 
 static void
@@ -304,8 +137,8 @@ conn_close(struct conn *c, const char *reason)
 		    conn_phase_str(c->phase), reason, (unsigned long long)c->handled);
 	conn_end_request(c, reason);
 	metrics_bytes(c->client.nread, c->client.nwritten);
-	conn_half_close(c, &c->backend);
-	conn_half_close(c, &c->client);
+	pump_close_half(c, &c->backend);
+	pump_close_half(c, &c->client);
 	ev_timer_stop(c->loop, &c->timer);
 	struct worker *w = c->w;
 	if (c->prev)
@@ -340,13 +173,13 @@ conn_fail(struct conn *c, int status, const char *why)
 		log_warn("client=%s %d: %s", c->client_ip, status, why);
 	else
 		log_info("client=%s %d: %s", c->client_ip, status, why);
-	conn_half_close(c, &c->backend);
-	if (c->resp_started || !half_out(&c->client)) {
+	pump_close_half(c, &c->backend);
+	if (c->resp_started || !pump_out(&c->client)) {
 		conn_close(c, why);
 		return -1;
 	}
 	size_t room;
-	char *o = out_tail(&c->client, &room);
+	char *o = pump_out_tail(&c->client, &room);
 	ssize_t n = rewrite_status_response(o, room, status, true, NULL, NULL, c->req_head_method);
 	if (n < 0) {
 		conn_close(c, why);
@@ -693,11 +526,11 @@ answer_local(struct conn *c, const struct http1_request *req, int kind)
 	size_t room;
 	ssize_t n;
 
-	if (!half_out(&c->client)) {
+	if (!pump_out(&c->client)) {
 		conn_close(c, "out of memory");
 		return -1;
 	}
-	char *o = out_tail(&c->client, &room);
+	char *o = pump_out_tail(&c->client, &room);
 	n = kind == 0 ? admin_health(o, room, c->req_head_method, close) : admin_metrics(o, room, close);
 	if (n < 0)
 		return local_no_room(c);
@@ -715,9 +548,9 @@ refuse_request(struct conn *c, const struct http1_request *req, int status, cons
 	size_t room;
 	ssize_t n;
 
-	if (has_body(req) || !req->keep_alive || relay_draining() || !half_out(&c->client))
+	if (has_body(req) || !req->keep_alive || relay_draining() || !pump_out(&c->client))
 		return conn_fail(c, status, why);
-	char *o = out_tail(&c->client, &room);
+	char *o = pump_out_tail(&c->client, &room);
 	n = rewrite_status_response(o, room, status, false, NULL, NULL, c->req_head_method);
 	if (n < 0)
 		return buf_len(c->client.out) > 0 ? 0 : conn_fail(c, status, why);
@@ -795,7 +628,7 @@ start_request(struct conn *c, struct http1_request *req)
 	/* One backend connection per client connection: keep it only for the same backend. */
 	if (c->backend.fd >= 0 && (c->bidx != rt->backend || c->bcfg != c->cfg || !c->breusable))
 		upstream_close(c);
-	if (!half_out(&c->backend)) {
+	if (!pump_out(&c->backend)) {
 		return conn_fail(c, 503, "out of memory");
 	}
 	bool fresh = c->backend.fd < 0;
@@ -816,7 +649,7 @@ start_request(struct conn *c, struct http1_request *req)
 	}
 	struct rewrite_request_ctx rc = { c->client_ip, c->https, b->add_headers, b->nadd };
 	size_t room;
-	char *o = out_tail(&c->backend, &room);
+	char *o = pump_out_tail(&c->backend, &room);
 	ssize_t n = rewrite_request(o, room, req, &rc);
 	if (n < 0) {
 		return conn_fail(c, 431, "request head too large after rewriting");
@@ -933,7 +766,7 @@ step_request_body(struct conn *c)
 		else
 			log_info("client=%s closed during the request body", c->client_ip);
 		if (be->fwd > 0 && be->fd >= 0 && !be->connecting)
-			half_flush(c, be);
+			pump_flush(c, be);
 		conn_close(c, "client cut the request body");
 		return -1;
 	}
@@ -978,12 +811,12 @@ step_response_head(struct conn *c)
 			c->got_continue = true;
 		if (!c->client_http10) {
 			struct rewrite_response_ctx rc = { false, false };
-			if (!half_out(cl)) {
+			if (!pump_out(cl)) {
 				conn_close(c, "out of memory");
 				return -1;
 			}
 			size_t room;
-			char *o = out_tail(cl, &room);
+			char *o = pump_out_tail(cl, &room);
 			ssize_t k = rewrite_response(o, room, &resp, &rc);
 			if (k < 0) {
 				return conn_fail(c, 502, "interim response too large");
@@ -1009,12 +842,12 @@ step_response_head(struct conn *c)
 	if (!resp.keep_alive)
 		c->breusable = false;
 	struct rewrite_response_ctx rc = { c->close_after && resp.status != 101, c->client_http10 };
-	if (!half_out(cl)) {
+	if (!pump_out(cl)) {
 		conn_close(c, "out of memory");
 		return -1;
 	}
 	size_t room;
-	char *o = out_tail(cl, &room);
+	char *o = pump_out_tail(cl, &room);
 	ssize_t k = rewrite_response(o, room, &resp, &rc);
 	if (k < 0) {
 		return conn_fail(c, 502, "response head too large after rewriting");
@@ -1052,7 +885,7 @@ step_response_body(struct conn *c)
 			log_warn("client=%s backend %s broke response framing: %s; closing", c->client_ip,
 			    c->bcfg->backends[c->bidx].name, c->respb.error ? c->respb.error : "?");
 			metrics_backend_error(c->bcfg->backends[c->bidx].name, "bad_framing");
-			half_flush(c, cl);	/* the client's framing shows the cut */
+			pump_flush(c, cl);	/* the client's framing shows the cut */
 			conn_close(c, "backend broke response framing");
 			return -1;
 		}
@@ -1082,7 +915,7 @@ step_response_body(struct conn *c)
 		if (c->respb.kind == HTTP1_BODY_CLOSE) {
 			conn_abort(c, "backend cut the response body");	/* a FIN would read as the end */
 		} else {
-			half_flush(c, cl);	/* Content-Length or chunked: the client sees the body is short */
+			pump_flush(c, cl);	/* Content-Length or chunked: the client sees the body is short */
 			conn_close(c, "backend cut the response body");
 		}
 		return -1;
@@ -1110,7 +943,7 @@ conn_abort(struct conn *c, const char *reason)
 {
 	struct linger lg = { 1, 0 };
 
-	half_flush(c, &c->client);
+	pump_flush(c, &c->client);
 	if (c->client.fd >= 0)
 		setsockopt(c->client.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	if (c->backend.fd >= 0)
@@ -1139,7 +972,7 @@ step_finish(struct conn *c)
 		conn_close(c, "client closed the channel");
 		return -1;
 	}
-	if (c->rs != RS_DONE || half_has_output(cl))
+	if (c->rs != RS_DONE || pump_has_output(cl))
 		return 0;
 	if (!c->reqb.done) {
 		/*
@@ -1158,7 +991,7 @@ step_finish(struct conn *c)
 	 * Every byte of this request must have reached the backend before the next request is
 	 * parsed: body bytes still waiting in client->in would otherwise be read as a request.
 	 */
-	bool unsent = half_has_output(&c->backend);
+	bool unsent = pump_has_output(&c->backend);
 	if (unsent && c->breusable && !c->backend.eof && !c->close_after && !cl->eof)
 		return 0;
 	conn_end_request(c, "ok");
@@ -1189,20 +1022,20 @@ step_tunnel(struct conn *c)
 		cl->fwd = buf_len(be->in);
 		progress = 1;
 	}
-	if ((cl->cut && !half_has_output(be)) || (be->cut && !half_has_output(cl))) {
+	if ((cl->cut && !pump_has_output(be)) || (be->cut && !pump_has_output(cl))) {
 		conn_abort(c, "tunnel cut");
 		return -1;
 	}
 	struct half *hs[2] = { cl, be };
 	for (int i = 0; i < 2; i++) {
-		struct half *dst = peer_of(hs[i]);
-		if (hs[i]->eof && !dst->shut && !half_has_output(dst)) {
+		struct half *dst = pump_peer(hs[i]);
+		if (hs[i]->eof && !dst->shut && !pump_has_output(dst)) {
 			dst->ops->shutdown_wr(dst);
 			dst->shut = true;
 			progress = 1;
 		}
 	}
-	if (cl->eof && be->eof && !half_has_output(cl) && !half_has_output(be)) {
+	if (cl->eof && be->eof && !pump_has_output(cl) && !pump_has_output(be)) {
 		conn_close(c, "tunnel closed");
 		return -1;
 	}
@@ -1236,7 +1069,7 @@ step_closing(struct conn *c)
 {
 	struct half *cl = &c->client;
 
-	if (half_has_output(cl))
+	if (pump_has_output(cl))
 		return 0;
 	if (!cl->shut) {
 		cl->ops->shutdown_wr(cl);	/* TLS: close_notify first */
@@ -1274,7 +1107,7 @@ conn_run(struct conn *c)
 		case PH_HEAD: {
 			/* Answers exrelay made (health, 404, pipelined) go out first, making room. */
 			size_t before = buf_len(c->client.out);
-			if (half_flush(c, &c->client) == -1) {
+			if (pump_flush(c, &c->client) == -1) {
 				conn_close(c, "client write failed");
 				return;
 			}
@@ -1289,7 +1122,7 @@ conn_run(struct conn *c)
 			if ((r = step_request_body(c)) < 0)
 				return;
 			p |= r;
-			if (half_flush(c, &c->backend) == -1) {
+			if (pump_flush(c, &c->backend) == -1) {
 				metrics_backend_error(c->bcfg->backends[c->bidx].name, "write");
 				if (conn_fail(c, 502, "backend write failed") < 0)
 					return;
@@ -1304,21 +1137,21 @@ conn_run(struct conn *c)
 			if (r < 0)
 				return;
 			p |= r;
-			if (half_flush(c, &c->client) == -1) {
+			if (pump_flush(c, &c->client) == -1) {
 				conn_close(c, "client write failed");
 				return;
 			}
 			r = step_finish(c);
 			break;
 		case PH_TUNNEL:
-			if (half_flush(c, &c->backend) == -1 || half_flush(c, &c->client) == -1) {
+			if (pump_flush(c, &c->backend) == -1 || pump_flush(c, &c->client) == -1) {
 				conn_close(c, "tunnel write failed");
 				return;
 			}
 			r = step_tunnel(c);
 			break;
 		case PH_CLOSING:
-			if (half_flush(c, &c->client) == -1) {
+			if (pump_flush(c, &c->client) == -1) {
 				conn_close(c, "client write failed");
 				return;
 			}
@@ -1335,43 +1168,11 @@ conn_run(struct conn *c)
 	}
 	if (guard == 4096)
 		ev_feed_event(c->loop, &c->client.wio, EV_WRITE);	/* more to do: come back soon */
-	conn_trim(c);
-	conn_arm(c);
+	pump_trim(c);
+	pump_arm(c);
 }
 
 /* --- I/O callbacks ---------------------------------------------------------------------- */
-
-/* Reads once from h into its buffer; returns 1 read, 0 nothing, -1 closed the connection. */
-static int
-half_read(struct conn *c, struct half *h)
-{
-	if (!h->in && !(h->in = buf_get())) {
-		conn_close(c, "out of memory");
-		return -1;
-	}
-	size_t room = buf_room(h->in);
-	if (room == 0) {
-		half_io_set(c, &h->rio, false);
-		return 0;
-	}
-	ssize_t n = h->ops->recv(h, h->in->data + h->in->w, room);
-	h->read_wants_write = n < 0 && errno == EAGAIN && h->want == EV_WRITE;
-	if (n > 0) {
-		h->in->w += (size_t)n;
-		h->nread += (uint64_t)n;
-		c->last_activity = ev_now(c->loop);
-		return 1;
-	}
-	if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
-		if (n < 0 && h == &c->backend)
-			log_info("client=%s backend read error: %s", c->client_ip, strerror(errno));
-		h->eof = true;
-		h->cut = n < 0;
-		half_io_set(c, &h->rio, false);
-		return 1;
-	}
-	return 0;
-}
 
 /* A handshaking or connecting half made progress possible. Returns -1 when c is gone. */
 static int
@@ -1401,7 +1202,7 @@ half_setup_event(struct conn *c, struct half *h)
 		if (conn_fail(c, 502, reason) < 0)
 			return -1;
 	} else if (r == 0) {
-		conn_arm(c);
+		pump_arm(c);
 		return 0;
 	} else if (c->phase == PH_ACTIVE) {
 		conn_timer_update(c);
@@ -1422,13 +1223,13 @@ half_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 		half_setup_event(c, h);
 		return;
 	}
-	int r = half_read(c, h);
+	int r = pump_read(c, h);
 
 	if (r == 1) {
 		conn_run(c);
 	} else if (r == 0) {
-		conn_trim(c);
-		conn_arm(c);	/* a TLS read may wait for writability */
+		pump_trim(c);
+		pump_arm(c);	/* a TLS read may wait for writability */
 	}
 }
 
@@ -1445,7 +1246,7 @@ half_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 		return;
 	}
 	if (h->read_wants_write) {
-		int r = half_read(c, h);
+		int r = pump_read(c, h);
 		if (r < 0)
 			return;
 	}
@@ -1517,7 +1318,7 @@ conn_accept(struct listener *l, int fd, const struct sockaddr_storage *peer)
 		conn_set_phase(c, PH_PROXY);
 	else if (conn_after_proxy(c) < 0)
 		return;
-	conn_arm(c);
+	pump_arm(c);
 }
 
 void

@@ -153,9 +153,20 @@ static inline bool relay_draining(void) { return __atomic_load_n(&relay.draining
 const char *conn_phase_str(enum conn_phase p);
 void conn_accept(struct listener *l, int fd, const struct sockaddr_storage *peer);
 void conn_close(struct conn *c, const char *reason);
-void conn_half_close(struct conn *c, struct half *h);
 void conn_drain_idle(struct worker *w);
 void conn_close_all(struct worker *w, const char *reason);
+
+/* pump.c */
+struct half *pump_peer(struct half *h);
+void pump_io_set(struct conn *c, ev_io *w, bool on);
+bool pump_has_output(struct half *h);
+void pump_arm(struct conn *c);
+int pump_flush(struct conn *c, struct half *dst);
+void pump_trim(struct conn *c);
+bool pump_out(struct half *h);
+char *pump_out_tail(struct half *h, size_t *room);
+void pump_close_half(struct conn *c, struct half *h);
+int pump_read(struct conn *c, struct half *h);
 
 /* listener.c */
 struct listener {

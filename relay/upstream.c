@@ -236,7 +236,7 @@ upstream_connected(struct conn *c, const char **why)
 void
 upstream_close(struct conn *c)
 {
-	conn_half_close(c, &c->backend);
+	pump_close_half(c, &c->backend);
 	c->client.fwd = 0;
 	c->bidx = -1;
 	c->bcfg = NULL;

@@ -1,0 +1,212 @@
+/*
+ * pump.c: moves bytes between a connection's two halves: reading into a half's bounded buffer,
+ * writing what is cleared for the other half (exrelay's own bytes first), giving drained
+ * buffers back, and setting the watchers from the state: a full buffer stops its reader, a
+ * drained one restarts it, a blocked write waits for writability (DESIGN.md, "pump.c").
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "relay.h"
+
+struct half *
+pump_peer(struct half *h)
+{
+	return h == &h->c->client ? &h->c->backend : &h->c->client;
+}
+
+/* --- watchers --------------------------------------------------------------------------- */
+
+void
+pump_io_set(struct conn *c, ev_io *w, bool on)
+{
+	if (on && !ev_is_active(w))
+		ev_io_start(c->loop, w);
+	else if (!on && ev_is_active(w))
+		ev_io_stop(c->loop, w);
+}
+
+/* True when there are bytes waiting to be written to h. */
+bool
+pump_has_output(struct half *h)
+{
+	return buf_len(h->out) > 0 || (h->fwd > 0 && buf_len(pump_peer(h)->in) > 0);
+}
+
+/* Sets a handshaking half's watchers from the direction the transport waits for. */
+static void
+arm_handshake(struct conn *c, struct half *h)
+{
+	pump_io_set(c, &h->rio, h->want == EV_READ);
+	pump_io_set(c, &h->wio, h->want == EV_WRITE);
+}
+
+/*
+ * Sets the read watchers from the state: read while there is room and the phase wants bytes.
+ * A TLS session may hold decrypted bytes the socket will never signal: feed a read event then.
+ */
+void
+pump_arm(struct conn *c)
+{
+	struct half *cl = &c->client, *be = &c->backend;
+
+	if (cl->handshaking) {
+		arm_handshake(c, cl);
+	} else if (cl->fd >= 0) {
+		bool rc = !cl->eof && (c->phase != PH_CLOSING || cl->shut) && (!cl->in || buf_room(cl->in) > 0);
+		pump_io_set(c, &cl->rio, rc);
+		if (rc && cl->read_wants_write)
+			pump_io_set(c, &cl->wio, true);
+		if (rc && cl->ops->pending(cl))
+			ev_feed_event(c->loop, &cl->rio, EV_READ);
+	}
+	if (be->fd < 0)
+		return;
+	if (be->handshaking) {
+		arm_handshake(c, be);
+	} else if (!be->connecting) {
+		bool rb = !be->eof && (!be->in || buf_room(be->in) > 0);
+		pump_io_set(c, &be->rio, rb);
+		if (rb && be->read_wants_write)
+			pump_io_set(c, &be->wio, true);
+		if (rb && be->ops->pending(be))
+			ev_feed_event(c->loop, &be->rio, EV_READ);
+	}
+}
+
+/* --- writing ---------------------------------------------------------------------------- */
+
+/* Writes what is waiting for dst; 0 when done or blocked (write watcher armed), -1 on error. */
+int
+pump_flush(struct conn *c, struct half *dst)
+{
+	struct half *src = pump_peer(dst);
+
+	if (dst->fd < 0 || dst->connecting)
+		return 0;
+	for (;;) {
+		const char *p;
+		size_t n;
+		bool from_out = buf_len(dst->out) > 0;
+
+		if (from_out) {
+			p = buf_head(dst->out);
+			n = buf_len(dst->out);
+		} else if (dst->fwd > 0 && buf_len(src->in) > 0) {
+			p = buf_head(src->in);
+			n = buf_len(src->in);
+			if (n > dst->fwd)
+				n = (size_t)dst->fwd;
+		} else {
+			break;
+		}
+		ssize_t w = dst->ops->send(dst, p, n);
+		if (w < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				pump_io_set(c, &dst->wio, true);
+				return 0;
+			}
+			return -1;
+		}
+		dst->nwritten += (uint64_t)w;
+		c->last_activity = ev_now(c->loop);
+		if (from_out) {
+			dst->out->r += (size_t)w;
+		} else {
+			src->in->r += (size_t)w;
+			dst->fwd -= (uint64_t)w;
+		}
+	}
+	pump_io_set(c, &dst->wio, false);
+	return 0;
+}
+
+/* Gives drained buffers back to the pool, so idle connections hold none. */
+void
+pump_trim(struct conn *c)
+{
+	struct half *hs[2] = { &c->client, &c->backend };
+
+	for (int i = 0; i < 2; i++) {
+		if (hs[i]->in && buf_len(hs[i]->in) == 0) {
+			buf_put(hs[i]->in);
+			hs[i]->in = NULL;
+		}
+		if (hs[i]->out && buf_len(hs[i]->out) == 0) {
+			buf_put(hs[i]->out);
+			hs[i]->out = NULL;
+		}
+	}
+}
+
+/* Makes sure h->out exists; false when out of memory. */
+bool
+pump_out(struct half *h)
+{
+	if (!h->out)
+		h->out = buf_get();
+	return h->out != NULL;
+}
+
+/* Where the next bytes for h->out go (after compacting); *room gets the space there. */
+char *
+pump_out_tail(struct half *h, size_t *room)
+{
+	*room = buf_room(h->out);
+	return h->out->data + h->out->w;
+}
+
+/* --- closing a half --------------------------------------------------------------------- */
+
+/* Closes one half: watchers, transport, socket, buffers. */
+void
+pump_close_half(struct conn *c, struct half *h)
+{
+	if (h->fd >= 0) {
+		ev_io_stop(c->loop, &h->rio);
+		ev_io_stop(c->loop, &h->wio);
+		h->ops->release(h);
+		close(h->fd);
+		h->fd = -1;
+	}
+	buf_put(h->in);
+	buf_put(h->out);
+	h->in = h->out = NULL;
+	h->fwd = 0;
+	h->eof = h->shut = h->connecting = h->handshaking = h->read_wants_write = h->cut = false;
+}
+
+/* Reads once from h into its buffer; returns 1 read, 0 nothing, -1 closed the connection. */
+int
+pump_read(struct conn *c, struct half *h)
+{
+	if (!h->in && !(h->in = buf_get())) {
+		conn_close(c, "out of memory");
+		return -1;
+	}
+	size_t room = buf_room(h->in);
+	if (room == 0) {
+		pump_io_set(c, &h->rio, false);
+		return 0;
+	}
+	ssize_t n = h->ops->recv(h, h->in->data + h->in->w, room);
+	h->read_wants_write = n < 0 && errno == EAGAIN && h->want == EV_WRITE;
+	if (n > 0) {
+		h->in->w += (size_t)n;
+		h->nread += (uint64_t)n;
+		c->last_activity = ev_now(c->loop);
+		return 1;
+	}
+	if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+		if (n < 0 && h == &c->backend)
+			log_info("client=%s backend read error: %s", c->client_ip, strerror(errno));
+		h->eof = true;
+		h->cut = n < 0;
+		pump_io_set(c, &h->rio, false);
+		return 1;
+	}
+	return 0;
+}
+
