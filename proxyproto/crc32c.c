@@ -1,8 +1,11 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * crc32c.c: CRC32C (Castagnoli polynomial 0x1EDC6F41, reflected 0x82F63B78) for the
  * PROXY v2 CRC32C TLV: a portable table-driven path, and an SSE4.2 path on x86-64
  * chosen at run time. Both give the same results; the unit test checks this.
  */
+#include "autoconf.h"
+
 #include <stdint.h>
 #include <string.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * proxyproto.c: the PROXY protocol v1/v2 parser (pp_parse*), TLV access
  * (pp_tlv_*) and encoders (pp_encode_*). Pure: no allocation, no logging.
@@ -19,6 +20,8 @@
  * And laxer in one: HAProxy refuses an AUTHORITY TLV over 255 bytes (its own
  * limit, not the spec's); we accept any length.
  */
+#include "autoconf.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdint.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * proxyproto.h: libproxyproto, a pure PROXY protocol v1/v2 parser and encoder
  * (HAProxy doc/proxy-protocol.txt; PROTOCOLS.md section 3). No allocation, no

@@ -1,7 +1,10 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * admin.c: what exrelay answers itself: /health, /metrics (Prometheus text format) and the
  * HAProxy agent-check line; and the counters behind /metrics.
  */
+#include "autoconf.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>

@@ -1,7 +1,10 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * buf.c: the buffer pool. Each event-loop thread keeps its own free list, bounded so that
  * memory taken during a burst goes back to the allocator afterwards.
  */
+#include "autoconf.h"
+
 #include <stdlib.h>
 
 #include "buf.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * buf.h: fixed-capacity byte buffers and a per-thread pool, so that an idle connection
  * holds no buffer: take one when bytes arrive, give it back when it is drained.

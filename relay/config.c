@@ -1,7 +1,10 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * config.c: reads the libconfig file into struct config and validates every setting.
  * Unknown settings and wrong types are errors; every error names FILE:LINE.
  */
+#include "autoconf.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
@@ -12,7 +15,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "config.h"
+#include "cfg.h"
 
 /* Reading state: the error buffer and the file name, for messages. */
 struct ctx {

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * conn.c: one client connection from accept to close: the PROXY header, request heads,
  * routing, and relaying bodies both ways with backpressure (DESIGN.md section 2).
@@ -9,6 +10,8 @@
  * machine until nothing moves, then lets pump.c set the watchers from the state (a full buffer
  * stops its reader, a drained one restarts it). One teardown: conn_close().
  */
+#include "autoconf.h"
+
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * http1.c: HTTP/1.x request and response head parsers and body framing (RFC 9112).
  *
@@ -8,6 +9,8 @@
  * Strict by design (this runs on an internet-facing proxy): bare LF, bare CR, obs-fold,
  * whitespace before ':' and ambiguous framing are errors, never guessed at.
  */
+#include "autoconf.h"
+
 #include <string.h>
 
 #include "http1.h"

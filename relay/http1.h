@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * http1.h: incremental, zero-copy HTTP/1.x head parser and body framing (RFC 9112).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * listener.c: listening sockets, accept, the connection limit and EMFILE back-off.
  *
@@ -7,6 +8,8 @@
  * socket, so no connection is refused or lost while the configuration changes. A set is
  * started, stopped and freed by its worker's thread.
  */
+#include "autoconf.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>

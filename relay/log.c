@@ -1,7 +1,10 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * log.c: the error log and the access log. Lines are formatted into a local buffer and
  * written with one write(2), so lines from several threads never interleave.
  */
+#include "autoconf.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * log.h: the error log (stderr, syslog or a file, with levels) and the access log
  * (combined or json, one line per request).

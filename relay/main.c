@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * main.c: the command line, start-up (configuration, logs, listeners, privileges), the
  * signals (SIGHUP reload, SIGTERM/SIGINT drain, SIGUSR1 log reopen) and the event loop.

@@ -1,9 +1,12 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * pump.c: moves bytes between a connection's two halves: reading into a half's bounded buffer,
  * writing what is cleared for the other half (exrelay's own bytes first), giving drained
  * buffers back, and setting the watchers from the state: a full buffer stops its reader, a
  * drained one restarts it, a blocked write waits for writability (DESIGN.md, "pump.c").
  */
+#include "autoconf.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>

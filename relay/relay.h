@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * relay.h: the daemon's shared types (a connection and its two halves, listeners, the
  * process state) and the prototypes of conn.c, listener.c, upstream.c, admin.c, sock.c
@@ -14,7 +15,7 @@
 #include <ev.h>
 
 #include "buf.h"
-#include "config.h"
+#include "cfg.h"
 #include "http1.h"
 #include "transport.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * rewrite.c: builds the heads exrelay sends (DESIGN.md, "What the backend receives"): the
  * request head to a backend, the response head to the client, exrelay's own short responses.
@@ -6,9 +7,7 @@
  * the caller's buffer through a bounded writer that never writes past cap; running out of room
  * is reported as -1, never truncated output.
  */
-#ifdef HAVE_CONFIG_H
-#include "config.h"
-#endif
+#include "autoconf.h"
 
 #include <string.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * rewrite.h: builds the heads exrelay sends: the request head to a backend, the response head
  * to the client, and exrelay's own short responses (400, 404, 502, health, ...).

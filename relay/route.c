@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * route.c: request-target normalisation and the route table (DESIGN.md, "Routing").
  *
@@ -5,9 +6,7 @@
  * the request target is forwarded as the client sent it, so anything a backend (IIS, Apache)
  * could read differently from us is refused rather than guessed at.
  */
-#ifdef HAVE_CONFIG_H
-#include "config.h"
-#endif
+#include "autoconf.h"
 
 #include <stdbool.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * route.h: request-target normalisation and the route table (pure: no I/O, no allocation).
  *

@@ -1,6 +1,9 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * sock.c: the plain-socket transport, and socket helpers (non-blocking, TCP_NODELAY).
  */
+#include "autoconf.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>

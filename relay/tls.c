@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * tls.c: the GnuTLS transport. Non-blocking throughout: GNUTLS_E_AGAIN is answered by waiting
  * in the direction gnutls_record_get_direction() names; a send that returned AGAIN is retried
@@ -6,6 +7,8 @@
  * tickets under one process-wide key; client-initiated renegotiation is refused. Backends are
  * verified (chain and name) unless verify = false, and their sessions resumed.
  */
+#include "autoconf.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * tls.h: GnuTLS for both sides: credentials and priorities loaded with the configuration
  * (so `exrelay -t` checks certificates), and the TLS transport behind transport_ops.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * transport.h: how a connection half moves bytes: plain sockets (sock.c) or, later, GnuTLS
  * sessions (tls.c) behind one ops table, so the HTTP code never knows which it talks to.

@@ -1,7 +1,10 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * upstream.c: the backend side of a connection: choosing a server, the non-blocking
  * connect, and the PROXY header that opens each backend connection when send_proxy is set.
  */
+#include "autoconf.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>

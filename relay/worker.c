@@ -1,9 +1,12 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * worker.c: the event-loop threads. Each worker runs its own libev loop with its own
  * listening sockets and connections; nothing of a connection is ever touched by another
  * thread. The main thread handles signals and talks to the workers through an ev_async:
  * a new listener set (reload), drain, stop.
  */
+#include "autoconf.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>

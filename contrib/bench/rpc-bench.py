@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """
 rpc-bench.py: exrelay against HAProxy (and no proxy at all) on RPC over HTTP v2 channels.
 

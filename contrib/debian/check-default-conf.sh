@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
 # shellcheck disable=SC2016 # the sh -c scripts below take their arguments as $1
 # make check (TAP), no package build: the Debian package's default configuration
 # (contrib/debian/exrelay.conf) passes `exrelay -t`, listens on loopback only and leaves

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
 # ci-package.sh: the package half of CI (TAP on stdout). Builds the .deb with contrib/build-deb
 # (nocheck: make check has just run), runs lintian on the .deb and the .changes, installs it with
 # apt-get, checks hardening-check on the installed binary, runs the autopkgtest suite against the

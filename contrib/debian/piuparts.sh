@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
 # piuparts.sh DEB...: piuparts (install, remove, purge; files left behind; processes left
 # running; the logrotate file) for the given .deb files in a clean Debian 12 (bookworm) chroot.
 #

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
 # check-unit.sh: checks contrib/systemd/exrelay.service (TAP on stdout, exit 0 or 1).
 #   - `systemd-analyze verify` is clean, with the unit's /usr/sbin/exrelay pointed at the built
 #     binary ($EXRELAY) in a temporary copy, and its man: links resolved against contrib/man;

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
 # Makes the TEST certificates and keys used by the integration tests (certtool, from
 # gnutls-bin). The keys are test keys, committed on purpose and named *.test-key.pem:
 # never use them for anything else. Re-run to regenerate (valid for 20 years).

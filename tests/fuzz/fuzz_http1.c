@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fuzz_http1.c: libFuzzer target for relay/http1.c.
  *

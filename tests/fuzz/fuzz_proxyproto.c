@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * fuzz_proxyproto.c: libFuzzer target for libproxyproto. Besides "no crash, no
  * over-read", it checks the parser's contract on every input: a valid header

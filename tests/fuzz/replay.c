@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * replay.c: runs a libFuzzer target (LLVMFuzzerTestOneInput) without libFuzzer,
  * over every file of the seed corpus $srcdir/fuzz/corpus/REPLAY_CORPUS, or over

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """
 t_haproxy.py: a real HAProxy 2.6 in front of exrelay, with the shipped example configurations (TAP).
 

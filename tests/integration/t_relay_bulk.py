@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """
 t_relay_bulk.py: bulk RPC over HTTP streams through exrelay with flat memory (TAP).
 

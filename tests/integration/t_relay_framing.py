@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """
 t_relay_framing.py: HTTP/1.1 framing at exrelay (RFC 9112, PROTOCOLS.md section 5), errors, timeouts (TAP).
 

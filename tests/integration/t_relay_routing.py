@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """
 t_relay_routing.py: exrelay's routing and what the backends receive (TAP).
 

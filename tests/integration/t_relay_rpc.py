@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """
 t_relay_rpc.py: Outlook Anywhere (RPC over HTTP v2), NTLM and MAPI NotificationWait through exrelay (TAP).
 

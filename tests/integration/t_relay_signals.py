@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """
 t_relay_signals.py: exrelay's command line, reload, log reopen and drain (TAP).
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """
 t_relay_upgrade.py: Upgrade / 101 Switching Protocols tunnels through exrelay (TAP).
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """
 t_service_load.py: exrelay's worker threads, max_connections and EMFILE back-off (TAP).
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """
 t_service_metrics.py: /metrics exact under load (TAP).
 

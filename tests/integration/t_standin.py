@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """
 t_standin.py: self-test of the Exchange stand-in and of the Apache harness (TAP), no exrelay.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """
 t_tls.py: TLS on exrelay's listeners and toward its backends (TAP).
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """
 t_tls_bulk.py: bulk RPC over HTTP streams through exrelay's TLS listener, certificate reload on
 SIGHUP, and TLS handshake rates (TAP).

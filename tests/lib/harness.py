@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """
 harness.py: process harness and TAP output for exrelay's Python integration tests.
 

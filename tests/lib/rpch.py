@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """
 rpch.py: client-side helpers for exrelay's integration tests (Python 3 standard library only).
 

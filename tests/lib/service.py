@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 """
 service.py: helpers for exrelay's "good Linux service" integration tests (t_service_*.py).
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """
 exchange.py: an Exchange stand-in for exrelay's integration tests (Python 3 standard library only).
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * tap.h: a minimal TAP producer for the C unit tests (automake's tap-driver.sh reads it).
  * Header-only so each test is one .c file: ok(), is_int(), is_str(), done_testing().

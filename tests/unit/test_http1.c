@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * test_http1.c: TAP tests of relay/http1.c (head parsers, framing, chunked bodies).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * test_proxyproto.c: TAP unit tests of libproxyproto: every v1/v2 rule with an
  * accepting and a rejecting case, HAProxy's TLV validation reg-test cases, every

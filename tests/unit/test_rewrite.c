@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * test_rewrite.c: TAP tests for rewrite.c: the backend's request head (hop-by-hop removal,
  * forwarded fields, add_headers, absolute-form, HTTP/1.0, upgrade), the client's response

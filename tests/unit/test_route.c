@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * test_route.c: TAP tests for route.c: path normalisation (accepted and refused targets),
  * prefix and host matching, and the route table (first match, methods, 404/405).

@@ -1,5 +1,6 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * config.h: the configuration as one immutable, validated structure, loaded from a libconfig
+ * cfg.h: the configuration as one immutable, validated structure, loaded from a libconfig
  * file (DESIGN.md, "Configuration"). Errors are reported as "FILE:LINE: message".
  * A loaded configuration is reference-counted: each connection holds the one it started with,
  * so a reload (SIGHUP) never changes a live connection's settings.
