@@ -55,6 +55,8 @@ listener_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 	struct listener *l = io->data;
 	(void)revents;
 
+	CHECK_OBJ(l, LISTENER_MAGIC);
+
 	for (int i = 0; i < 64; i++) {
 		struct sockaddr_storage peer;
 		socklen_t len = sizeof(peer);
@@ -86,6 +88,8 @@ listener_backoff_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct listener *l = t->data;
 	(void)revents;
+
+	CHECK_OBJ(l, LISTENER_MAGIC);
 
 	if (l->w->paused) {
 		if (at_limit()) {
@@ -193,6 +197,7 @@ listener_build(struct config *cfg, struct listener **sets, char *err, size_t err
 				snprintf(err, errlen, "out of memory");
 				goto fail;
 			}
+			l->magic = LISTENER_MAGIC;
 			*tail = l;
 			tail = &l->next;
 			l->w = &relay.workers[k];
@@ -304,11 +309,4 @@ listener_close_traffic(struct worker *w)
 			close(l->fd);
 			l->fd = -1;
 		}
-}
-
-void
-listener_conn_closed(struct worker *w)
-{
-	if (w->paused && !at_limit())
-		listener_pause(w, false);
 }

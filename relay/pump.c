@@ -14,14 +14,27 @@
 
 #include "relay.h"
 
+/* The other half of h's connection. */
 struct half *
 pump_peer(struct half *h)
 {
 	return h == &h->c->client ? &h->c->backend : &h->c->client;
 }
 
+/* Gives a half its socket: the plain transport, and the watchers (set up by conn.c) on fd. */
+void
+pump_half_open(struct half *h, int fd)
+{
+	ASSERT(h->fd < 0 && !ev_is_active(&h->rio) && !ev_is_active(&h->wio));
+	h->fd = fd;
+	h->ops = &sock_ops;
+	ev_io_set(&h->rio, fd, EV_READ);
+	ev_io_set(&h->wio, fd, EV_WRITE);
+}
+
 /* --- watchers --------------------------------------------------------------------------- */
 
+/* Starts or stops a watcher. */
 void
 pump_io_set(struct conn *c, ev_io *w, bool on)
 {
@@ -47,18 +60,20 @@ arm_handshake(struct conn *c, struct half *h)
 }
 
 /*
- * Sets the read watchers from the state: read while there is room and the phase wants bytes.
- * A TLS session may hold decrypted bytes the socket will never signal: feed a read event then.
+ * Sets the read watchers from the state: read while there is room (and, for the client, unless
+ * hold_client: a last answer is still leaving). A TLS session may hold decrypted bytes the
+ * socket will never signal: feed a read event then.
  */
 void
-pump_arm(struct conn *c)
+pump_arm(struct conn *c, bool hold_client)
 {
 	struct half *cl = &c->client, *be = &c->backend;
 
+	ASSERT(cl->fwd <= buf_len(be->in) && be->fwd <= buf_len(cl->in));
 	if (cl->handshaking) {
 		arm_handshake(c, cl);
 	} else if (cl->fd >= 0) {
-		bool rc = !cl->eof && (c->phase != PH_CLOSING || cl->shut) && (!cl->in || buf_room(cl->in) > 0);
+		bool rc = !cl->eof && !hold_client && (!cl->in || buf_room(cl->in) > 0);
 		pump_io_set(c, &cl->rio, rc);
 		if (rc && cl->read_wants_write)
 			pump_io_set(c, &cl->wio, true);
@@ -89,6 +104,7 @@ pump_flush(struct conn *c, struct half *dst)
 
 	if (dst->fd < 0 || dst->connecting)
 		return 0;
+	ASSERT(dst->fwd <= buf_len(src->in));
 	for (;;) {
 		const char *p;
 		size_t n;
@@ -106,6 +122,7 @@ pump_flush(struct conn *c, struct half *dst)
 			break;
 		}
 		ssize_t w = dst->ops->send(dst, p, n);
+		ASSERT(w <= (ssize_t)n);	/* never more than was buffered and cleared */
 		if (w < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
 				pump_io_set(c, &dst->wio, true);
@@ -153,12 +170,27 @@ pump_out(struct half *h)
 	return h->out != NULL;
 }
 
-/* Where the next bytes for h->out go (after compacting); *room gets the space there. */
-char *
-pump_out_tail(struct half *h, size_t *room)
+/*
+ * Appends what fn writes (a head exrelay builds) to h's output: fn gets the free space and
+ * returns the length it wrote, or -1 when that does not fit. Returns the length, or -1 with
+ * errno ENOMEM (no buffer) or ENOSPC (it does not fit).
+ */
+int
+pump_put(struct half *h, pump_writer fn, const void *arg)
 {
-	*room = buf_room(h->out);
-	return h->out->data + h->out->w;
+	if (!pump_out(h)) {
+		errno = ENOMEM;
+		return -1;
+	}
+	size_t room = buf_room(h->out);
+	ssize_t n = fn(h->out->data + h->out->w, room, arg);
+	if (n < 0) {
+		errno = ENOSPC;
+		return -1;
+	}
+	ASSERT((size_t)n <= room);
+	h->out->w += (size_t)n;
+	return (int)n;
 }
 
 /* --- closing a half --------------------------------------------------------------------- */
@@ -181,12 +213,16 @@ pump_close_half(struct conn *c, struct half *h)
 	h->eof = h->shut = h->connecting = h->handshaking = h->read_wants_write = h->cut = false;
 }
 
-/* Reads once from h into its buffer; returns 1 read, 0 nothing, -1 closed the connection. */
+/*
+ * Reads once from h into its buffer. Returns 1 when bytes arrived or the side ended (h->eof,
+ * h->cut), 0 when nothing came, -1 with errno ENOMEM when no buffer could be had.
+ */
 int
 pump_read(struct conn *c, struct half *h)
 {
+	ASSERT(!h->eof);	/* a half is never read after its end */
 	if (!h->in && !(h->in = buf_get())) {
-		conn_close(c, "out of memory");
+		errno = ENOMEM;
 		return -1;
 	}
 	size_t room = buf_room(h->in);

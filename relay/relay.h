@@ -1,25 +1,31 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * relay.h: the daemon's shared types (a connection and its two halves, listeners, the
- * process state) and the prototypes of conn.c, listener.c, upstream.c, admin.c, sock.c
- * and main.c, grouped per file.
+ * relay.h: the daemon's shared types (a connection and its two halves, listeners, workers,
+ * the process state), the rule of who calls whom, and the prototypes of conn.c, txn.c,
+ * access.c, pump.c, listener.c, worker.c, upstream.c, admin.c and sock.c, grouped per file.
  */
 #ifndef EXRELAY_RELAY_H
 #define EXRELAY_RELAY_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <sys/socket.h>
 
 #include <ev.h>
 
 #include "buf.h"
+#include "check.h"
 #include "cfg.h"
 #include "http1.h"
+#include "metrics.h"
 #include "transport.h"
 
 #define CONN_MAGIC 0x636f6e6eU	/* "conn" */
+#define WORKER_MAGIC 0x776f726bU	/* "work" */
+#define LISTENER_MAGIC 0x6c69736eU	/* "lisn" */
 
 /* One side of a connection: the client, or the backend it is relayed to. */
 struct half {
@@ -68,7 +74,37 @@ enum resp_state {
 #undef X
 };
 
-struct listener;
+/* What a connection's timer is waiting for (conn_deadline names one; its expiry acts on it). */
+#define CONN_TIMEOUTS(X) \
+	X(TO_PROXY_HEADER)	/* the whole PROXY header */ \
+	X(TO_TLS_HANDSHAKE)	/* the client's TLS handshake */ \
+	X(TO_CLIENT_IDLE)	/* keep-alive: the next request */ \
+	X(TO_REQUEST_HEAD)	/* the whole request head (408) */ \
+	X(TO_RPC_COOKIE)	/* the first PDU of an RPC channel, to choose its server (408) */ \
+	X(TO_BODY_NOT_TAKEN)	/* answered early: the request body must keep moving */ \
+	X(TO_CONNECT)		/* backend connect and TLS handshake (504) */ \
+	X(TO_RESPONSE)		/* the backend's response head (504) */ \
+	X(TO_STREAM)		/* silence in both directions while a message streams */ \
+	X(TO_TUNNEL)		/* silence in both directions of an upgraded connection */ \
+	X(TO_CLOSING)		/* a last response to leave, then the client's close */
+
+enum conn_timeout {
+#define X(n) n,
+	CONN_TIMEOUTS(X)
+#undef X
+};
+
+/*
+ * What a step of the connection's state machine reports to conn.c, the only layer that
+ * changes phases and tears down: >= 0 is progress (0 nothing moved, 1 moved), STEP_GOTO(p)
+ * asks conn.c to enter phase p, and the negative codes ask it to end the connection with the
+ * reason the step wrote into c->reason.
+ */
+#define STEP_CLOSE	(-1)		/* close now */
+#define STEP_ABORT	(-2)		/* close with resets: a stream was cut, no clean end */
+#define STEP_GOTO(p)	(16 + (int)(p))	/* enter phase p (its timer starts now) */
+#define STEP_IS_GOTO(r)	((r) >= 16)
+#define STEP_PHASE(r)	((enum conn_phase)((r) - 16))
 
 struct conn {
 	unsigned magic;
@@ -77,26 +113,25 @@ struct conn {
 	struct conn *prev, *next;	/* all connections of this loop */
 	struct config *cfg;		/* the configuration this connection started with */
 	const struct cfg_listener *lcfg;
-	struct listener *listener;
 	struct half client, backend;
-	enum conn_phase phase;
+	enum conn_phase phase;		/* changed only by conn_set_phase() */
 	ev_timer timer;
+	ev_tstamp timer_at;		/* when the timer fires (absolute, ev_now clock) */
 	ev_tstamp phase_start;		/* when the current phase (or connect) began */
 	ev_tstamp last_activity;	/* last byte moved in either direction */
+	char reason[192];		/* why the connection ends: owned here, never a pointer into freed state */
 
-	struct sockaddr_storage peer;	/* the TCP peer */
 	struct sockaddr_storage client_addr; /* the real client (from the PROXY header, else peer) */
 	char client_ip[64];
 	bool https;			/* client used TLS (ours, or the PROXY v2 SSL TLV) */
 
-	/* The request in flight. */
+	/* The request in flight (txn.c). */
 	struct http1_body reqb;		/* request body framing (client -> backend) */
 	struct http1_body respb;	/* response body framing (backend -> client) */
 	enum resp_state rs;
 	int status;			/* final status sent to the client, 0 none */
 	bool resp_started;		/* bytes of a response reached client->out/fwd */
 	bool client_http10;
-	bool req_keep_alive;
 	bool req_upgrade;
 	bool req_head_method;
 	bool expect_continue;
@@ -107,10 +142,10 @@ struct conn {
 	uint64_t req_bytes;		/* request bytes from the client (head + body) */
 	uint64_t resp_bytes_start;	/* client->nwritten when the request began */
 	double req_start;		/* wall clock when the request head began */
-	char *loginfo;			/* method, target, proto, referer, user-agent: NUL-separated copy */
+	char *loginfo;			/* access.c: method, target, proto, referer, user-agent, user */
 	const char *route_name;
 
-	/* The backend connection. */
+	/* The backend connection (upstream.c). */
 	int bidx;			/* backend index in cfg, -1 none */
 	struct config *bcfg;		/* the configuration bidx refers to */
 	int server;			/* server index */
@@ -122,6 +157,7 @@ struct conn {
 
 /* One event-loop thread: its listening sockets (SO_REUSEPORT) and its connections. */
 struct worker {
+	unsigned magic;
 	int id;
 	struct ev_loop *loop;
 	pthread_t thread;
@@ -150,27 +186,70 @@ extern struct relay_state relay;
 
 static inline bool relay_draining(void) { return __atomic_load_n(&relay.draining, __ATOMIC_ACQUIRE); }
 
+/*
+ * Who may call whom (relay/README): conn.c -> txn.c -> admin.c, access.c, upstream.c, pump.c;
+ * listener.c and worker.c -> conn.c. A lower layer reports with return codes (0 or 1, -1 with
+ * errno, or the STEP_* codes above, with the reason in c->reason) and never frees or closes
+ * what called it: conn.c alone changes phases (conn_set_phase) and tears down (conn_close).
+ * So a pointer to a connection stays valid until the conn.c function that holds it returns.
+ */
+
+/* Writes why the connection ends into c->reason and returns code (STEP_CLOSE, STEP_ABORT). */
+static inline int __attribute__((format(printf, 3, 4)))
+step_why(struct conn *c, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->reason, sizeof(c->reason), fmt, ap);
+	va_end(ap);
+	return code;
+}
+
 /* conn.c */
 const char *conn_phase_str(enum conn_phase p);
+const char *conn_timeout_str(enum conn_timeout t);
 void conn_accept(struct listener *l, int fd, const struct sockaddr_storage *peer);
+/*
+ * The one teardown: logs the request in flight, closes both halves, frees c. reason is a
+ * literal or c->reason. c is gone when it returns: the caller returns at once, and only
+ * conn.c calls it (from a libev callback, or a worker's drain or stop).
+ */
 void conn_close(struct conn *c, const char *reason);
 void conn_drain_idle(struct worker *w);
 void conn_close_all(struct worker *w, const char *reason);
 
-/* pump.c */
+/* txn.c: one HTTP request/response exchange on a connection. */
+const char *txn_state_str(enum resp_state s);
+int txn_head(struct conn *c);
+int txn_active(struct conn *c);
+int txn_tunnel(struct conn *c);
+int txn_timeout(struct conn *c, enum conn_timeout t);
+int txn_fail(struct conn *c, int status, const char *why);
+void txn_end(struct conn *c, const char *termination);
+
+/* access.c: the access-log record of a request. */
+void access_save(struct conn *c, const struct http1_request *req);
+void access_log(struct conn *c, const char *termination);
+double access_clock(void);
+
+/* pump.c: moving bytes between the halves; never closes the connection. */
+typedef ssize_t (*pump_writer)(char *out, size_t room, const void *arg);
 struct half *pump_peer(struct half *h);
+void pump_half_open(struct half *h, int fd);
 void pump_io_set(struct conn *c, ev_io *w, bool on);
 bool pump_has_output(struct half *h);
-void pump_arm(struct conn *c);
+void pump_arm(struct conn *c, bool hold_client);
 int pump_flush(struct conn *c, struct half *dst);
 void pump_trim(struct conn *c);
 bool pump_out(struct half *h);
-char *pump_out_tail(struct half *h, size_t *room);
+int pump_put(struct half *h, pump_writer fn, const void *arg);
 void pump_close_half(struct conn *c, struct half *h);
 int pump_read(struct conn *c, struct half *h);
 
 /* listener.c */
 struct listener {
+	unsigned magic;
 	struct listener *next;
 	struct worker *w;
 	const struct cfg_listener *lcfg;	/* in cfg */
@@ -187,7 +266,6 @@ void listener_set_free(struct listener *set);
 void listener_sets_discard(struct listener **sets, int n);
 void listener_close_traffic(struct worker *w);
 void listener_report(struct listener *set);
-void listener_conn_closed(struct worker *w);
 
 /* worker.c */
 int worker_init_all(int n);
@@ -196,26 +274,30 @@ void worker_hand_over(struct listener **sets);
 void worker_wake_all(void);
 void worker_join_all(void);
 
-/* upstream.c */
-int upstream_connect(struct conn *c);
+/* upstream.c: the backend half: server choice, connect, TLS, PROXY header. */
 int upstream_open(struct conn *c, size_t first);
 int upstream_retry(struct conn *c);
-int upstream_connected(struct conn *c, const char **why);
+int upstream_connected(struct conn *c);
 void upstream_close(struct conn *c);
-size_t upstream_pick(const struct conn *c, const struct cfg_backend *b, const char *key, size_t keylen);
+size_t upstream_pick(const struct cfg_backend *b, const char *key, size_t keylen);
 
-/* admin.c */
-struct metrics_listener;
+/* admin.c: what exrelay answers itself. */
+#define ADMIN_ANSWERS(X) \
+	X(ADMIN_NONE)		/* not for exrelay: route it */ \
+	X(ADMIN_HEALTH)		/* /health, or the listener's health_path */ \
+	X(ADMIN_METRICS)	/* /metrics */ \
+	X(ADMIN_NOT_FOUND)	/* another path on the admin port (404) */ \
+	X(ADMIN_BAD_METHOD)	/* not GET or HEAD on the admin port (405) */
+
+enum admin_answer {
+#define X(n) n,
+	ADMIN_ANSWERS(X)
+#undef X
+};
+const char *admin_answer_str(enum admin_answer a);
+enum admin_answer admin_route(const struct cfg_listener *l, const struct http1_request *req);
+ssize_t admin_write(enum admin_answer a, char *out, size_t cap, bool head_only, bool close);
 void admin_agent_reply(int fd);
-ssize_t admin_health(char *out, size_t cap, bool head_only, bool close);
-ssize_t admin_metrics(char *out, size_t cap, bool close);
-void metrics_conn_open(const char *listener);
-void metrics_conn_close(const char *listener);
-void metrics_proxy_error(const char *listener);
-void metrics_request(const char *route, int code);
-void metrics_bytes(uint64_t in, uint64_t out);
-void metrics_rpc_channel(const char *method, int delta);
-void metrics_backend_error(const char *backend, const char *kind);
 
 /* sock.c */
 int sock_set_nodelay(int fd);

@@ -13,11 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "proxyproto.h"
 #include "relay.h"
 #include "tls.h"
-
-void conn_half_init(struct conn *c, struct half *h, int fd);
 
 /* FNV-1a: a stable hash, the same on every instance and every run. */
 static uint64_t
@@ -32,10 +31,10 @@ fnv1a(const char *p, size_t n)
 	return h;
 }
 
+/* The server for key: the same on every instance and every run. */
 size_t
-upstream_pick(const struct conn *c, const struct cfg_backend *b, const char *key, size_t keylen)
+upstream_pick(const struct cfg_backend *b, const char *key, size_t keylen)
 {
-	(void)c;
 	if (b->nservers <= 1)
 		return 0;
 	return (size_t)(fnv1a(key, keylen) % b->nservers);
@@ -52,18 +51,12 @@ proxy_header(struct conn *c, int version, char *out, size_t cap)
 	if (getsockname(c->client.fd, (struct sockaddr *)&local, &len) == -1)
 		return -1;
 	/* Both addresses in one family: an IPv4 client on an IPv6 socket is sent as TCP4. */
+	if (local.ss_family != c->client_addr.ss_family)
+		addr_unmap(&local);
 	if (local.ss_family != c->client_addr.ss_family) {
-		struct sockaddr_in6 *l6 = (struct sockaddr_in6 *)&local;
-		if (local.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&l6->sin6_addr)) {
-			struct sockaddr_in s4 = { .sin_family = AF_INET, .sin_port = l6->sin6_port };
-			memcpy(&s4.sin_addr, l6->sin6_addr.s6_addr + 12, 4);
-			memset(&local, 0, sizeof(local));
-			memcpy(&local, &s4, sizeof(s4));
-		} else {
-			/* Mixed families: describe the destination with the client's family's "any". */
-			memset(&local, 0, sizeof(local));
-			local.ss_family = c->client_addr.ss_family;
-		}
+		/* Mixed families: describe the destination with the client's family's "any". */
+		memset(&local, 0, sizeof(local));
+		local.ss_family = c->client_addr.ss_family;
 	}
 	if (version == 1)
 		n = pp_encode_v1(out, cap, (struct sockaddr *)&c->client_addr, (struct sockaddr *)&local);
@@ -89,7 +82,8 @@ put_proxy_header(struct conn *c, int version)
 	return 0;
 }
 
-int
+/* Starts a non-blocking connect to the current server. 0 or -1. */
+static int
 upstream_connect(struct conn *c)
 {
 	const struct cfg_backend *b = &c->bcfg->backends[c->bidx];
@@ -111,7 +105,7 @@ upstream_connect(struct conn *c)
 		close(fd);
 		return -1;
 	}
-	conn_half_init(c, &c->backend, fd);
+	pump_half_open(&c->backend, fd);
 	c->backend.connecting = true;
 	c->breusable = true;
 	ev_io_start(c->loop, &c->backend.wio);
@@ -177,55 +171,68 @@ send_proxy_clear(struct conn *c, int version)
 	return n > 0 && send(c->backend.fd, hdr, (size_t)n, MSG_NOSIGNAL) == n ? 0 : -1;
 }
 
+/* Starts the TLS session to the server (after the PROXY header, sent in clear). 0 or -1. */
+static int
+start_tls(struct conn *c, const struct cfg_backend *b)
+{
+	char host[256], key[160];
+	const char *t = b->servers[c->server].text, *colon = strrchr(t, ':');
+	size_t hl = colon ? (size_t)(colon - t) : strlen(t);
+
+	if (*t == '[' && hl >= 2) {
+		t++;
+		hl -= 2;
+	}
+	snprintf(host, sizeof(host), "%.*s", (int)hl, t);
+	/* Per configuration: a reload that changes verification never resumes old sessions. */
+	snprintf(key, sizeof(key), "%p/%s/%s", (void *)b->tls, b->name, b->servers[c->server].text);
+	if ((b->send_proxy && send_proxy_clear(c, b->send_proxy) == -1) ||
+	    tls_start_client(&c->backend, b->tls, host, key) == -1)
+		return step_why(c, -1, "cannot start TLS");
+	c->backend.handshaking = true;
+	return 0;
+}
+
+/* The connect ended: checks it, then starts TLS or puts the PROXY header. 0 or -1 (c->reason). */
+static int
+connect_done(struct conn *c, const struct cfg_backend *b)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (getsockopt(c->backend.fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+		err = errno;
+	if (err)
+		return step_why(c, -1, "connect to %s: %s", b->servers[c->server].text, strerror(err));
+	if (b->tls)
+		return start_tls(c, b);
+	/* In front of the request head, so both usually leave in one segment. */
+	if (b->send_proxy && put_proxy_header(c, b->send_proxy) == -1)
+		return step_why(c, -1, "cannot describe the client in a PROXY header");
+	return 0;
+}
+
 /*
  * Called when the backend socket is writable during the connect: checks the connect, then
  * starts and steps the TLS handshake when the backend uses TLS. Returns 1 when the backend
- * is ready, 0 while the handshake goes on, -1 on failure with *why.
+ * is ready, 0 while the handshake goes on, -1 on failure with the reason in c->reason (a
+ * copy: nothing of the failed TLS state is referred to once this returns).
  */
 int
-upstream_connected(struct conn *c, const char **why)
+upstream_connected(struct conn *c)
 {
 	const struct cfg_backend *b = &c->bcfg->backends[c->bidx];
 	struct half *h = &c->backend;
-	static __thread char msg[256];
 
-	if (!h->handshaking) {
-		int err = 0;
-		socklen_t len = sizeof(err);
-		if (getsockopt(h->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
-			err = errno;
-		if (err) {
-			snprintf(msg, sizeof(msg), "connect to %s: %s", b->servers[c->server].text, strerror(err));
-			*why = msg;
-			return -1;
-		}
-		if (b->tls) {
-			char host[256], key[160];
-			const char *t = b->servers[c->server].text, *colon = strrchr(t, ':');
-			size_t hl = colon ? (size_t)(colon - t) : strlen(t);
-			if (*t == '[' && hl >= 2) {
-				t++;
-				hl -= 2;
-			}
-			snprintf(host, sizeof(host), "%.*s", (int)hl, t);
-			/* Per configuration: a reload that changes verification never resumes old sessions. */
-			snprintf(key, sizeof(key), "%p/%s/%s", (void *)b->tls, b->name, b->servers[c->server].text);
-			if ((b->send_proxy && send_proxy_clear(c, b->send_proxy) == -1) ||
-			    tls_start_client(h, b->tls, host, key) == -1) {
-				*why = "cannot start TLS";
-				return -1;
-			}
-			h->handshaking = true;
-		} else if (b->send_proxy && put_proxy_header(c, b->send_proxy) == -1) {
-			/* In front of the request head, so both usually leave in one segment. */
-			*why = "cannot describe the client in a PROXY header";
-			return -1;
-		}
-	}
+	if (!h->handshaking && connect_done(c, b) == -1)
+		return -1;
 	if (h->handshaking) {
-		int r = tls_handshake(h, why);
-		if (r <= 0)
-			return r;
+		const char *why = NULL;
+		int r = tls_handshake(h, &why);
+		if (r < 0)
+			return step_why(c, -1, "%s", why ? why : "TLS handshake failed");
+		if (r == 0)
+			return 0;
 		h->handshaking = false;
 		log_debug("client=%s backend %s: %s %s%s", c->client_ip, b->name, tls_version_name(h),
 		    tls_cipher_name(h), tls_resumed(h) ? " (resumed)" : "");

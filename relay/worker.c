@@ -24,6 +24,8 @@ worker_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
 	struct listener *set;
 	(void)revents;
 
+	CHECK_OBJ(w, WORKER_MAGIC);
+
 	pthread_mutex_lock(&w->lock);
 	set = w->pending;
 	w->pending = NULL;
@@ -55,6 +57,8 @@ worker_main(void *arg)
 {
 	struct worker *w = arg;
 
+	CHECK_OBJ(w, WORKER_MAGIC);
+	metrics_attach(w->id);
 	ev_run(w->loop, 0);
 	conn_close_all(w, "stop");
 	listener_set_free(w->listeners);
@@ -91,10 +95,11 @@ int
 worker_init_all(int n)
 {
 	relay.nworkers = n;
-	if (!(relay.workers = calloc((size_t)n, sizeof(*relay.workers))))
+	if (!(relay.workers = calloc((size_t)n, sizeof(*relay.workers))) || metrics_init(n) == -1)
 		return -1;
 	for (int k = 0; k < n; k++) {
 		struct worker *w = &relay.workers[k];
+		w->magic = WORKER_MAGIC;
 		w->id = k;
 		if (!(w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK)))
 			return -1;
@@ -155,4 +160,5 @@ worker_join_all(void)
 	}
 	free(relay.workers);
 	relay.workers = NULL;
+	metrics_free();
 }

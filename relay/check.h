@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * check.h: always-on invariant checks, in the manner of Varnish (AN, AZ, CHECK_OBJ) and hitch.
+ * They stay on in release builds (they do not depend on NDEBUG). They are for programmer
+ * errors only, never for input from the network or a file: a failed check means exrelay's
+ * own state is wrong, so it says where and aborts rather than relay bytes from bad state.
+ */
+#ifndef EXRELAY_CHECK_H
+#define EXRELAY_CHECK_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static inline _Noreturn void
+check_fail(const char *file, int line, const char *func, const char *expr)
+{
+	fprintf(stderr, "exrelay: assertion failed: %s:%d: %s(): %s\n", file, line, func, expr);
+	abort();
+}
+
+/* The condition holds. */
+#define ASSERT(e) do { if (!(e)) check_fail(__FILE__, __LINE__, __func__, #e); } while (0)
+/* Assert Nonzero / Assert Zero. */
+#define AN(x) ASSERT((x) != 0)
+#define AZ(x) ASSERT((x) == 0)
+/* p is a live object of the kind its magic number names. */
+#define CHECK_OBJ(p, m) ASSERT((p) != NULL && (p)->magic == (m))
+
+#endif

@@ -1,0 +1,720 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * txn.c: one HTTP request/response exchange on a connection: the request head (parsed in
+ * place, routed, rebuilt into the backend's output), the request and response bodies (their
+ * framing decides how many buffered bytes are cleared to go on), the response head, the end
+ * of the exchange (keep-alive, lingering close) and an upgraded tunnel.
+ *
+ * Every function reports to conn.c with a step code (relay.h): progress, STEP_GOTO(phase),
+ * or STEP_CLOSE / STEP_ABORT with the reason in c->reason. Nothing here closes or frees the
+ * connection.
+ */
+#include "autoconf.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include "relay.h"
+#include "rewrite.h"
+#include "route.h"
+
+static const char *const rs_names[] = {
+#define X(n) #n,
+	RESP_STATES(X)
+#undef X
+};
+
+const char *
+txn_state_str(enum resp_state s)
+{
+	ASSERT((size_t)s < sizeof(rs_names) / sizeof(rs_names[0]));
+	return rs_names[s];
+}
+
+static const char *
+backend_name(const struct conn *c)
+{
+	return c->bidx >= 0 && c->bcfg ? c->bcfg->backends[c->bidx].name : "-";
+}
+
+/* --- writing heads ---------------------------------------------------------------------- */
+
+struct status_args { int status; bool close; bool head_only; };
+struct request_args { const struct http1_request *req; const struct rewrite_request_ctx *ctx; };
+struct response_args { const struct http1_response *resp; const struct rewrite_response_ctx *ctx; };
+struct admin_args { enum admin_answer a; bool head_only; bool close; };
+
+static ssize_t
+write_status(char *out, size_t room, const void *arg)
+{
+	const struct status_args *s = arg;
+
+	return rewrite_status_response(out, room, s->status, s->close, NULL, NULL, s->head_only);
+}
+
+static ssize_t
+write_request(char *out, size_t room, const void *arg)
+{
+	const struct request_args *r = arg;
+
+	return rewrite_request(out, room, r->req, r->ctx);
+}
+
+static ssize_t
+write_response(char *out, size_t room, const void *arg)
+{
+	const struct response_args *r = arg;
+
+	return rewrite_response(out, room, r->resp, r->ctx);
+}
+
+static ssize_t
+write_admin(char *out, size_t room, const void *arg)
+{
+	const struct admin_args *a = arg;
+
+	return admin_write(a->a, out, room, a->head_only, a->close);
+}
+
+/* --- exrelay's own answers -------------------------------------------------------------- */
+
+/*
+ * Answers with a response made by exrelay (only when no response byte was sent yet), then
+ * closes the client connection once it is written; the backend connection is closed.
+ * STEP_GOTO(PH_CLOSING), or STEP_CLOSE when no answer can be sent.
+ */
+int
+txn_fail(struct conn *c, int status, const char *why)
+{
+	if (why != c->reason)
+		snprintf(c->reason, sizeof(c->reason), "%s", why);
+	if (status >= 500)
+		log_warn("client=%s %d: %s", c->client_ip, status, c->reason);
+	else
+		log_info("client=%s %d: %s", c->client_ip, status, c->reason);
+	pump_close_half(c, &c->backend);
+	c->client.fwd = 0;
+	if (c->resp_started)
+		return STEP_CLOSE;
+	struct status_args a = { status, true, c->req_head_method };
+	if (pump_put(&c->client, write_status, &a) < 0)
+		return STEP_CLOSE;
+	c->status = status;
+	c->resp_started = true;
+	return STEP_GOTO(PH_CLOSING);
+}
+
+/*
+ * After exrelay wrote its own n-byte answer into client->out: drops the request head, logs,
+ * and waits for the next request (or closes once the answer is out).
+ */
+static int
+local_answered(struct conn *c, const struct http1_request *req, int n, int status, bool close,
+    const char *why)
+{
+	c->resp_bytes_start -= (uint64_t)n;	/* counted now, written just after */
+	c->status = status;
+	c->client.in->r += req->head_len;
+	c->req_bytes = req->head_len;
+	access_log(c, why);
+	c->handled++;
+	return STEP_GOTO(close ? PH_CLOSING : PH_IDLE);
+}
+
+/* No room for an answer: wait while earlier answers drain (pipelining); else give up. */
+static int
+local_no_room(struct conn *c, int err)
+{
+	if (err == ENOSPC && buf_len(c->client.out) > 0)
+		return 0;
+	return step_why(c, STEP_CLOSE, err == ENOSPC ? "answer does not fit" : "out of memory");
+}
+
+static bool
+has_body(const struct http1_request *req)
+{
+	return req->body == HTTP1_BODY_CHUNKED || (req->body == HTTP1_BODY_LENGTH && req->content_length > 0);
+}
+
+/*
+ * Answers a request exrelay handles itself: health and metrics (keeping the connection when
+ * it can), or a refusal (no route, method not allowed, ambiguous target). A refused request
+ * with a body is answered and closed, so the body is never read as a request.
+ */
+static int
+answer_local(struct conn *c, const struct http1_request *req, enum admin_answer a, int status,
+    const char *why)
+{
+	bool refusal = a == ADMIN_NOT_FOUND || a == ADMIN_BAD_METHOD || a == ADMIN_NONE;
+	bool close = !req->keep_alive || has_body(req) || relay_draining();
+	int n;
+
+	if (refusal && close)
+		return txn_fail(c, status, why);
+	if (refusal) {
+		struct status_args s = { status, false, c->req_head_method };
+		n = pump_put(&c->client, write_status, &s);
+		if (n < 0)
+			return errno == ENOSPC && buf_len(c->client.out) > 0 ? 0 : txn_fail(c, status, why);
+		log_info("client=%s %d: %s", c->client_ip, status, why);
+		return local_answered(c, req, n, status, false, why);
+	}
+	struct admin_args aa = { a, c->req_head_method, close };
+	if ((n = pump_put(&c->client, write_admin, &aa)) < 0)
+		return local_no_room(c, errno);
+	return local_answered(c, req, n, relay_draining() && a == ADMIN_HEALTH ? 503 : 200, close, "local");
+}
+
+/* --- requests --------------------------------------------------------------------------- */
+
+static bool
+method_is(const struct http1_request *req, const char *m)
+{
+	return req->method.len == strlen(m) && memcmp(req->method.p, m, req->method.len) == 0;
+}
+
+static bool
+is_rpc_method(const struct http1_request *req)
+{
+	return method_is(req, "RPC_IN_DATA") || method_is(req, "RPC_OUT_DATA");
+}
+
+/* Resets the per-request state for a newly parsed head. */
+static void
+txn_begin(struct conn *c, const struct http1_request *req)
+{
+	c->req_start = access_clock();
+	c->status = 0;
+	c->resp_started = false;
+	c->client_http10 = req->minor == 0;
+	c->req_head_method = method_is(req, "HEAD");
+	c->expect_continue = req->expect_continue;
+	c->got_continue = false;
+	c->close_after = !req->keep_alive || relay_draining();
+	c->route_name = NULL;
+	c->req_upgrade = req->upgrade;
+	snprintf(c->method_buf, sizeof(c->method_buf), "%.*s", (int)req->method.len, req->method.p);
+	c->resp_bytes_start = c->client.nwritten;
+	access_save(c, req);
+}
+
+/* Routes the request: its route index, or a refusal already answered (*step). */
+static int
+txn_route(struct conn *c, const struct http1_request *req, int *step)
+{
+	char npath[4096], msg[128];
+	const char *why = NULL;
+	ssize_t nlen = route_normalize_path(req->path.p, req->path.len, npath, sizeof(npath), &why);
+
+	if (nlen < 0) {
+		snprintf(msg, sizeof(msg), "refused target: %s", why ? why : "ambiguous path");
+		*step = answer_local(c, req, ADMIN_NONE, 400, msg);
+		return -1;
+	}
+	int ri = route_match(c->cfg->routes, c->cfg->nroutes, req->host, npath, (size_t)nlen, req->method);
+	if (ri == ROUTE_NOT_FOUND || ri == ROUTE_BAD_METHOD) {
+		*step = answer_local(c, req, ADMIN_NONE, ri == ROUTE_NOT_FOUND ? 404 : 405,
+		    ri == ROUTE_NOT_FOUND ? "no route" : "method not allowed");
+		return -1;
+	}
+	return ri;
+}
+
+/* Picks the backend server by the client's address: the same on every instance. */
+static size_t
+choose_server(const struct conn *c, const struct cfg_backend *b)
+{
+	return upstream_pick(b, c->client_ip, strlen(c->client_ip));
+}
+
+/*
+ * Makes sure a backend connection to route rt's backend exists or is being opened: one per
+ * client connection, kept only for the same backend. 0, or a step code on failure.
+ */
+static int
+txn_backend(struct conn *c, const struct http1_request *req, const struct route *rt)
+{
+	const struct cfg_backend *b = &c->cfg->backends[rt->backend];
+
+	if (c->backend.fd >= 0 && (c->bidx != rt->backend || c->bcfg != c->cfg || !c->breusable))
+		upstream_close(c);
+	if (c->backend.fd >= 0)
+		return 0;
+	c->bidx = rt->backend;
+	c->bcfg = c->cfg;
+	/*
+	 * RPC over HTTP: both channels of a virtual connection carry one cookie (bytes 32..47 of
+	 * the first PDU); hashing it sends them to the same Exchange server from any instance.
+	 * The client sends that PDU at once unless it waits for 100-continue.
+	 */
+	c->await_cookie = b->nservers > 1 && req->body == HTTP1_BODY_LENGTH && req->content_length >= 48 &&
+	    !req->expect_continue && is_rpc_method(req);
+	if (!c->await_cookie && upstream_open(c, choose_server(c, b)) == -1) {
+		metrics_backend_error(b->name, "connect");
+		return txn_fail(c, 502, "backend connect failed");
+	}
+	return 0;
+}
+
+/* Starts relaying a parsed request: local answers, route, backend connection, rewritten head. */
+static int
+txn_start(struct conn *c, struct http1_request *req)
+{
+	int step;
+
+	txn_begin(c, req);
+	enum admin_answer a = admin_route(c->lcfg, req);
+	if (a != ADMIN_NONE)
+		return answer_local(c, req, a, a == ADMIN_NOT_FOUND ? 404 : 405, "unknown admin request");
+	if (req->is_connect)
+		return txn_fail(c, 501, "CONNECT is not supported");
+	int ri = txn_route(c, req, &step);
+	if (ri < 0)
+		return step;
+	const struct route *rt = &c->cfg->routes[ri];
+	const struct cfg_backend *b = &c->cfg->backends[rt->backend];
+	c->route_name = rt->backend_name;
+	if ((step = txn_backend(c, req, rt)) != 0)
+		return step;
+	struct rewrite_request_ctx rc = { c->client_ip, c->https, b->add_headers, b->nadd };
+	struct request_args ra = { req, &rc };
+	if (pump_put(&c->backend, write_request, &ra) < 0)
+		return errno == ENOSPC ? txn_fail(c, 431, "request head too large after rewriting") :
+		    txn_fail(c, 503, "out of memory");
+	c->breusable = true;
+	if (is_rpc_method(req) && req->body == HTTP1_BODY_LENGTH && req->content_length > 16) {
+		c->rpc_channel = true;
+		metrics_rpc_channel(c->method_buf, 1);
+	}
+	c->client.in->r += req->head_len;
+	c->req_bytes = req->head_len;
+	http1_body_init(&c->reqb, req->body, req->content_length);
+	c->backend.fwd = 0;
+	c->client.fwd = 0;
+	c->rs = RS_HEAD;
+	c->handled++;
+	c->last_activity = ev_now(c->loop);
+	return STEP_GOTO(PH_ACTIVE);
+}
+
+/* The backend connection has something to say while no request is in flight: drop it. */
+static int
+txn_backend_idle(struct conn *c)
+{
+	struct half *be = &c->backend;
+
+	if (be->fd < 0 || be->connecting || (buf_len(be->in) == 0 && !be->eof))
+		return 0;
+	if (buf_len(be->in) > 0)
+		log_debug("client=%s unsolicited bytes from backend; closing it", c->client_ip);
+	upstream_close(c);
+	return 1;
+}
+
+/* Parses the request head in client->in (phases PH_IDLE, PH_HEAD). */
+static int
+txn_parse_head(struct conn *c)
+{
+	struct half *cl = &c->client;
+	size_t n = buf_len(cl->in);
+	struct http1_header hdrs[c->cfg->limits.max_headers];
+	struct http1_request req;
+
+	if (n == 0)
+		return cl->eof ? step_why(c, STEP_CLOSE, "client closed") : 0;
+	if (c->phase == PH_IDLE) {
+		if (relay_draining() && c->handled > 0)
+			return step_why(c, STEP_CLOSE, "draining");
+		c->resp_started = false;	/* a 400/408/431 for this head may still be sent */
+		c->status = 0;
+		return STEP_GOTO(PH_HEAD);
+	}
+	memset(&req, 0, sizeof(req));
+	req.headers = hdrs;
+	ssize_t r = http1_parse_request(buf_head(cl->in), n, &c->cfg->limits, &req);
+	if (r == HTTP1_NEED_MORE)
+		return cl->eof ? txn_fail(c, 400, "client closed inside a request head") : 0;
+	if (r < 0) {
+		c->req_head_method = false;
+		return txn_fail(c, req.status ? req.status : 400, req.error ? req.error : "bad request");
+	}
+	return txn_start(c, &req);
+}
+
+/* Waiting for or reading a request head: earlier answers go out first, making room. */
+int
+txn_head(struct conn *c)
+{
+	size_t before = buf_len(c->client.out);
+	int r;
+
+	if (pump_flush(c, &c->client) == -1)
+		return step_why(c, STEP_CLOSE, "client write failed");
+	int moved = buf_len(c->client.out) < before;
+	moved |= txn_backend_idle(c);
+	r = txn_parse_head(c);
+	return r == 0 ? moved : r;
+}
+
+/* The RPC channel's first 48 body bytes are in (or its body ended): open its server. */
+static int
+txn_cookie_server(struct conn *c)
+{
+	struct half *cl = &c->client, *be = &c->backend;
+	const struct cfg_backend *b = &c->bcfg->backends[c->bidx];
+	size_t first = be->fwd >= 48 ? upstream_pick(b, buf_head(cl->in) + 32, 16) : choose_server(c, b);
+
+	c->await_cookie = false;
+	if (upstream_open(c, first) == -1) {
+		metrics_backend_error(b->name, "connect");
+		return txn_fail(c, 502, "backend connect failed");
+	}
+	return STEP_GOTO(PH_ACTIVE);	/* the connect timer starts now */
+}
+
+/* The client ended before its request body did. For an RPC_IN_DATA channel that is how it ends. */
+static int
+txn_request_cut(struct conn *c)
+{
+	struct half *be = &c->backend;
+
+	if (c->rpc_channel)
+		log_info("client=%s %s channel closed by the client after %llu bytes", c->client_ip,
+		    c->method_buf, (unsigned long long)c->req_bytes);
+	else
+		log_info("client=%s closed during the request body", c->client_ip);
+	if (be->fwd > 0 && be->fd >= 0 && !be->connecting)
+		pump_flush(c, be);
+	return step_why(c, STEP_CLOSE, "client cut the request body");
+}
+
+/* Feeds request body bytes to the framing state; they become forwardable to the backend. */
+static int
+txn_request_body(struct conn *c)
+{
+	struct half *cl = &c->client, *be = &c->backend;
+	int progress = 0;
+
+	if (!c->reqb.done && buf_len(cl->in) > be->fwd) {
+		ssize_t k = http1_body_feed(&c->reqb, buf_head(cl->in) + be->fwd, buf_len(cl->in) - (size_t)be->fwd);
+		if (k < 0) {
+			step_why(c, STEP_CLOSE, "bad request body framing: %s", c->reqb.error ? c->reqb.error : "?");
+			if (!c->resp_started)
+				return txn_fail(c, 400, c->reason);
+			log_info("client=%s %s", c->client_ip, c->reason);
+			return STEP_CLOSE;
+		}
+		be->fwd += (uint64_t)k;
+		c->req_bytes += (uint64_t)k;
+		progress = k > 0;
+	}
+	if (c->await_cookie && (be->fwd >= 48 || c->reqb.done))
+		return txn_cookie_server(c);
+	if (c->reqb.done && c->reqb.kind == HTTP1_BODY_NONE)
+		return progress;
+	if (!c->reqb.done && cl->eof && buf_len(cl->in) <= be->fwd)
+		return txn_request_cut(c);
+	return progress;
+}
+
+/* --- responses -------------------------------------------------------------------------- */
+
+/* Appends a response head (interim or final) to the client's output. */
+static int
+txn_put_response(struct conn *c, const struct http1_response *resp, bool close, const char *too_large)
+{
+	struct rewrite_response_ctx rc = { close, c->client_http10 };
+	struct response_args ra = { resp, &rc };
+
+	if (pump_put(&c->client, write_response, &ra) < 0)
+		return errno == ENOSPC ? txn_fail(c, 502, too_large) : step_why(c, STEP_CLOSE, "out of memory");
+	return 1;
+}
+
+/* A final response head: checks it against the request, then starts its body. */
+static int
+txn_final_head(struct conn *c, const struct http1_response *resp, size_t head_len)
+{
+	struct half *be = &c->backend, *cl = &c->client;
+	const char *bname = backend_name(c);
+
+	if ((resp->status == 101 && !c->req_upgrade) || (c->client_http10 && resp->body == HTTP1_BODY_CHUNKED)) {
+		metrics_backend_error(bname, "bad_response");
+		return txn_fail(c, 502, resp->status == 101 ? "backend switched protocols without an Upgrade request" :
+		    "backend sent chunked to an HTTP/1.0 request");
+	}
+	/* An early final answer to a request whose body was never invited: don't wait for it. */
+	if ((!c->reqb.done && c->expect_continue && !c->got_continue && resp->status >= 300) ||
+	    resp->body == HTTP1_BODY_CLOSE)
+		c->close_after = true;
+	if (!resp->keep_alive)
+		c->breusable = false;
+	int r = txn_put_response(c, resp, c->close_after && resp->status != 101,
+	    "response head too large after rewriting");
+	if (r != 1)
+		return r;
+	be->in->r += head_len;
+	c->status = resp->status;
+	c->resp_started = true;
+	http1_body_init(&c->respb, resp->body, resp->content_length);
+	c->rs = RS_BODY;
+	if (resp->status != 101)
+		return 1;
+	c->rs = RS_DONE;
+	c->breusable = false;
+	c->close_after = true;
+	access_log(c, "upgraded");
+	/* Everything both sides still hold, and all that follows, is tunnel data. */
+	be->fwd = buf_len(cl->in);
+	cl->fwd = buf_len(be->in);
+	return STEP_GOTO(PH_TUNNEL);
+}
+
+/* Reads response heads from the backend: 1xx forwarded, a final head starts the body. */
+static int
+txn_response_head(struct conn *c)
+{
+	struct half *be = &c->backend;
+	size_t n = buf_len(be->in);
+	struct http1_header hdrs[c->cfg->limits.max_headers];
+	struct http1_response resp;
+	struct http1_slice m = { c->method_buf, strlen(c->method_buf) };
+	const char *bname = backend_name(c);
+
+	if (n == 0) {
+		if (!be->eof)
+			return 0;
+		metrics_backend_error(bname, "closed");
+		return txn_fail(c, 502, "backend closed without a response");
+	}
+	memset(&resp, 0, sizeof(resp));
+	resp.headers = hdrs;
+	ssize_t r = http1_parse_response(buf_head(be->in), n, &c->cfg->limits, m, &resp);
+	if (r == HTTP1_NEED_MORE && !be->eof)
+		return 0;
+	if (r < 0) {
+		metrics_backend_error(bname, "bad_response");
+		step_why(c, STEP_CLOSE, "bad response from backend %s: %s", bname,
+		    r == HTTP1_NEED_MORE ? "closed inside the head" : resp.error ? resp.error : "?");
+		return txn_fail(c, 502, c->reason);
+	}
+	if (resp.status < 100 || resp.status >= 200 || resp.status == 101)
+		return txn_final_head(c, &resp, (size_t)r);
+	/* Interim responses: passed on to HTTP/1.1 clients, exactly as many as the backend sent. */
+	if (resp.status == 100)
+		c->got_continue = true;
+	if (!c->client_http10) {
+		int k = txn_put_response(c, &resp, false, "interim response too large");
+		if (k != 1)
+			return k;
+	}
+	be->in->r += (size_t)r;
+	return 1;
+}
+
+/* The backend ended while the response body was incomplete (or close-delimited). */
+static int
+txn_response_end(struct conn *c)
+{
+	const char *bname = backend_name(c);
+
+	/* A close-delimited body ends with the backend's close, unless that close was a cut. */
+	if (c->respb.kind == HTTP1_BODY_CLOSE && !c->backend.cut) {
+		c->respb.done = true;
+		c->rs = RS_DONE;
+		c->breusable = false;
+		return 1;
+	}
+	/* Cut short: the client must see it, so close without a clean end. */
+	log_warn("client=%s backend %s closed inside a response body", c->client_ip, bname);
+	metrics_backend_error(bname, "truncated");
+	if (c->respb.kind == HTTP1_BODY_CLOSE)
+		return step_why(c, STEP_ABORT, "backend cut the response body");	/* a FIN would read as the end */
+	pump_flush(c, &c->client);	/* Content-Length or chunked: the client sees the body is short */
+	return step_why(c, STEP_CLOSE, "backend cut the response body");
+}
+
+/* Feeds response body bytes to the framing state; handles the backend's end. */
+static int
+txn_response_body(struct conn *c)
+{
+	struct half *be = &c->backend, *cl = &c->client;
+	int progress = 0;
+
+	if (!c->respb.done && buf_len(be->in) > cl->fwd) {
+		ssize_t k = http1_body_feed(&c->respb, buf_head(be->in) + cl->fwd, buf_len(be->in) - (size_t)cl->fwd);
+		if (k < 0) {
+			log_warn("client=%s backend %s broke response framing: %s; closing", c->client_ip,
+			    backend_name(c), c->respb.error ? c->respb.error : "?");
+			metrics_backend_error(backend_name(c), "bad_framing");
+			pump_flush(c, cl);	/* the client's framing shows the cut */
+			return step_why(c, STEP_CLOSE, "backend broke response framing");
+		}
+		cl->fwd += (uint64_t)k;
+		progress = k > 0;
+	}
+	if (c->respb.done) {
+		if (buf_len(be->in) > cl->fwd)
+			c->breusable = false;	/* bytes after the response: never reuse */
+		c->rs = RS_DONE;	/* a request body still pending now has a short grace */
+		return 1;
+	}
+	if (be->eof && buf_len(be->in) <= cl->fwd)
+		return txn_response_end(c);
+	return progress;
+}
+
+/* --- the end of an exchange ------------------------------------------------------------- */
+
+/* Ends the request in flight: access log, counters. */
+void
+txn_end(struct conn *c, const char *termination)
+{
+	if (c->loginfo)
+		access_log(c, termination);
+	if (c->rpc_channel) {
+		metrics_rpc_channel(c->method_buf, -1);
+		c->rpc_channel = false;
+	}
+	c->rs = RS_NONE;
+}
+
+/* The response ended before the request body (an RPC error on an IN channel, an early 4xx). */
+static int
+txn_early_answer(struct conn *c)
+{
+	/*
+	 * If the backend keeps reading, the body goes on; if it said close or closed, the rest of
+	 * the body has nowhere to go: close, never parse it as a request.
+	 */
+	if (c->breusable && !c->backend.eof && !c->close_after)
+		return 0;
+	txn_end(c, "response ended before the request body");
+	upstream_close(c);
+	return STEP_GOTO(PH_CLOSING);
+}
+
+/* After a transaction: log it, then keep the connection for the next request or close it. */
+static int
+txn_finish(struct conn *c)
+{
+	struct half *cl = &c->client;
+
+	if (cl->eof && !c->reqb.done)
+		return 0;	/* txn_request_body handles a cut request */
+	if (cl->eof && c->rs != RS_DONE && c->rpc_channel) {
+		/*
+		 * An RPC channel ends when the client closes it (Outlook never half-closes); waiting
+		 * for the response to end would keep the backend channel open for hours. Other
+		 * clients may half-close after their request (gnutls-cli does): they get the whole
+		 * response, and a client that is really gone is found by the next write.
+		 */
+		log_info("client=%s %s channel closed by the client", c->client_ip, c->method_buf);
+		return step_why(c, STEP_CLOSE, "client closed the channel");
+	}
+	if (c->rs != RS_DONE || pump_has_output(cl))
+		return 0;
+	if (!c->reqb.done)
+		return txn_early_answer(c);
+	/*
+	 * Every byte of this request must have reached the backend before the next request is
+	 * parsed: body bytes still waiting in client->in would otherwise be read as a request.
+	 */
+	bool unsent = pump_has_output(&c->backend);
+	if (unsent && c->breusable && !c->backend.eof && !c->close_after && !cl->eof)
+		return 0;
+	txn_end(c, "ok");
+	if (!c->breusable || c->backend.eof || unsent)
+		upstream_close(c);
+	if (unsent || c->close_after)
+		return STEP_GOTO(PH_CLOSING);
+	if (cl->eof && buf_len(cl->in) == 0)
+		return step_why(c, STEP_CLOSE, "done");
+	return STEP_GOTO(PH_IDLE);	/* (after a half-close, requests still buffered are answered) */
+}
+
+/* Steps a request in flight (PH_ACTIVE): bodies both ways, the response head, the end. */
+int
+txn_active(struct conn *c)
+{
+	int r, progress;
+
+	if ((r = txn_request_body(c)) < 0 || STEP_IS_GOTO(r))
+		return r;
+	progress = r;
+	if (pump_flush(c, &c->backend) == -1) {
+		metrics_backend_error(backend_name(c), "write");
+		return txn_fail(c, 502, "backend write failed");
+	}
+	r = c->rs == RS_HEAD ? txn_response_head(c) : c->rs == RS_BODY ? txn_response_body(c) : 0;
+	if (r < 0 || STEP_IS_GOTO(r))
+		return r;
+	progress |= r;
+	if (pump_flush(c, &c->client) == -1)
+		return step_why(c, STEP_CLOSE, "client write failed");
+	r = txn_finish(c);
+	return r == 0 ? progress : r;
+}
+
+/* Tunnel: both directions raw; an end on one side is passed on as a half-close. */
+int
+txn_tunnel(struct conn *c)
+{
+	struct half *cl = &c->client, *be = &c->backend;
+	int progress = 0;
+
+	if (pump_flush(c, be) == -1 || pump_flush(c, cl) == -1)
+		return step_why(c, STEP_CLOSE, "tunnel write failed");
+	if (buf_len(cl->in) > be->fwd || buf_len(be->in) > cl->fwd) {
+		be->fwd = buf_len(cl->in);
+		cl->fwd = buf_len(be->in);
+		progress = 1;
+	}
+	if ((cl->cut && !pump_has_output(be)) || (be->cut && !pump_has_output(cl)))
+		return step_why(c, STEP_ABORT, "tunnel cut");
+	struct half *hs[2] = { cl, be };
+	for (int i = 0; i < 2; i++) {
+		struct half *dst = pump_peer(hs[i]);
+		if (hs[i]->eof && !dst->shut && !pump_has_output(dst)) {
+			dst->ops->shutdown_wr(dst);
+			dst->shut = true;
+			progress = 1;
+		}
+	}
+	if (cl->eof && be->eof && !pump_has_output(cl) && !pump_has_output(be))
+		return step_why(c, STEP_CLOSE, "tunnel closed");
+	return progress;
+}
+
+/* A timer of the exchange expired (conn.c handles the connection's own timers). */
+int
+txn_timeout(struct conn *c, enum conn_timeout t)
+{
+	switch (t) {
+	case TO_REQUEST_HEAD:
+		return txn_fail(c, 408, "request head timeout");
+	case TO_RPC_COOKIE:
+		return txn_fail(c, 408, "no RPC channel cookie in time");
+	case TO_BODY_NOT_TAKEN:
+		/* The backend answered early and stopped taking the request body: end here. */
+		log_info("client=%s backend %s answered but stopped reading the request body; closing",
+		    c->client_ip, backend_name(c));
+		txn_end(c, "request body not taken");
+		upstream_close(c);
+		return STEP_GOTO(PH_CLOSING);
+	case TO_CONNECT:
+		metrics_backend_error(backend_name(c), "connect_timeout");
+		return txn_fail(c, 504, "backend connect timeout");
+	case TO_RESPONSE:
+		metrics_backend_error(backend_name(c), "timeout");
+		return txn_fail(c, 504, "backend response timeout");
+	case TO_STREAM:
+		log_info("client=%s idle timeout during a stream", c->client_ip);
+		return step_why(c, STEP_CLOSE, "stream idle timeout");
+	default:
+		ASSERT(!"a connection timeout reached txn_timeout");
+		return STEP_CLOSE;
+	}
+}
