@@ -14,18 +14,7 @@
 #include "relay.h"
 #include "rewrite.h"
 
-static const char *const answer_names[] = {
-#define X(n) #n,
-	ADMIN_ANSWERS(X)
-#undef X
-};
-
-const char *
-admin_answer_str(enum admin_answer a)
-{
-	ASSERT((size_t)a < sizeof(answer_names) / sizeof(answer_names[0]));
-	return answer_names[a];
-}
+ENUM_STR(admin_answer_str, enum admin_answer, ADMIN_ANSWERS)
 
 static bool
 slice_is(struct http1_slice s, const char *text)

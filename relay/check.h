@@ -26,4 +26,17 @@ check_fail(const char *file, int line, const char *func, const char *expr)
 /* p is a live object of the kind its magic number names. */
 #define CHECK_OBJ(p, m) ASSERT((p) != NULL && (p)->magic == (m))
 
+/*
+ * Defines `const char *fn(type v)`, the name of each value of an enum made from an X-macro
+ * list (LIST(X) expands X(NAME) per value, in order), so that logs say `phase=PH_HEAD`.
+ */
+#define ENUM_STR_NAME_(n) #n,
+#define ENUM_STR(fn, type, LIST) \
+	const char *fn(type v) \
+	{ \
+		static const char *const names_[] = { LIST(ENUM_STR_NAME_) }; \
+		ASSERT((size_t)v < sizeof(names_) / sizeof(names_[0])); \
+		return names_[v]; \
+	}
+
 #endif

@@ -30,31 +30,8 @@ static void conn_run(struct conn *c);
 /* Seconds an answered request's body may stand still before the connection is closed. */
 #define EARLY_ANSWER_GRACE 3.0
 
-static const char *const phase_names[] = {
-#define X(n) #n,
-	CONN_PHASES(X)
-#undef X
-};
-
-static const char *const timeout_names[] = {
-#define X(n) #n,
-	CONN_TIMEOUTS(X)
-#undef X
-};
-
-const char *
-conn_phase_str(enum conn_phase p)
-{
-	ASSERT((size_t)p < sizeof(phase_names) / sizeof(phase_names[0]));
-	return phase_names[p];
-}
-
-const char *
-conn_timeout_str(enum conn_timeout t)
-{
-	ASSERT((size_t)t < sizeof(timeout_names) / sizeof(timeout_names[0]));
-	return timeout_names[t];
-}
+ENUM_STR(conn_phase_str, enum conn_phase, CONN_PHASES)
+ENUM_STR(conn_timeout_str, enum conn_timeout, CONN_TIMEOUTS)
 
 /* --- teardown --------------------------------------------------------------------------- */
 
@@ -420,48 +397,32 @@ conn_backend_setup(struct conn *c)
 	conn_run(c);
 }
 
+/*
+ * A half's socket is readable or writable. During the backend's connect or a TLS handshake
+ * the event steps the setup; otherwise it reads (a read event, or a write event the
+ * transport's last read waited for) and runs the connection.
+ */
 static void
-half_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+half_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct half *h = w->data;
 	struct conn *c = h->c;
-	(void)loop; (void)revents;
+	int r = 0;
+	(void)loop;
 
 	CHECK_OBJ(c, CONN_MAGIC);
 	if (h->connecting) {
 		conn_backend_setup(c);
 		return;
 	}
-	if (h->handshaking) {
-		conn_run(c);
-		return;
-	}
-	int r = pump_read(c, h);
+	if (!h->handshaking && ((revents & EV_READ) || h->read_wants_write))
+		r = pump_read(c, h);
 	if (r < 0)
 		conn_close(c, "out of memory");
-	else if (r == 1)
+	else if (r == 1 || (revents & EV_WRITE) || h->handshaking)
 		conn_run(c);
 	else
-		conn_arm(c);	/* a TLS read may wait for writability */
-}
-
-static void
-half_write_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-	struct half *h = w->data;
-	struct conn *c = h->c;
-	(void)loop; (void)revents;
-
-	CHECK_OBJ(c, CONN_MAGIC);
-	if (h->connecting) {
-		conn_backend_setup(c);
-		return;
-	}
-	if (!h->handshaking && h->read_wants_write && pump_read(c, h) < 0) {
-		conn_close(c, "out of memory");
-		return;
-	}
-	conn_run(c);
+		conn_arm(c);	/* nothing read: a TLS read may wait for writability */
 }
 
 /* Sets up one half's watchers; the socket comes with pump_half_open. */
@@ -471,8 +432,8 @@ conn_half_init(struct conn *c, struct half *h)
 	h->c = c;
 	h->fd = -1;
 	h->ops = &sock_ops;
-	ev_io_init(&h->rio, half_read_cb, -1, EV_READ);
-	ev_io_init(&h->wio, half_write_cb, -1, EV_WRITE);
+	ev_io_init(&h->rio, half_io_cb, -1, EV_READ);
+	ev_io_init(&h->wio, half_io_cb, -1, EV_WRITE);
 	h->rio.data = h;
 	h->wio.data = h;
 }

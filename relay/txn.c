@@ -20,18 +20,7 @@
 #include "rewrite.h"
 #include "route.h"
 
-static const char *const rs_names[] = {
-#define X(n) #n,
-	RESP_STATES(X)
-#undef X
-};
-
-const char *
-txn_state_str(enum resp_state s)
-{
-	ASSERT((size_t)s < sizeof(rs_names) / sizeof(rs_names[0]));
-	return rs_names[s];
-}
+ENUM_STR(txn_state_str, enum resp_state, RESP_STATES)
 
 static const char *
 backend_name(const struct conn *c)
@@ -390,26 +379,37 @@ txn_request_cut(struct conn *c)
 	return step_why(c, STEP_CLOSE, "client cut the request body");
 }
 
+/*
+ * Feeds the bytes of src->in not yet cleared for dst to the body framing state b: those it
+ * accepts are cleared to go to dst. Returns how many, or -1 when the framing is broken.
+ */
+static ssize_t
+txn_feed(struct http1_body *b, struct half *src, struct half *dst)
+{
+	if (b->done || buf_len(src->in) <= dst->fwd)
+		return 0;
+	ssize_t k = http1_body_feed(b, buf_head(src->in) + dst->fwd, buf_len(src->in) - (size_t)dst->fwd);
+	if (k > 0)
+		dst->fwd += (uint64_t)k;
+	return k;
+}
+
 /* Feeds request body bytes to the framing state; they become forwardable to the backend. */
 static int
 txn_request_body(struct conn *c)
 {
 	struct half *cl = &c->client, *be = &c->backend;
-	int progress = 0;
+	ssize_t k = txn_feed(&c->reqb, cl, be);
 
-	if (!c->reqb.done && buf_len(cl->in) > be->fwd) {
-		ssize_t k = http1_body_feed(&c->reqb, buf_head(cl->in) + be->fwd, buf_len(cl->in) - (size_t)be->fwd);
-		if (k < 0) {
-			step_why(c, STEP_CLOSE, "bad request body framing: %s", c->reqb.error ? c->reqb.error : "?");
-			if (!c->resp_started)
-				return txn_fail(c, 400, c->reason);
-			log_info("client=%s %s", c->client_ip, c->reason);
-			return STEP_CLOSE;
-		}
-		be->fwd += (uint64_t)k;
-		c->req_bytes += (uint64_t)k;
-		progress = k > 0;
+	if (k < 0) {
+		step_why(c, STEP_CLOSE, "bad request body framing: %s", c->reqb.error ? c->reqb.error : "?");
+		if (!c->resp_started)
+			return txn_fail(c, 400, c->reason);
+		log_info("client=%s %s", c->client_ip, c->reason);
+		return STEP_CLOSE;
 	}
+	c->req_bytes += (uint64_t)k;
+	int progress = k > 0;
 	if (c->await_cookie && (be->fwd >= 48 || c->reqb.done))
 		return txn_cookie_server(c);
 	if (c->reqb.done && c->reqb.kind == HTTP1_BODY_NONE)
@@ -476,12 +476,12 @@ txn_final_head(struct conn *c, const struct http1_response *resp, size_t head_le
 static int
 txn_response_head(struct conn *c)
 {
-	struct half *be = &c->backend;
-	size_t n = buf_len(be->in);
-	struct http1_header hdrs[c->cfg->limits.max_headers];
-	struct http1_response resp;
-	struct http1_slice m = { c->method_buf, strlen(c->method_buf) };
 	const char *bname = backend_name(c);
+	struct half *be = &c->backend;
+	struct http1_slice m = { c->method_buf, strlen(c->method_buf) };
+	struct http1_header hdrs[c->cfg->limits.max_headers];
+	struct http1_response resp = { .headers = hdrs };
+	size_t n = buf_len(be->in);
 
 	if (n == 0) {
 		if (!be->eof)
@@ -489,8 +489,6 @@ txn_response_head(struct conn *c)
 		metrics_backend_error(bname, "closed");
 		return txn_fail(c, 502, "backend closed without a response");
 	}
-	memset(&resp, 0, sizeof(resp));
-	resp.headers = hdrs;
 	ssize_t r = http1_parse_response(buf_head(be->in), n, &c->cfg->limits, m, &resp);
 	if (r == HTTP1_NEED_MORE && !be->eof)
 		return 0;
@@ -541,19 +539,14 @@ static int
 txn_response_body(struct conn *c)
 {
 	struct half *be = &c->backend, *cl = &c->client;
-	int progress = 0;
+	ssize_t k = txn_feed(&c->respb, be, cl);
 
-	if (!c->respb.done && buf_len(be->in) > cl->fwd) {
-		ssize_t k = http1_body_feed(&c->respb, buf_head(be->in) + cl->fwd, buf_len(be->in) - (size_t)cl->fwd);
-		if (k < 0) {
-			log_warn("client=%s backend %s broke response framing: %s; closing", c->client_ip,
-			    backend_name(c), c->respb.error ? c->respb.error : "?");
-			metrics_backend_error(backend_name(c), "bad_framing");
-			pump_flush(c, cl);	/* the client's framing shows the cut */
-			return step_why(c, STEP_CLOSE, "backend broke response framing");
-		}
-		cl->fwd += (uint64_t)k;
-		progress = k > 0;
+	if (k < 0) {
+		log_warn("client=%s backend %s broke response framing: %s; closing", c->client_ip,
+		    backend_name(c), c->respb.error ? c->respb.error : "?");
+		metrics_backend_error(backend_name(c), "bad_framing");
+		pump_flush(c, cl);	/* the client's framing shows the cut */
+		return step_why(c, STEP_CLOSE, "backend broke response framing");
 	}
 	if (c->respb.done) {
 		if (buf_len(be->in) > cl->fwd)
@@ -563,7 +556,7 @@ txn_response_body(struct conn *c)
 	}
 	if (be->eof && buf_len(be->in) <= cl->fwd)
 		return txn_response_end(c);
-	return progress;
+	return k > 0;
 }
 
 /* --- the end of an exchange ------------------------------------------------------------- */
