@@ -52,6 +52,14 @@ fail(const char **why, const char *msg)
 	return PP_INVALID;
 }
 
+/* Sets the reason and returns -1: "invalid" for the token and TLV checks below. */
+static int
+reject(const char **why, const char *msg)
+{
+	*why = msg;
+	return -1;
+}
+
 /* Sets the reason and returns PP_NEED_MORE. */
 static ssize_t
 need_more(const char **why)
@@ -86,26 +94,26 @@ v1_check_v4(const uint8_t *t, size_t n, int complete, struct in_addr *out, const
 	for (i = 0; i < n; i++) {
 		if (is_digit(t[i])) {
 			if (digits == 1 && val == 0)
-				return *why = "v1: leading zero in an IPv4 octet", -1;
+				return reject(why, "v1: leading zero in an IPv4 octet");
 			val = val * 10 + (t[i] - '0');
 			digits++;
 			if (val > 255)
-				return *why = "v1: IPv4 octet over 255", -1;
+				return reject(why, "v1: IPv4 octet over 255");
 		} else if (t[i] == '.') {
 			if (digits == 0)
-				return *why = "v1: empty IPv4 octet", -1;
+				return reject(why, "v1: empty IPv4 octet");
 			if (noct == 3)
-				return *why = "v1: more than four IPv4 octets", -1;
+				return reject(why, "v1: more than four IPv4 octets");
 			oct[noct++] = (uint8_t)val;
 			val = digits = 0;
 		} else {
-			return *why = "v1: bad character in an IPv4 address", -1;
+			return reject(why, "v1: bad character in an IPv4 address");
 		}
 	}
 	if (!complete)
 		return 0;
 	if (noct != 3 || digits == 0)
-		return *why = "v1: IPv4 address is not a dotted quad", -1;
+		return reject(why, "v1: IPv4 address is not a dotted quad");
 	oct[3] = (uint8_t)val;
 	memcpy(&out->s_addr, oct, 4);
 	return 1;
@@ -125,22 +133,22 @@ v1_check_v6(const uint8_t *t, size_t n, int complete, struct in6_addr *out, cons
 	int dotted = 0;
 
 	if (n > V6_TEXT_MAX)
-		return *why = "v1: IPv6 address too long", -1;
+		return reject(why, "v1: IPv6 address too long");
 	for (i = 0; i < n; i++) {
 		if (t[i] == ':') {
 			if (dotted)
-				return *why = "v1: colon after an IPv4 tail", -1;
+				return reject(why, "v1: colon after an IPv4 tail");
 			if (i >= 1 && t[i - 1] == ':' && ++dcolons > 1)
-				return *why = "v1: more than one :: in an IPv6 address", -1;
+				return reject(why, "v1: more than one :: in an IPv6 address");
 			group = 0;
 			tail = i + 1;
 		} else if (t[i] == '.') {
 			dotted = 1;
 		} else if (is_hex(t[i])) {
 			if (!dotted && ++group > 4)
-				return *why = "v1: IPv6 group over 4 hex digits", -1;
+				return reject(why, "v1: IPv6 group over 4 hex digits");
 		} else {
-			return *why = "v1: bad character in an IPv6 address", -1;
+			return reject(why, "v1: bad character in an IPv6 address");
 		}
 	}
 	if (dotted) {
@@ -154,7 +162,7 @@ v1_check_v6(const uint8_t *t, size_t n, int complete, struct in6_addr *out, cons
 	memcpy(text, t, n);
 	text[n] = '\0';
 	if (n == 0 || inet_pton(AF_INET6, text, out) != 1)
-		return *why = "v1: bad IPv6 address", -1;
+		return reject(why, "v1: bad IPv6 address");
 	return 1;
 }
 
@@ -167,17 +175,17 @@ v1_check_port(const uint8_t *t, size_t n, int complete, uint16_t *out, const cha
 
 	for (i = 0; i < n; i++) {
 		if (!is_digit(t[i]))
-			return *why = "v1: bad character in a port", -1;
+			return reject(why, "v1: bad character in a port");
 		if (i == 1 && val == 0)
-			return *why = "v1: leading zero in a port", -1;
+			return reject(why, "v1: leading zero in a port");
 		val = val * 10 + (t[i] - '0');
 		if (val > 65535)
-			return *why = "v1: port over 65535", -1;
+			return reject(why, "v1: port over 65535");
 	}
 	if (!complete)
 		return 0;
 	if (n == 0)
-		return *why = "v1: empty port", -1;
+		return reject(why, "v1: empty port");
 	*out = (uint16_t)val;
 	return 1;
 }
@@ -352,31 +360,31 @@ tlv_check(const uint8_t *p, size_t n, size_t *crc_pos, const char **why)
 		switch (t) {
 		case PP2_TYPE_CRC32C:
 			if (l != 4)
-				return *why = "v2: CRC32C TLV length is not 4", -1;
+				return reject(why, "v2: CRC32C TLV length is not 4");
 			if (*crc_pos != SIZE_MAX)
-				return *why = "v2: more than one CRC32C TLV", -1;
+				return reject(why, "v2: more than one CRC32C TLV");
 			*crc_pos = (size_t)(v - p);
 			break;
 		case PP2_TYPE_UNIQUE_ID:
 			if (l > PP2_UNIQUE_ID_MAX)
-				return *why = "v2: UNIQUE_ID TLV over 128 bytes", -1;
+				return reject(why, "v2: UNIQUE_ID TLV over 128 bytes");
 			break;
 		case PP2_TYPE_SSL:
 			if (l < PP2_SSL_FIXED_LEN)
-				return *why = "v2: SSL TLV shorter than 5 bytes", -1;
+				return reject(why, "v2: SSL TLV shorter than 5 bytes");
 			sub.p = v + PP2_SSL_FIXED_LEN;
 			sub.left = l - PP2_SSL_FIXED_LEN;
 			while ((sr = pp_tlv_next(&sub, &st, &sv, &sl)) == 1)
 				;
 			if (sr < 0)
-				return *why = "v2: SSL sub-TLVs do not fill the SSL TLV exactly", -1;
+				return reject(why, "v2: SSL sub-TLVs do not fill the SSL TLV exactly");
 			break;
 		default:
 			break;
 		}
 	}
 	if (r < 0)
-		return *why = "v2: TLVs do not end exactly at the header end", -1;
+		return reject(why, "v2: TLVs do not end exactly at the header end");
 	return 0;
 }
 

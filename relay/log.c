@@ -143,7 +143,7 @@ write_all(int fd, const char *p, size_t n)
 }
 
 /* Formats one error-log line: "TIME exrelay[PID]: LEVEL: message". */
-static void
+static void __attribute__((format(printf, 2, 0)))
 log_emit(enum log_level level, const char *fmt, va_list ap)
 {
 	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };

@@ -38,7 +38,7 @@ struct relay_state relay;
  * Tells systemd (Type=notify) about the service's state: one datagram to $NOTIFY_SOCKET
  * ("READY=1", "RELOADING=1", "STOPPING=1", ...), the sd_notify protocol without libsystemd.
  */
-static void
+static void __attribute__((format(printf, 1, 2)))
 notify(const char *fmt, ...)
 {
 	const char *path = getenv("NOTIFY_SOCKET");
@@ -86,13 +86,16 @@ raise_nofile(const struct config *cfg)
 		    (unsigned long)want);
 }
 
-/* The number of worker threads: global.workers, or one per CPU. */
+/* The most worker threads (config.c caps 'workers' at it too): sizes the listener-set arrays. */
+#define WORKERS_MAX 256
+
+/* The number of worker threads: global.workers, or one per CPU (at most WORKERS_MAX). */
 static int
 worker_count(const struct config *cfg)
 {
 	long n = cfg->workers > 0 ? cfg->workers : sysconf(_SC_NPROCESSORS_ONLN);
 
-	return n < 1 ? 1 : n > 256 ? 256 : (int)n;
+	return n < 1 ? 1 : n > WORKERS_MAX ? WORKERS_MAX : (int)n;
 }
 
 static const char *conf_path = SYSCONFDIR "/exrelay/exrelay.conf";
@@ -141,7 +144,7 @@ reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	char err[1024];
 	struct config *cfg;
-	struct listener *sets[relay.nworkers];
+	struct listener *sets[WORKERS_MAX];
 	(void)loop; (void)w; (void)revents;
 
 	if (relay_draining())
@@ -319,7 +322,7 @@ main(int argc, char **argv)
 	if (apply_logs(cfg) == -1)
 		return 2;
 	raise_nofile(cfg);
-	struct listener *sets[worker_count(cfg)];
+	struct listener *sets[WORKERS_MAX];
 	if (worker_init_all(worker_count(cfg)) == -1) {
 		log_error("cannot create the event loops");
 		return 2;

@@ -317,21 +317,20 @@ int
 tls_handshake(struct half *h, const char **why)
 {
 	struct tls_conn *t = h->tls;
-	int r;
+	int r, tries = 0;
 
-	for (int i = 0; i < 16; i++) {
+	/* Steps again on what is neither done, nor "wait for the socket", nor fatal (16 tries). */
+	do {
 		r = gnutls_handshake(t->s);
-		if (r == 0) {
-			t->done = true;
-			return 1;
-		}
-		if (r == GNUTLS_E_AGAIN) {
-			h->want = direction(t);
-			return 0;
-		}
-		if (r == GNUTLS_E_INTERRUPTED || !gnutls_error_is_fatal(r))
-			continue;
-		break;
+	} while (r != 0 && r != GNUTLS_E_AGAIN &&
+	    (r == GNUTLS_E_INTERRUPTED || !gnutls_error_is_fatal(r)) && ++tries < 16);
+	if (r == 0) {
+		t->done = true;
+		return 1;
+	}
+	if (r == GNUTLS_E_AGAIN) {
+		h->want = direction(t);
+		return 0;
 	}
 	if (r == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
 		gnutls_datum_t out;

@@ -17,12 +17,11 @@ check() { desc=$1; shift; if "$@" >>"$log" 2>&1; then ok "$desc"; else notok "$d
 trap 'apt-get purge -y -qq exrelay >/dev/null 2>&1 || true' EXIT
 
 export DEBIAN_FRONTEND=noninteractive
-missing=""
+set --
 for p in lintian autopkgtest devscripts; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing="$missing $p"
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || set -- "$@" "$p"
 done
-# shellcheck disable=SC2086
-[ -z "$missing" ] || apt-get install -y -qq --no-install-recommends $missing >>"$log" 2>&1
+[ $# -eq 0 ] || apt-get install -y -qq --no-install-recommends "$@" >>"$log" 2>&1
 
 if DEB_BUILD_OPTIONS=nocheck "$src/contrib/build-deb" "$out" >"$out/debs" 2>>"$log" && [ -s "$out/debs" ]; then
 	ok "contrib/build-deb wrote $(grep -c . "$out/debs") .deb file(s)"

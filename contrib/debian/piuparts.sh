@@ -39,12 +39,14 @@ if [ ! -s "$BASETGZ" ]; then
 	trap - EXIT
 fi
 
-debs=""
-for d; do debs="$debs $(cd "$(dirname "$d")" && pwd)/$(basename "$d")"; done
+# The .deb paths made absolute, in place in the positional parameters.
+for d; do
+	set -- "$@" "$(cd "$(dirname "$d")" && pwd)/$(basename "$d")"
+	shift
+done
 log="$LOGDIR/piuparts-exrelay.log"
 status=0
-# shellcheck disable=SC2086
 piuparts --basetgz "$BASETGZ" --distribution "$DIST" --mirror "$MIRROR" \
-	--log-file "$log" $debs >/dev/null 2>&1 || status=$?
+	--log-file "$log" "$@" >/dev/null 2>&1 || status=$?
 tail -n 5 "$log"
 exit "$status"
