@@ -23,6 +23,8 @@ check_fail(const char *file, int line, const char *func, const char *expr)
 /* Assert Nonzero / Assert Zero. */
 #define AN(x) ASSERT((x) != 0)
 #define AZ(x) ASSERT((x) == 0)
+/* A place the code must never reach. */
+#define WRONG(why) check_fail(__FILE__, __LINE__, __func__, why)
 /* p is a live object of the kind its magic number names. */
 #define CHECK_OBJ(p, m) ASSERT((p) != NULL && (p)->magic == (m))
 

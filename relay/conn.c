@@ -188,9 +188,15 @@ conn_timeout(struct conn *c, enum conn_timeout t)
 		return step_why(c, STEP_CLOSE, "tunnel idle timeout");
 	case TO_CLOSING:
 		return step_why(c, STEP_CLOSE, "closing timeout");
-	default:
+	case TO_REQUEST_HEAD:
+	case TO_RPC_COOKIE:
+	case TO_BODY_NOT_TAKEN:
+	case TO_CONNECT:
+	case TO_RESPONSE:
+	case TO_STREAM:
 		return txn_timeout(c, t);
 	}
+	WRONG("a timeout kind without an action");
 }
 
 static void

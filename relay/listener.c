@@ -143,19 +143,16 @@ find_same(struct worker *w, const struct cfg_listener *lc)
 
 /* Frees a set that was never handed to a worker (closing only the sockets it opened). */
 static void
-set_discard(struct listener *set, bool *taken)
+set_discard(struct listener *set)
 {
-	int i = 0;
-
 	while (set) {
 		struct listener *next = set->next;
-		if (set->fd >= 0 && !taken[i])
+		if (set->fd >= 0 && !set->took)
 			close(set->fd);
 		if (set->cfg)
 			config_unref(set->cfg);
 		free(set);
 		set = next;
-		i++;
 	}
 }
 
@@ -163,10 +160,58 @@ void
 listener_sets_discard(struct listener **sets, int n)
 {
 	for (int k = 0; k < n; k++) {
-		bool taken[1024] = { false };
-		set_discard(sets[k], taken);
+		set_discard(sets[k]);
 		sets[k] = NULL;
 	}
+}
+
+/* A new listener of worker w for configured listener lc, with no socket yet; NULL when out of memory. */
+static struct listener *
+listener_new(struct config *cfg, const struct cfg_listener *lc, struct worker *w)
+{
+	struct listener *l = calloc(1, sizeof(*l));
+
+	if (!l)
+		return NULL;
+	l->magic = LISTENER_MAGIC;
+	l->w = w;
+	l->lcfg = lc;
+	l->fd = -1;
+	l->cfg = config_ref(cfg);
+	snprintf(l->name, sizeof(l->name), "%s", lc->name);
+	ev_init(&l->io, listener_accept_cb);
+	ev_init(&l->backoff, listener_backoff_cb);
+	l->io.data = l;
+	l->backoff.data = l;
+	return l;
+}
+
+/*
+ * Gives l (listener i of worker k) its socket: the worker's current one for the same address,
+ * else a new one; workers after the first join the first worker's port (it differs from the
+ * configured one for port 0). 0, or -1 with err.
+ */
+static int
+listener_open(struct listener *l, struct listener **sets, int k, size_t i, char *err, size_t errlen)
+{
+	const struct cfg_listener *lc = l->lcfg;
+	struct sockaddr_storage a = lc->addr;
+
+	if ((l->took = find_same(l->w, lc))) {
+		l->fd = l->took->fd;
+	} else {
+		if (k > 0 && sets[0]) {
+			struct listener *first = sets[0];
+			for (size_t j = 0; j < i; j++)
+				first = first->next;
+			socklen_t len = sizeof(a);
+			getsockname(first->fd, (struct sockaddr *)&a, &len);
+		}
+		if ((l->fd = bind_one(lc, &a, lc->addrlen, err, errlen)) == -1)
+			return -1;
+	}
+	ev_io_set(&l->io, l->fd, EV_READ);
+	return 0;
 }
 
 /*
@@ -179,67 +224,33 @@ int
 listener_build(struct config *cfg, struct listener **sets, char *err, size_t errlen)
 {
 	int n = relay.nworkers;
-	bool taken[n][1024];
 
-	memset(taken, 0, sizeof(taken));
-	if (cfg->nlisteners > 1024) {
-		snprintf(err, errlen, "too many listeners");
-		return -1;
-	}
 	for (int k = 0; k < n; k++)
 		sets[k] = NULL;
 	for (int k = 0; k < n; k++) {
 		struct listener **tail = &sets[k];
 		for (size_t i = 0; i < cfg->nlisteners; i++) {
-			const struct cfg_listener *lc = &cfg->listeners[i];
-			struct listener *l = calloc(1, sizeof(*l)), *old;
+			struct listener *l = listener_new(cfg, &cfg->listeners[i], &relay.workers[k]);
 			if (!l) {
 				snprintf(err, errlen, "out of memory");
 				goto fail;
 			}
-			l->magic = LISTENER_MAGIC;
 			*tail = l;
 			tail = &l->next;
-			l->w = &relay.workers[k];
-			l->lcfg = lc;
-			l->fd = -1;
-			l->cfg = config_ref(cfg);
-			snprintf(l->name, sizeof(l->name), "%s", lc->name);
-			if ((old = find_same(l->w, lc))) {
-				l->fd = old->fd;
-				taken[k][i] = true;
-			} else {
-				struct sockaddr_storage a = lc->addr;
-				if (k > 0 && sets[0]) {
-					/* Join the first worker's socket's port (it differs from lc->addr for port 0). */
-					struct listener *first = sets[0];
-					for (size_t j = 0; j < i; j++)
-						first = first->next;
-					socklen_t len = sizeof(a);
-					getsockname(first->fd, (struct sockaddr *)&a, &len);
-				}
-				if ((l->fd = bind_one(lc, &a, lc->addrlen, err, errlen)) == -1)
-					goto fail;
-			}
-			ev_io_init(&l->io, listener_accept_cb, l->fd, EV_READ);
-			ev_init(&l->backoff, listener_backoff_cb);
-			l->io.data = l;
-			l->backoff.data = l;
+			if (listener_open(l, sets, k, i, err, errlen) == -1)
+				goto fail;
 		}
 	}
-	/* Everything is bound: mark the sockets taken over, they now belong to the new sets. */
-	for (int k = 0; k < n; k++) {
-		struct listener *l = sets[k];
-		for (size_t i = 0; l; i++, l = l->next)
-			if (taken[k][i])
-				find_same(&relay.workers[k], l->lcfg)->moved = true;
-	}
+	/* Everything is bound: the sockets taken over now belong to the new sets. */
+	for (int k = 0; k < n; k++)
+		for (struct listener *l = sets[k]; l; l = l->next)
+			if (l->took) {
+				l->took->moved = true;
+				l->took = NULL;	/* the old set goes once the worker takes this one */
+			}
 	return 0;
 fail:
-	for (int k = 0; k < n; k++) {
-		set_discard(sets[k], taken[k]);
-		sets[k] = NULL;
-	}
+	listener_sets_discard(sets, n);
 	return -1;
 }
 

@@ -18,15 +18,18 @@
 #include "check.h"
 #include "metrics.h"
 
-#define MAX_NAMES 64
 #define MAX_KEYS 256
 
 struct named {
 	char name[64];		/* listener, route or backend */
 	char kind[24];		/* backend error kind; "" elsewhere */
 	int code;		/* status code (requests) */
-	int64_t a, b, c;	/* the counters of this key */
+	int64_t v[3];		/* the counters of this key (V_*) */
 };
+
+enum { V_ACTIVE, V_TOTAL, V_PP_ERRORS };	/* listeners; the others count in v[0] */
+enum { T_LISTENERS, T_REQUESTS, T_BERRORS, T_COUNT };
+enum { S_BYTES_IN, S_BYTES_OUT, S_RPC_IN, S_RPC_OUT, S_COUNT };
 
 struct table {
 	struct named e[MAX_KEYS];
@@ -34,10 +37,8 @@ struct table {
 };
 
 struct block {
-	struct table listeners;	/* a: active, b: total, c: PROXY header errors */
-	struct table requests;	/* a: count */
-	struct table berrors;	/* a: count */
-	int64_t bytes_in, bytes_out, rpc_in, rpc_out;
+	struct table t[T_COUNT];	/* per listener, per route and code, per backend and kind */
+	int64_t s[S_COUNT];
 };
 
 static struct block *blocks;
@@ -118,73 +119,72 @@ slot(struct table *t, const char *name, const char *kind, int code)
 void
 metrics_conn_open(const char *listener)
 {
-	struct named *e = slot(&block()->listeners, listener, "", 0);
+	struct named *e = slot(&block()->t[T_LISTENERS], listener, "", 0);
 
-	add(&e->a, 1);
-	add(&e->b, 1);
+	add(&e->v[V_ACTIVE], 1);
+	add(&e->v[V_TOTAL], 1);
 }
 
 void
 metrics_conn_close(const char *listener)
 {
-	add(&slot(&block()->listeners, listener, "", 0)->a, -1);
+	add(&slot(&block()->t[T_LISTENERS], listener, "", 0)->v[V_ACTIVE], -1);
 }
 
 void
 metrics_proxy_error(const char *listener)
 {
-	add(&slot(&block()->listeners, listener, "", 0)->c, 1);
+	add(&slot(&block()->t[T_LISTENERS], listener, "", 0)->v[V_PP_ERRORS], 1);
 }
 
 void
 metrics_request(const char *route, int code)
 {
-	add(&slot(&block()->requests, route, "", code)->a, 1);
+	add(&slot(&block()->t[T_REQUESTS], route, "", code)->v[0], 1);
 }
 
 void
 metrics_bytes(uint64_t in, uint64_t out)
 {
-	add(&block()->bytes_in, (int64_t)in);
-	add(&block()->bytes_out, (int64_t)out);
+	add(&block()->s[S_BYTES_IN], (int64_t)in);
+	add(&block()->s[S_BYTES_OUT], (int64_t)out);
 }
 
 void
 metrics_rpc_channel(const char *method, int delta)
 {
-	add(strcmp(method, "RPC_IN_DATA") == 0 ? &block()->rpc_in : &block()->rpc_out, delta);
+	add(&block()->s[strcmp(method, "RPC_IN_DATA") == 0 ? S_RPC_IN : S_RPC_OUT], delta);
 }
 
 void
 metrics_backend_error(const char *backend, const char *kind)
 {
-	add(&slot(&block()->berrors, backend, kind, 0)->a, 1);
+	add(&slot(&block()->t[T_BERRORS], backend, kind, 0)->v[0], 1);
 }
 
-/* Adds every block's table `off` into sum (keys in order of first appearance). */
+/* Adds table `which` of every block into sum (keys in order of first appearance). */
 static void
-sum_table(struct table *sum, size_t off)
+sum_table(struct table *sum, int which)
 {
 	memset(sum, 0, sizeof(*sum));
 	for (int k = 0; k < nblocks; k++) {
-		const struct table *t = (const struct table *)((const char *)&blocks[k] + off);
+		const struct table *t = &blocks[k].t[which];
 		int n = __atomic_load_n(&t->n, __ATOMIC_ACQUIRE);
 		for (int i = 0; i < n; i++) {
 			struct named *s = slot(sum, t->e[i].name, t->e[i].kind, t->e[i].code);
-			s->a += get(&t->e[i].a);
-			s->b += get(&t->e[i].b);
-			s->c += get(&t->e[i].c);
+			for (int j = 0; j < 3; j++)
+				s->v[j] += get(&t->e[i].v[j]);
 		}
 	}
 }
 
 static int64_t
-sum_scalar(size_t off)
+sum_scalar(int which)
 {
 	int64_t s = 0;
 
 	for (int k = 0; k < nblocks; k++)
-		s += get((const int64_t *)((const char *)&blocks[k] + off));
+		s += get(&blocks[k].s[which]);
 	return s;
 }
 
@@ -197,15 +197,14 @@ sum_scalar(size_t off)
 /* One labelled series per key of t: `name{label="key"} value`. */
 static size_t
 put_series(char *out, size_t cap, const char *help, const char *metric, const char *label,
-    const struct table *t, size_t field)
+    const struct table *t, int field)
 {
 	size_t n = 0;
 
 	PUT("# HELP %s %s\n# TYPE %s %s\n", metric, help, metric,
 	    strstr(metric, "_total") ? "counter" : "gauge");
 	for (int i = 0; i < t->n; i++) {
-		const int64_t *v = (const int64_t *)((const char *)&t->e[i] + field);
-		PUT("%s{%s=\"%s\"} %lld\n", metric, label, t->e[i].name, (long long)*v);
+		PUT("%s{%s=\"%s\"} %lld\n", metric, label, t->e[i].name, (long long)t->e[i].v[field]);
 	}
 	return n;
 }
@@ -220,35 +219,33 @@ metrics_format(char *out, size_t cap)
 	static __thread struct table l, r, e;
 	size_t n = 0;
 
-	sum_table(&l, offsetof(struct block, listeners));
-	sum_table(&r, offsetof(struct block, requests));
-	sum_table(&e, offsetof(struct block, berrors));
+	sum_table(&l, T_LISTENERS);
+	sum_table(&r, T_REQUESTS);
+	sum_table(&e, T_BERRORS);
 	n += put_series(out + n, cap - n, "Client connections open, per listener.",
-	    "exrelay_connections_active", "listener", &l, offsetof(struct named, a));
+	    "exrelay_connections_active", "listener", &l, V_ACTIVE);
 	n += put_series(out + n, cap - n, "Client connections accepted, per listener.",
-	    "exrelay_connections_total", "listener", &l, offsetof(struct named, b));
+	    "exrelay_connections_total", "listener", &l, V_TOTAL);
 	n += put_series(out + n, cap - n, "Connections closed for a missing or bad PROXY header.",
-	    "exrelay_proxy_header_errors_total", "listener", &l, offsetof(struct named, c));
+	    "exrelay_proxy_header_errors_total", "listener", &l, V_PP_ERRORS);
 	PUT("# HELP exrelay_requests_total Requests answered, per route and status code.\n"
 	    "# TYPE exrelay_requests_total counter\n");
 	for (int i = 0; i < r.n; i++)
 		PUT("exrelay_requests_total{route=\"%s\",code=\"%d\"} %lld\n", r.e[i].name, r.e[i].code,
-		    (long long)r.e[i].a);
+		    (long long)r.e[i].v[0]);
 	PUT("# HELP exrelay_bytes_total Bytes received from (in) and sent to (out) clients, counted at close.\n"
 	    "# TYPE exrelay_bytes_total counter\n"
 	    "exrelay_bytes_total{direction=\"in\"} %lld\nexrelay_bytes_total{direction=\"out\"} %lld\n",
-	    (long long)sum_scalar(offsetof(struct block, bytes_in)),
-	    (long long)sum_scalar(offsetof(struct block, bytes_out)));
+	    (long long)sum_scalar(S_BYTES_IN), (long long)sum_scalar(S_BYTES_OUT));
 	PUT("# HELP exrelay_rpc_channels_active RPC over HTTP channels open.\n"
 	    "# TYPE exrelay_rpc_channels_active gauge\n"
 	    "exrelay_rpc_channels_active{method=\"RPC_IN_DATA\"} %lld\n"
 	    "exrelay_rpc_channels_active{method=\"RPC_OUT_DATA\"} %lld\n",
-	    (long long)sum_scalar(offsetof(struct block, rpc_in)),
-	    (long long)sum_scalar(offsetof(struct block, rpc_out)));
+	    (long long)sum_scalar(S_RPC_IN), (long long)sum_scalar(S_RPC_OUT));
 	PUT("# HELP exrelay_backend_errors_total Backend failures, per backend and kind.\n"
 	    "# TYPE exrelay_backend_errors_total counter\n");
 	for (int i = 0; i < e.n; i++)
 		PUT("exrelay_backend_errors_total{backend=\"%s\",kind=\"%s\"} %lld\n", e.e[i].name,
-		    e.e[i].kind, (long long)e.e[i].a);
+		    e.e[i].kind, (long long)e.e[i].v[0]);
 	return n;
 }

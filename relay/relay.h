@@ -256,6 +256,7 @@ struct listener {
 	struct config *cfg;			/* one reference per set (held by the first listener) */
 	int fd;
 	bool moved;				/* the fd now belongs to a newer set */
+	struct listener *took;			/* while building: the current listener whose fd this took */
 	ev_io io;
 	ev_timer backoff;
 	char name[64];

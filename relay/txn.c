@@ -20,6 +20,9 @@
 #include "rewrite.h"
 #include "route.h"
 
+/* The largest limits.max_headers the configuration accepts: the size of the parsers' arrays. */
+#define TXN_MAX_HEADERS 1000
+
 ENUM_STR(txn_state_str, enum resp_state, RESP_STATES)
 
 static const char *
@@ -308,9 +311,10 @@ txn_parse_head(struct conn *c)
 {
 	struct half *cl = &c->client;
 	size_t n = buf_len(cl->in);
-	struct http1_header hdrs[c->cfg->limits.max_headers];
+	struct http1_header hdrs[TXN_MAX_HEADERS];
 	struct http1_request req;
 
+	ASSERT(c->cfg->limits.max_headers <= TXN_MAX_HEADERS);
 	if (n == 0)
 		return cl->eof ? step_why(c, STEP_CLOSE, "client closed") : 0;
 	if (c->phase == PH_IDLE) {
@@ -479,10 +483,11 @@ txn_response_head(struct conn *c)
 	const char *bname = backend_name(c);
 	struct half *be = &c->backend;
 	struct http1_slice m = { c->method_buf, strlen(c->method_buf) };
-	struct http1_header hdrs[c->cfg->limits.max_headers];
+	struct http1_header hdrs[TXN_MAX_HEADERS];
 	struct http1_response resp = { .headers = hdrs };
 	size_t n = buf_len(be->in);
 
+	ASSERT(c->cfg->limits.max_headers <= TXN_MAX_HEADERS);
 	if (n == 0) {
 		if (!be->eof)
 			return 0;
@@ -706,8 +711,12 @@ txn_timeout(struct conn *c, enum conn_timeout t)
 	case TO_STREAM:
 		log_info("client=%s idle timeout during a stream", c->client_ip);
 		return step_why(c, STEP_CLOSE, "stream idle timeout");
-	default:
-		ASSERT(!"a connection timeout reached txn_timeout");
-		return STEP_CLOSE;
+	case TO_PROXY_HEADER:
+	case TO_TLS_HANDSHAKE:
+	case TO_CLIENT_IDLE:
+	case TO_TUNNEL:
+	case TO_CLOSING:
+		break;
 	}
+	WRONG("a connection's own timeout reached txn_timeout");
 }

@@ -14,7 +14,7 @@
 static int tap_n, tap_failed;
 
 /* Reports one test point; returns cond so callers can add diagnostics. */
-static inline int
+static inline int __attribute__((format(printf, 2, 3)))
 ok(int cond, const char *fmt, ...)
 {
 	va_list ap;
@@ -32,7 +32,7 @@ ok(int cond, const char *fmt, ...)
 }
 
 /* Prints a diagnostic line (ignored by the harness, shown in the log). */
-static inline void
+static inline void __attribute__((format(printf, 1, 2)))
 diag(const char *fmt, ...)
 {
 	va_list ap;
