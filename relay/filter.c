@@ -1,0 +1,192 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * filter.c: the request filters that stop known Exchange exploit chains before they reach a
+ * backend (DESIGN.md, "Exchange protection"). Pure: no I/O, no allocation, no state.
+ *
+ * - ProxyShell (CVE-2021-34473) and ProxyNotShell (CVE-2022-41040): the target, percent-decoded
+ *   until it no longer changes and lower-cased, names "autodiscover" together with
+ *   "powershell"; or an autodiscover.json request whose query carries '@' followed by a path
+ *   or an "Email=autodiscover" self-reference (the shape of Microsoft's mitigation M1 and of
+ *   EEMS's URL Rewrite rule).
+ * - ProxyLogon (CVE-2021-26855): a Cookie carrying X-AnonResource-Backend, or X-BEResource with
+ *   a '~' in its value (the rules of Microsoft's EOMT.ps1, as Kemp's LoadMaster guide repeats).
+ * - The administrator's rules: method, path prefix, query substring (all case-insensitive,
+ *   on the decoded target), for the next CVE.
+ */
+#include "autoconf.h"
+
+#include <stdbool.h>
+#include <string.h>
+#include <strings.h>
+
+#include "filter.h"
+
+/* The longest target the filters read (the largest head exrelay accepts). */
+#define FILTER_TARGET_MAX (64 * 1024)
+
+/* Rounds of percent-decoding before a target counts as stable; more rounds is an attack. */
+#define DECODE_ROUNDS 4
+
+static int
+hexval(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	ch = (char)(ch | 0x20);
+	return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* One round of percent-decoding of p[0..n) in place, lower-casing; true when it changed. */
+static bool
+decode_once(char *p, size_t *n)
+{
+	size_t k = 0;
+	bool changed = false;
+
+	for (size_t i = 0; i < *n; i++, k++) {
+		int hi, lo;
+		char ch = p[i];
+		if (ch == '%' && i + 2 < *n && (hi = hexval(p[i + 1])) >= 0 && (lo = hexval(p[i + 2])) >= 0) {
+			ch = (char)(hi << 4 | lo);
+			i += 2;
+			changed = true;
+		}
+		p[k] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+	}
+	*n = k;
+	return changed;
+}
+
+/*
+ * Decodes the target into out (NUL-terminated, lower-case) until stable. Returns its length,
+ * or -1 when it does not fit or is still changing after DECODE_ROUNDS rounds.
+ */
+static ssize_t
+decode_target(const char *t, size_t n, char *out, size_t cap)
+{
+	if (n >= cap)
+		return -1;
+	if (n > 0)
+		memcpy(out, t, n);
+	for (int round = 0; decode_once(out, &n); round++)
+		if (round == DECODE_ROUNDS)
+			return -1;
+	out[n] = '\0';
+	for (size_t i = 0; i < n; i++)
+		if (out[i] == '\0')
+			out[i] = '?';	/* a decoded NUL must not end the matching early */
+	return (ssize_t)n;
+}
+
+/* The ProxyShell/ProxyNotShell shapes, on the decoded, lower-cased target. */
+static const char *
+exchange_target_rule(const char *t)
+{
+	const char *q = strchr(t, '?');
+
+	if (strstr(t, "autodiscover") && strstr(t, "powershell"))
+		return "proxyshell";
+	if (!strstr(t, "autodiscover.json") || !q)
+		return NULL;
+	if (strstr(q, "email=autodiscover"))
+		return "proxynotshell";
+	for (const char *at = strchr(q, '@'); at; at = strchr(at + 1, '@')) {
+		size_t span = strcspn(at, "&/");
+		if (at[span] == '/')
+			return "proxynotshell";	/* "@host/path": a path smuggled into the query */
+	}
+	return NULL;
+}
+
+/* True when value v[0..n) (a cookie value) holds a '~', plain or as %7E. */
+static bool
+has_tilde(const char *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i] == '~' || (v[i] == '%' && i + 2 < n && v[i + 1] == '7' && (v[i + 2] | 0x20) == 'e'))
+			return true;
+	return false;
+}
+
+/* The ProxyLogon cookie shapes in one Cookie field value. */
+static const char *
+exchange_cookie_rule(const char *v, size_t n)
+{
+	static const char anon[] = "x-anonresource-backend", be[] = "x-beresource";
+
+	for (size_t i = 0; i + sizeof(anon) - 1 <= n; i++)
+		if (strncasecmp(v + i, anon, sizeof(anon) - 1) == 0)
+			return "proxylogon";
+	for (size_t i = 0; i < n;) {
+		size_t end = i;
+		while (end < n && v[end] != ';')
+			end++;
+		size_t s = i;
+		while (s < end && (v[s] == ' ' || v[s] == '\t'))
+			s++;
+		if (end - s > sizeof(be) - 1 && strncasecmp(v + s, be, sizeof(be) - 1) == 0) {
+			const char *eq = memchr(v + s, '=', end - s);
+			if (eq && has_tilde(eq + 1, (size_t)(v + end - eq - 1)))
+				return "proxylogon";
+		}
+		i = end + 1;
+	}
+	return NULL;
+}
+
+/* True when rule r matches (method, decoded path and query). */
+static bool
+rule_matches(const struct filter_rule *r, struct http1_slice method, const char *path, size_t plen,
+    const char *query)
+{
+	bool m = r->nmethods == 0;
+
+	for (size_t i = 0; i < r->nmethods && !m; i++)
+		m = method.len == strlen(r->methods[i]) && strncasecmp(method.p, r->methods[i], method.len) == 0;
+	if (!m)
+		return false;
+	if (r->path && r->path[0]) {
+		size_t n = strlen(r->path);
+		if (plen < n || strncasecmp(path, r->path, n) != 0 ||
+		    (plen > n && r->path[n - 1] != '/' && path[n] != '/'))
+			return false;
+	}
+	return !r->query || !r->query[0] || (query && strcasestr(query, r->query));
+}
+
+/* The administrator's rules, on the decoded path and query. */
+static const char *
+admin_rules(const struct http1_request *req, const struct filter_config *f)
+{
+	static __thread char p[FILTER_TARGET_MAX], q[FILTER_TARGET_MAX];
+	ssize_t pn = decode_target(req->path.p, req->path.len, p, sizeof(p));
+	ssize_t qn = decode_target(req->query.p, req->query.len, q, sizeof(q));
+
+	if (pn < 0 || qn < 0)
+		return "undecodable-target";
+	for (size_t i = 0; i < f->nrules; i++)
+		if (rule_matches(&f->rules[i], req->method, p, (size_t)pn, req->query.len ? q : NULL))
+			return f->rules[i].name;
+	return NULL;
+}
+
+const char *
+filter_request(const struct http1_request *req, const struct filter_config *f)
+{
+	static __thread char t[FILTER_TARGET_MAX];
+	const char *why;
+
+	if (f->exchange) {
+		if (decode_target(req->target.p, req->target.len, t, sizeof(t)) < 0)
+			return "undecodable-target";
+		if ((why = exchange_target_rule(t)))
+			return why;
+		for (size_t i = 0; i < req->nheaders; i++) {
+			const struct http1_header *h = &req->headers[i];
+			if (h->name.len == 6 && strncasecmp(h->name.p, "Cookie", 6) == 0 &&
+			    (why = exchange_cookie_rule(h->value.p, h->value.len)))
+				return why;
+		}
+	}
+	return f->nrules ? admin_rules(req, f) : NULL;
+}
