@@ -21,7 +21,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import run_checks, ok, is_, diag, done, free_port, start_standin, start_exrelay  # noqa: E402
+from harness import run_checks, ok, is_, diag, done, start_standin, start_exrelay  # noqa: E402
 import rpch  # noqa: E402
 
 T0 = time.monotonic()
@@ -33,14 +33,14 @@ SLOW_BYTES = 256 * MiB
 CONFIG = '''
 global = { log_level = "info"; drain_timeout = 2; };
 timeouts = { request_head = 5; client_idle = 10; connect = 2; proxy_header = 3; };
-listeners = ( { name = "public"; bind = "127.0.0.1:%(port)d"; } );
+listeners = ( { name = "public"; bind = "127.0.0.1:0"; } );
 backends = ( { name = "exchange"; servers = [ "127.0.0.1:%(sport)d" ]; idle_timeout = 3600; } );
 routes = ( { backend = "exchange"; paths = [ "/rpc" ]; } );
 '''
 
 ex = start_standin(ping_interval=0)
-PORT = free_port()
-relay = start_exrelay(CONFIG % dict(port=PORT, sport=ex.port), ports=[PORT])
+relay = start_exrelay(CONFIG % dict(sport=ex.port))
+PORT = relay.port("public")
 diag("bulk size %d bytes (EXRELAY_BULK_BYTES)" % BULK)
 
 

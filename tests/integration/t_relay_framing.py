@@ -34,7 +34,7 @@ CONFIG = '''
 global = { log_level = "debug"; drain_timeout = 2; };
 timeouts = { request_head = %(rh)d; client_idle = %(ci)d; connect = %(ct)d; proxy_header = 3; };
 limits = { max_head_size = 8192; max_headers = 20; };
-listeners = ( { name = "public"; bind = "127.0.0.1:%(port)d"; } );
+listeners = ( { name = "public"; bind = "127.0.0.1:0"; } );
 backends = (
   { name = "exchange"; servers = [ "127.0.0.1:%(sport)d" ]; idle_timeout = 3600; },
   { name = "shortidle"; servers = [ "127.0.0.1:%(sport)d" ]; idle_timeout = 1; },
@@ -66,9 +66,12 @@ for _ in range(4):
 
 ex = start_standin(ping_interval=0)
 ap = start_apache(free_port(), proxy_protocol=True)
-PORT, DEAD = free_port(), free_port()
-relay = start_exrelay(CONFIG % dict(rh=REQUEST_HEAD, ci=CLIENT_IDLE, ct=CONNECT, port=PORT, sport=ex.port,
-                                    dead=DEAD, hole=HOLE, aport=ap.port), ports=[PORT])
+dead = socket.socket()      # bound, never listening: connects are refused, and the port stays ours
+dead.bind(("127.0.0.1", 0))
+DEAD = dead.getsockname()[1]
+relay = start_exrelay(CONFIG % dict(rh=REQUEST_HEAD, ci=CLIENT_IDLE, ct=CONNECT, sport=ex.port,
+                                    dead=DEAD, hole=HOLE, aport=ap.port))
+PORT = relay.port("public")
 
 
 def connect(timeout=10):

@@ -33,11 +33,11 @@ CONFIG = '''
 global = { log_level = "debug"; drain_timeout = 2; };
 timeouts = { request_head = 5; client_idle = 10; connect = 2; proxy_header = %(pht)d; };
 listeners = (
-  { name = "opt"; bind = "127.0.0.1:%(opt)d"; proxy_protocol = "optional"; trusted_proxies = [ "127.0.0.1/32" ]; },
-  { name = "req"; bind = "127.0.0.1:%(req)d"; proxy_protocol = "required"; trusted_proxies = [ "127.0.0.1/32", "::1/128" ]; },
-  { name = "untr"; bind = "127.0.0.1:%(untr)d"; proxy_protocol = "required"; trusted_proxies = [ "10.0.0.0/8" ]; },
-  { name = "untropt"; bind = "127.0.0.1:%(untropt)d"; proxy_protocol = "optional"; trusted_proxies = [ "10.0.0.0/8" ]; },
-  { name = "admin"; bind = "127.0.0.1:%(admin)d"; role = "admin"; } );
+  { name = "opt"; bind = "127.0.0.1:0"; proxy_protocol = "optional"; trusted_proxies = [ "127.0.0.1/32" ]; },
+  { name = "req"; bind = "127.0.0.1:0"; proxy_protocol = "required"; trusted_proxies = [ "127.0.0.1/32", "::1/128" ]; },
+  { name = "untr"; bind = "127.0.0.1:0"; proxy_protocol = "required"; trusted_proxies = [ "10.0.0.0/8" ]; },
+  { name = "untropt"; bind = "127.0.0.1:0"; proxy_protocol = "optional"; trusted_proxies = [ "10.0.0.0/8" ]; },
+  { name = "admin"; bind = "127.0.0.1:0"; role = "admin"; } );
 backends = (
   { name = "exchange"; servers = [ "127.0.0.1:%(sport)d" ]; idle_timeout = 3600; },
   { name = "apache"; servers = [ "127.0.0.1:%(aport)d" ]; send_proxy = "v1"; idle_timeout = 60; } );
@@ -46,10 +46,8 @@ routes = ( { backend = "exchange"; paths = [ "/owa", "/rpc" ]; }, { backend = "a
 
 ex = start_standin(ping_interval=0)
 ap = start_apache(free_port(), proxy_protocol=True)
-OPT, REQ, UNTR, UNTROPT, ADMIN = (free_port() for _ in range(5))
-relay = start_exrelay(CONFIG % dict(pht=PROXY_HEADER_TIMEOUT, opt=OPT, req=REQ, untr=UNTR, untropt=UNTROPT,
-                                    admin=ADMIN, sport=ex.port, aport=ap.port),
-                      ports=[OPT, REQ, UNTR, UNTROPT, ADMIN])
+relay = start_exrelay(CONFIG % dict(pht=PROXY_HEADER_TIMEOUT, sport=ex.port, aport=ap.port))
+OPT, REQ, UNTR, UNTROPT, ADMIN = (relay.port(n) for n in ("opt", "req", "untr", "untropt", "admin"))
 
 # ----------------------------------------------------------------------------------------------
 # PROXY header builders

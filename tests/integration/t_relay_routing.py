@@ -32,10 +32,10 @@ global = { log_level = "debug"; drain_timeout = 2; };
 access_log = { path = "%(logdir)s/access.log"; format = "json"; };
 timeouts = { request_head = 5; client_idle = 10; connect = 2; proxy_header = 3; };
 listeners = (
-  { name = "public"; bind = "127.0.0.1:%(port)d"; proxy_protocol = "optional";
+  { name = "public"; bind = "127.0.0.1:0"; proxy_protocol = "optional";
     trusted_proxies = [ "127.0.0.1/32" ]; health_path = "/exrelay/health"; },
-  { name = "admin"; bind = "127.0.0.1:%(admin)d"; role = "admin"; },
-  { name = "agent"; bind = "127.0.0.1:%(agent)d"; role = "agent"; } );
+  { name = "admin"; bind = "127.0.0.1:0"; role = "admin"; },
+  { name = "agent"; bind = "127.0.0.1:0"; role = "agent"; } );
 backends = (
   { name = "exchange"; servers = [ "127.0.0.1:%(sport)d" ]; add_headers = [ "Front-End-Https: On" ];
     idle_timeout = 3600; },
@@ -49,10 +49,9 @@ routes = (
 
 ex = start_standin(ping_interval=0)
 ap = start_apache(free_port(), proxy_protocol=True)
-PORT, ADMIN, AGENT = free_port(), free_port(), free_port()
 LOGDIR = tmpdir("exrelay-routing-log-")
-relay = start_exrelay(CONFIG % dict(logdir=LOGDIR, port=PORT, admin=ADMIN, agent=AGENT, sport=ex.port,
-                                    aport=ap.port), ports=[PORT, ADMIN, AGENT])
+relay = start_exrelay(CONFIG % dict(logdir=LOGDIR, sport=ex.port, aport=ap.port))
+PORT, ADMIN, AGENT = relay.port("public"), relay.port("admin"), relay.port("agent")
 diag("exrelay on %d (admin %d, agent %d), stand-in %d, apache %d" % (PORT, ADMIN, AGENT, ex.port, ap.port))
 
 FORWARD_NAMES = {"x-forwarded-for", "x-forwarded-proto", "forwarded", "x-real-ip"}
@@ -318,14 +317,14 @@ def check_access_log():
 
 def check_no_route():
     """A second exrelay whose routes do not cover / answers 404 itself."""
-    port = free_port()
     cfg = '''
 global = { drain_timeout = 2; };
-listeners = ( { name = "p"; bind = "127.0.0.1:%d"; } );
+listeners = ( { name = "p"; bind = "127.0.0.1:0"; } );
 backends = ( { name = "exchange"; servers = [ "127.0.0.1:%d" ]; } );
 routes = ( { backend = "exchange"; paths = [ "/rpc" ]; } );
-''' % (port, ex.port)
-    r2 = start_exrelay(cfg, ports=[port])
+''' % ex.port
+    r2 = start_exrelay(cfg)
+    port = r2.port("p")
     n = len(standin_requests())
     with conn(port) as c:
         resp, _ = c.request("GET", "/nothing/here", [("Host", "x")], timeout=5)

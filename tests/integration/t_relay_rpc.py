@@ -22,7 +22,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import run_checks, ok, is_, diag, done, free_port, start_standin, start_exrelay, wait_for  # noqa: E402
+from harness import run_checks, ok, is_, diag, done, start_standin, start_exrelay, wait_for  # noqa: E402
 import rpch  # noqa: E402
 
 T0 = time.monotonic()
@@ -32,16 +32,16 @@ CONFIG = '''
 global = { log_level = "debug"; drain_timeout = 2; };
 timeouts = { request_head = 5; client_idle = 10; connect = 2; proxy_header = 3; };
 listeners = (
-  { name = "public"; bind = "127.0.0.1:%(port)d"; proxy_protocol = "optional"; trusted_proxies = [ "127.0.0.1/32" ]; },
-  { name = "admin"; bind = "127.0.0.1:%(admin)d"; role = "admin"; } );
+  { name = "public"; bind = "127.0.0.1:0"; proxy_protocol = "optional"; trusted_proxies = [ "127.0.0.1/32" ]; },
+  { name = "admin"; bind = "127.0.0.1:0"; role = "admin"; } );
 backends = (
   { name = "exchange"; servers = [ "127.0.0.1:%(sport)d" ]; add_headers = [ "Front-End-Https: On" ]; idle_timeout = 3600; } );
 routes = ( { backend = "exchange"; paths = [ "/rpc", "/mapi", "/ews", "/auth" ]; } );
 '''
 
 ex = start_standin(ping_interval=0, notify_interval=30)
-PORT, ADMIN = free_port(), free_port()
-relay = start_exrelay(CONFIG % dict(port=PORT, admin=ADMIN, sport=ex.port), ports=[PORT, ADMIN])
+relay = start_exrelay(CONFIG % dict(sport=ex.port))
+PORT, ADMIN = relay.port("public"), relay.port("admin")
 
 
 def connect():
