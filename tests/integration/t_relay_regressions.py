@@ -35,6 +35,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import run_checks, ok, is_, diag, free_port, wait_for, start_exrelay, exrelay_path, \
     tmpdir  # noqa: E402
+from service import listen_queues  # noqa: E402
 
 T0 = time.monotonic()
 CERTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "certs")
@@ -154,11 +155,10 @@ CLEAN = start_backend(closedelim_backend(False))
 CUT = start_backend(closedelim_backend(True))
 PLAIN = start_backend(plain_backend)
 
-PORT, TLSPORT = free_port(), free_port()
 relay = start_exrelay('''
 global = { drain_timeout = 2; };
-listeners = ( { name = "pub"; bind = "127.0.0.1:%(port)d"; health_path = "/hc"; },
-              { name = "tls"; bind = "127.0.0.1:%(tlsport)d";
+listeners = ( { name = "pub"; bind = "127.0.0.1:0"; health_path = "/hc"; },
+              { name = "tls"; bind = "127.0.0.1:0";
                 tls = { certificates = ( { cert = "%(certs)s/mail-ecdsa.pem";
                                            key = "%(certs)s/mail-ecdsa.test-key.pem"; } ); }; } );
 backends = ( { name = "upload"; servers = [ "127.0.0.1:%(upload)d" ]; },
@@ -173,8 +173,9 @@ routes = ( { backend = "internal"; paths = [ "/internal" ]; },
            { backend = "clean"; paths = [ "/clean" ]; },
            { backend = "cut"; paths = [ "/cut" ]; },
            { backend = "plain"; } );
-''' % dict(port=PORT, tlsport=TLSPORT, certs=CERTS, upload=UPLOAD, internal=INTERNAL, linger=LINGER,
-           clean=CLEAN, cut=CUT, plain=PLAIN), ports=[PORT, TLSPORT])
+''' % dict(certs=CERTS, upload=UPLOAD, internal=INTERNAL, linger=LINGER, clean=CLEAN, cut=CUT,
+           plain=PLAIN))
+PORT, TLSPORT = relay.port("pub"), relay.port("tls")
 
 # ----------------------------------------------------------------------------------------------
 # Client helpers
@@ -392,13 +393,13 @@ def check_lingering_close():
 
 def check_pause_reload():
     """4. A worker paused at max_connections accepts again after a reload."""
-    port = free_port()
     r = start_exrelay('''
 global = { workers = 2; max_connections = 1; drain_timeout = 2; };
-listeners = ( { name = "pub"; bind = "127.0.0.1:%d"; health_path = "/hc"; } );
+listeners = ( { name = "pub"; bind = "127.0.0.1:0"; health_path = "/hc"; } );
 backends = ( { name = "b"; servers = [ "127.0.0.1:9" ]; } );
 routes = ( { backend = "b"; } );
-''' % port, ports=[port])
+''')
+    port = r.port("pub")
     try:
         def probe(n):
             good = 0
@@ -414,15 +415,16 @@ routes = ( { backend = "b"; } );
         a.sendall(b"GET /hc HTTP/1.1\r\nHost: x\r\n\r\n")
         is_(read_response(a)[0], 200, "a kept-alive connection holds the limit (max_connections = 1)")
         bs = [socket.create_connection(("127.0.0.1", port), timeout=2) for _ in range(12)]
-        time.sleep(0.3)                 # both workers see pending connections at the limit: paused
-        reloads = r.stderr_text().count("configuration reloaded")
+        # Both workers paused at the limit: each worker's socket holds some of the 12 unaccepted.
+        queues = wait_for(lambda: (lambda q: q if len(q) == 2 and all(q) else None)(listen_queues(port, r.pid)), 5.0)
+        ok(queues, "both workers paused at the limit, connections queued (%r)" % (queues,))
         r.reload()
-        ok(wait_for(lambda: r.stderr_text().count("configuration reloaded") > reloads, 5.0),
-           "the reload (SIGHUP) while paused is done")
+        ok(r.wait_reloaded(5.0) and r.port("pub") == port, "the reload (SIGHUP) while paused is done, same port")
         a.close()
         for b in bs:
             b.close()
-        time.sleep(0.3)                 # the closes are seen; a paused worker looks again every 50 ms
+        # The closes are seen and the paused workers accept again (they look every 50 ms).
+        wait_for(lambda: not any(listen_queues(port, r.pid)), 5.0)
         is_(probe(10), 10, "after a reload while paused: 10 of 10 health checks answered")
     finally:
         ok(r.alive(), "(pause) exrelay still running")
@@ -436,15 +438,15 @@ def check_log_reopen_race():
 
     The old race (the access log's fd closed while a worker wrote, its number reused by accept())
     hit about once in 500 connections: this check cannot fail reliably, it is kept short."""
-    port = free_port()
     d = tmpdir("exrelay-lograce-")
     r = start_exrelay('''
 global = { workers = 4; drain_timeout = 2; error_log = "%(d)s/error.log"; };
 access_log = { path = "%(d)s/access.log"; };
-listeners = ( { name = "pub"; bind = "127.0.0.1:%(port)d"; health_path = "/hc"; } );
+listeners = ( { name = "pub"; bind = "127.0.0.1:0"; health_path = "/hc"; } );
 backends = ( { name = "b"; servers = [ "127.0.0.1:9" ]; } );
 routes = ( { backend = "b"; } );
-''' % dict(d=d, port=port), ports=[port])
+''' % dict(d=d))
+    port = r.port("pub")
     stop, bad, count = [False], [], [0]
 
     def client():

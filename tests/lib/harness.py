@@ -24,6 +24,7 @@ import json
 import os
 import pwd
 import grp
+import re
 import shutil
 import signal
 import socket
@@ -564,14 +565,29 @@ class Exrelay(Process):
                 self.addr_path, self.returncode, self.stderr_text()[-3000:]))
         return self.read_addrs()
 
-    def reload(self, config_text=None):
-        """Optionally rewrites the config file (atomically), then sends SIGHUP. Remembers the
-        address file's stamp for wait_reloaded()."""
-        if config_text is not None:
-            tmp = self.config_path + ".new"
-            with open(tmp, "w") as f:
-                f.write(config_text)
-            os.rename(tmp, self.config_path)
+    def pin(self, config_text):
+        """config_text with each `name = "N"; bind = "HOST:0"` of a listener already running
+        replaced by the port it got, so that a reload keeps that listener's socket (a listener
+        new to exrelay keeps port 0)."""
+        def port_of(m):
+            if m.group(1) not in self.ports:
+                return m.group(0)
+            return m.group(0)[:-len(':0"')] + ':%d"' % self.ports[m.group(1)]
+        return re.sub(r'name\s*=\s*"([^"]*)";\s*bind\s*=\s*"[^"]*:0"', port_of, config_text)
+
+    def reload(self, config_text=None, pin=True):
+        """Rewrites the config file (atomically) with config_text, or the current text when None,
+        its port-0 listeners pinned to the ports they got (unless not `pin`); then sends SIGHUP.
+        Remembers the address file's stamp for wait_reloaded()."""
+        if config_text is None:
+            with open(self.config_path) as f:
+                config_text = f.read()
+        if pin:
+            config_text = self.pin(config_text)
+        tmp = self.config_path + ".new"
+        with open(tmp, "w") as f:
+            f.write(config_text)
+        os.rename(tmp, self.config_path)
         self.reload_stamp = self.addr_stamp()
         self.send_signal(signal.SIGHUP)
 
