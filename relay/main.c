@@ -383,7 +383,8 @@ main(int argc, char **argv)
 		log_error("%s", err);
 		return 2;
 	}
-	if (drop_privileges(cfg) == -1)
+	/* Before the privilege drop, like a listener on a port below 1024. */
+	if (write_addrfile(sets[0]) == -1 || drop_privileges(cfg) == -1)
 		goto startup_failed;
 	if (daemonize) {
 		if (daemon(0, 0) == -1) {
@@ -397,8 +398,6 @@ main(int argc, char **argv)
 	if (!pidfile)
 		pidfile = cfg->pidfile;
 	if (pidfile && write_pidfile(pidfile) == -1)
-		goto startup_failed;
-	if (write_addrfile(sets[0]) == -1)
 		goto startup_failed;
 
 	ev_signal_init(&sig_hup, reload_cb, SIGHUP);
@@ -436,6 +435,8 @@ main(int argc, char **argv)
 	return 0;
 
 startup_failed:
+	if (addr_path[0])
+		unlink(addr_path);	/* no address file naming sockets that are about to close */
 	listener_sets_discard(sets, relay.nworkers);
 	worker_join_all();
 	config_unref(relay.cfg);
