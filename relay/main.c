@@ -208,13 +208,13 @@ reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	}
 	if (worker_count(cfg) != relay.nworkers)
 		log_warn("reload: 'workers' changes need a restart; keeping %d", relay.nworkers);
-	write_addrfile(sets[0]);	/* before the hand-over: the worker owns the set after it */
 	struct config *old = relay.cfg;
 	relay.cfg = cfg;
 	__atomic_store_n(&relay.max_conns, cfg->max_connections, __ATOMIC_RELAXED);
 	if (log_open(cfg->error_log, cfg->log_level) == -1 ||
 	    log_access_open(cfg->access_log, cfg->access_format) == -1)
 		log_error("reload: cannot open a log file: %s", strerror(errno));
+	write_addrfile(sets[0]);	/* before the hand-over: the worker owns the set after it */
 	worker_hand_over(sets);
 	config_unref(old);
 	log_info("configuration reloaded from %s", conf_path);

@@ -593,7 +593,9 @@ class Exrelay(Process):
 
     def wait_reloaded(self, timeout=10.0):
         """After reload(): waits until exrelay has rewritten the address file (a successful
-        reload, its listeners bound), then reads it. Returns True, or False on timeout."""
+        reload: the new listeners bound, the logs reopened; the file is written just before the
+        new configuration is handed to the workers, logged and reported READY=1), then reads it.
+        Returns True, or False on timeout."""
         if not wait_for(lambda: self.addr_stamp() not in (None, self.reload_stamp), timeout):
             return False
         self.read_addrs()
