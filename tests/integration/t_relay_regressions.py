@@ -488,7 +488,7 @@ def check_duplicate_bind():
     """8. Two listeners with the same bind: `exrelay -t` refuses the file, naming both."""
     d = tmpdir("exrelay-dup-")
     cfg = os.path.join(d, "dup.conf")
-    port = free_port()
+    port = free_port()                  # -t only: two listeners naming one fixed port
     with open(cfg, "w") as f:
         f.write('''listeners = (
   { name = "pub"; bind = "127.0.0.1:%d"; },
@@ -511,7 +511,7 @@ def check_unreadable_cert():
         f.write('''listeners = ( { name = "pub"; bind = "127.0.0.1:%d"; tls = { certificates = ( { cert = "%s/missing.pem"; key = "%s/missing.key"; } ); }; } );
 backends = ( { name = "b"; servers = [ "127.0.0.1:9" ]; } );
 routes = ( { backend = "b"; } );
-''' % (free_port(), d, d))
+''' % (0, d, d))   # fails on the certificate, before any bind
     rc, out = run([exrelay_path(), "-f", cfg])
     diag(out.strip()[-500:])
     is_(rc, 2, "start-up with an unreadable certificate: exit status 2")

@@ -234,7 +234,7 @@ def check_privileges():
             ("unknown user", 'user = "no-such-user-exrelay";', r"unknown user"),
             ("unknown group", 'user = "nobody"; group = "no-such-group-exrelay";', r"unknown group"),
             ("group only (uid stays root)", 'group = "nogroup";', r"refusing")):
-        port = free_port()
+        port = free_port()      # a fixed port: after the refusal, nothing may listen on it
         # Without leak detection first: the exit status of the refusal itself.
         asan = (os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0").lstrip(":")
         p = spawn_exrelay(base_config(port, glob), wait=False, env={"ASAN_OPTIONS": asan})
