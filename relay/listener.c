@@ -134,10 +134,18 @@ find_same(struct worker *w, const struct cfg_listener *lc)
 
 	if (((const struct sockaddr_in *)&lc->addr)->sin_port == 0)
 		return NULL;	/* port 0: a new port each time */
-	for (struct listener *l = set; l; l = l->next)
-		if (l->fd >= 0 && !l->moved && l->lcfg->addrlen == lc->addrlen &&
-		    memcmp(&l->lcfg->addr, &lc->addr, lc->addrlen) == 0)
+	for (struct listener *l = set; l; l = l->next) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		if (l->fd < 0 || l->moved)
+			continue;
+		if (l->lcfg->addrlen == lc->addrlen && memcmp(&l->lcfg->addr, &lc->addr, lc->addrlen) == 0)
 			return l;
+		/* A port-0 listener keeps its socket when the new file names the port it got. */
+		if (getsockname(l->fd, (struct sockaddr *)&ss, &len) == 0 && len == lc->addrlen &&
+		    memcmp(&ss, &lc->addr, len) == 0)
+			return l;
+	}
 	return NULL;
 }
 
@@ -254,24 +262,34 @@ fail:
 	return -1;
 }
 
+/* The address l's socket is bound to as "A.B.C.D:PORT" or "[V6]:PORT"; -1 when unknown. */
+int
+listener_addr(const struct listener *l, char *out, size_t outlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char host[64];
+	bool v4;
+
+	if (l->fd < 0 || getsockname(l->fd, (struct sockaddr *)&ss, &len) == -1)
+		return -1;
+	v4 = ss.ss_family == AF_INET;
+	if (!inet_ntop(ss.ss_family, v4 ? (void *)&((struct sockaddr_in *)&ss)->sin_addr :
+	    (void *)&((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host)))
+		return -1;
+	snprintf(out, outlen, v4 ? "%s:%d" : "[%s]:%d", host, ntohs(v4 ?
+	    ((struct sockaddr_in *)&ss)->sin_port : ((struct sockaddr_in6 *)&ss)->sin6_port));
+	return 0;
+}
+
 void
 listener_report(struct listener *set)
 {
-	for (struct listener *l = set; l; l = l->next) {
-		struct sockaddr_storage ss;
-		socklen_t len = sizeof(ss);
-		char host[64] = "?";
+	char addr[80];
 
-		if (l->fd < 0 || getsockname(l->fd, (struct sockaddr *)&ss, &len) == -1)
-			continue;
-		if (ss.ss_family == AF_INET) {
-			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
-			log_info("listening name=%s addr=%s:%d", l->name, host, ntohs(((struct sockaddr_in *)&ss)->sin_port));
-		} else {
-			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
-			log_info("listening name=%s addr=[%s]:%d", l->name, host, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
-		}
-	}
+	for (struct listener *l = set; l; l = l->next)
+		if (listener_addr(l, addr, sizeof(addr)) == 0)
+			log_info("listening name=%s addr=%s", l->name, addr);
 }
 
 /* Starts a set's watchers (in its worker's thread). */

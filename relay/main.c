@@ -99,6 +99,7 @@ worker_count(const struct config *cfg)
 }
 
 static const char *conf_path = SYSCONFDIR "/exrelay/exrelay.conf";
+static char addr_path[4096];		/* -a FILE, made absolute (-d changes to /); "" = none */
 static ev_signal sig_hup, sig_term, sig_int, sig_usr1;
 static ev_timer drain_timer;
 static ev_timer drain_check;
@@ -107,11 +108,13 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: exrelay [-f FILE] [-t] [-d] [-p PIDFILE] [-V] [-h]\n"
+	    "usage: exrelay [-f FILE] [-t] [-d] [-p PIDFILE] [-a FILE] [-V] [-h]\n"
 	    "  -f FILE     configuration file (default %s)\n"
 	    "  -t          check the configuration and exit\n"
 	    "  -d          run in the background (daemonize)\n"
 	    "  -p PIDFILE  write the process id there (overrides global.pidfile)\n"
+	    "  -a FILE     write the addresses bound, one \"NAME ADDRESS:PORT\" line per listener\n"
+	    "              (port 0 resolved; rewritten on reload)\n"
 	    "  -V          print the versions of exrelay, GnuTLS, libev and libconfig\n"
 	    "  -h          this help\n", SYSCONFDIR "/exrelay/exrelay.conf");
 }
@@ -137,6 +140,51 @@ apply_logs(const struct config *cfg)
 		return -1;
 	}
 	return 0;
+}
+
+/*
+ * Writes the addresses the listeners of set actually bound (port 0 resolved), one line
+ * "NAME ADDRESS:PORT" per listener in configuration order, to addr_path: a temporary file in
+ * the same folder, then rename(), so a reader never sees a partial file. 0, or -1 logged.
+ */
+static int
+write_addrfile(const struct listener *set)
+{
+	char tmp[sizeof(addr_path) + 32], addr[80];
+	FILE *f;
+
+	if (!addr_path[0])
+		return 0;
+	snprintf(tmp, sizeof(tmp), "%s.%d.tmp", addr_path, (int)getpid());
+	if (!(f = fopen(tmp, "w")))
+		goto fail;
+	for (const struct listener *l = set; l; l = l->next)
+		if (listener_addr(l, addr, sizeof(addr)) == 0)
+			fprintf(f, "%s %s\n", l->name, addr);
+	if (fclose(f) != 0 || rename(tmp, addr_path) == -1) {
+		unlink(tmp);
+		goto fail;
+	}
+	return 0;
+fail:
+	log_error("cannot write the address file %s: %s", addr_path, strerror(errno));
+	return -1;
+}
+
+/* Keeps -a FILE as an absolute path in addr_path; -1 when it does not fit. */
+static int
+set_addr_path(const char *path)
+{
+	char cwd[sizeof(addr_path)];
+	int n;
+
+	if (path[0] == '/')
+		n = snprintf(addr_path, sizeof(addr_path), "%s", path);
+	else if (getcwd(cwd, sizeof(cwd)))
+		n = snprintf(addr_path, sizeof(addr_path), "%s/%s", cwd, path);
+	else
+		return -1;
+	return n > 0 && (size_t)n < sizeof(addr_path) ? 0 : -1;
 }
 
 static void
@@ -169,6 +217,7 @@ reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	if (log_open(cfg->error_log, cfg->log_level) == -1 ||
 	    log_access_open(cfg->access_log, cfg->access_format) == -1)
 		log_error("reload: cannot open a log file: %s", strerror(errno));
+	write_addrfile(sets[0]);	/* before the hand-over: the worker owns the set after it */
 	worker_hand_over(sets);
 	config_unref(old);
 	log_info("configuration reloaded from %s", conf_path);
@@ -284,12 +333,18 @@ main(int argc, char **argv)
 	const char *pidfile = NULL;
 	int ch;
 
-	while ((ch = getopt(argc, argv, "f:tdp:Vh")) != -1) {
+	while ((ch = getopt(argc, argv, "f:tdp:a:Vh")) != -1) {
 		switch (ch) {
 		case 'f': conf_path = optarg; break;
 		case 't': test = true; break;
 		case 'd': daemonize = true; break;
 		case 'p': pidfile = optarg; break;
+		case 'a':
+			if (set_addr_path(optarg) == -1) {
+				fprintf(stderr, "exrelay: -a %s: path too long or no current folder\n", optarg);
+				return 1;
+			}
+			break;
 		case 'V': version(); return 0;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 1;
@@ -331,7 +386,8 @@ main(int argc, char **argv)
 		log_error("%s", err);
 		return 2;
 	}
-	if (drop_privileges(cfg) == -1)
+	/* Before the privilege drop, like a listener on a port below 1024. */
+	if (write_addrfile(sets[0]) == -1 || drop_privileges(cfg) == -1)
 		goto startup_failed;
 	if (daemonize) {
 		if (daemon(0, 0) == -1) {
@@ -371,6 +427,8 @@ main(int argc, char **argv)
 	worker_join_all();
 	if (pidfile)
 		unlink(pidfile);
+	if (addr_path[0])
+		unlink(addr_path);
 	log_info("stopped");
 	config_unref(relay.cfg);
 	buf_pool_drain();
@@ -380,6 +438,8 @@ main(int argc, char **argv)
 	return 0;
 
 startup_failed:
+	if (addr_path[0])
+		unlink(addr_path);	/* no address file naming sockets that are about to close */
 	listener_sets_discard(sets, relay.nworkers);
 	worker_join_all();
 	config_unref(relay.cfg);

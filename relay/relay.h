@@ -267,6 +267,7 @@ void listener_set_free(struct listener *set);
 void listener_sets_discard(struct listener **sets, int n);
 void listener_close_traffic(struct worker *w);
 void listener_report(struct listener *set);
+int listener_addr(const struct listener *l, char *out, size_t outlen);
 
 /* worker.c */
 int worker_init_all(int n);

@@ -188,7 +188,6 @@ ap_pp = start_contrib_apache(AP_PP_PORT)
 ap_xff = start_contrib_apache(AP_XFF_PORT, xff=True)
 
 
-ETLS, EPLAIN, ADMIN, AGENT = (free_port() for _ in range(4))
 ECDSA = os.path.join(CERTS, "mail-ecdsa.pem"), os.path.join(CERTS, "mail-ecdsa.test-key.pem")
 DRAIN_TIMEOUT = 20
 
@@ -196,13 +195,13 @@ EXRELAY_CONF = '''
 global = { log_level = "debug"; drain_timeout = %(drain)d; };
 timeouts = { proxy_header = 5; tls_handshake = 5; request_head = 10; client_idle = 30; connect = 3; };
 listeners = (
-  { name = "tls"; bind = "127.0.0.1:%(etls)d"; proxy_protocol = "required"; trusted_proxies = [ "127.0.0.1/32" ];
+  { name = "tls"; bind = "127.0.0.1:0"; proxy_protocol = "required"; trusted_proxies = [ "127.0.0.1/32" ];
     health_path = "/exrelay/health";
     tls = { certificates = ( { cert = "%(cert)s"; key = "%(key)s"; } ); }; },
-  { name = "plain"; bind = "127.0.0.1:%(eplain)d"; proxy_protocol = "required"; trusted_proxies = [ "127.0.0.1/32" ];
+  { name = "plain"; bind = "127.0.0.1:0"; proxy_protocol = "required"; trusted_proxies = [ "127.0.0.1/32" ];
     health_path = "/exrelay/health"; },
-  { name = "admin"; bind = "127.0.0.1:%(admin)d"; role = "admin"; },
-  { name = "agent"; bind = "127.0.0.1:%(agent)d"; role = "agent"; } );
+  { name = "admin"; bind = "127.0.0.1:0"; role = "admin"; },
+  { name = "agent"; bind = "127.0.0.1:0"; role = "agent"; } );
 backends = (
   { name = "exchange"; servers = [ "127.0.0.1:%(sport)d" ]; idle_timeout = 3600; },
   { name = "apache"; servers = [ "127.0.0.1:%(aport)d" ]; send_proxy = "v1"; idle_timeout = 60; },
@@ -214,10 +213,9 @@ routes = (
   { backend = "contrib_xff"; paths = [ "/contrib-xff" ]; },
   { backend = "apache"; } );
 '''
-relay = start_exrelay(EXRELAY_CONF % dict(drain=DRAIN_TIMEOUT, etls=ETLS, eplain=EPLAIN, admin=ADMIN, agent=AGENT,
-                                          cert=ECDSA[0], key=ECDSA[1], sport=ex.port, aport=ap.port,
-                                          pport=AP_PP_PORT, xport=AP_XFF_PORT),
-                      ports=[ETLS, EPLAIN, ADMIN, AGENT])
+relay = start_exrelay(EXRELAY_CONF % dict(drain=DRAIN_TIMEOUT, cert=ECDSA[0], key=ECDSA[1], sport=ex.port,
+                                          aport=ap.port, pport=AP_PP_PORT, xport=AP_XFF_PORT))
+ETLS, EPLAIN, ADMIN, AGENT = (relay.port(n) for n in ("tls", "plain", "admin", "agent"))
 
 
 # ----------------------------------------------------------------------------------------------

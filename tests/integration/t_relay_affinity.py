@@ -11,31 +11,34 @@ server is skipped for the next one, the same way on every instance.
 """
 
 import os
+import socket
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import ok, is_, diag, done, free_port, start_standin, start_exrelay  # noqa: E402
+from harness import ok, is_, diag, done, start_standin, start_exrelay  # noqa: E402
 import rpch  # noqa: E402
 
 servers = [start_standin() for _ in range(3)]
-dead = free_port()          # nothing listens there: connects are refused
+_dead = socket.socket()     # bound, never listening: connects are refused, and the port stays ours
+_dead.bind(("127.0.0.1", 0))
+dead = _dead.getsockname()[1]
 
 
-def config(port, server_ports):
+def config(server_ports):
     return """
 global = { log_level = "debug"; };
 timeouts = { connect = 2; request_head = 3; };
-listeners = ( { name = "public"; bind = "127.0.0.1:%d"; } );
+listeners = ( { name = "public"; bind = "127.0.0.1:0"; } );
 backends = ( { name = "exchange"; servers = [ %s ]; idle_timeout = 60; } );
 routes = ( { backend = "exchange"; } );
-""" % (port, ", ".join('"127.0.0.1:%d"' % p for p in server_ports))
+""" % ", ".join('"127.0.0.1:%d"' % p for p in server_ports)
 
 
-pa, pb = free_port(), free_port()
 ports = [s.port for s in servers]
-ra = start_exrelay(config(pa, ports), ports=[pa])
-rb = start_exrelay(config(pb, ports), ports=[pb])
+ra = start_exrelay(config(ports))
+rb = start_exrelay(config(ports))
+pa, pb = ra.port("public"), rb.port("public")
 
 
 def via(port):
@@ -95,9 +98,9 @@ ok(len(used) >= 2, "cookies spread over several servers (%d of 3 used)" % len(us
 # 3. A refused server is skipped for the next in order, on both instances alike.
 ra.stop()
 rb.stop()
-pc, pd = free_port(), free_port()
-rc = start_exrelay(config(pc, [dead] + ports[1:]), ports=[pc])
-rd = start_exrelay(config(pd, [dead] + ports[1:]), ports=[pd])
+rc = start_exrelay(config([dead] + ports[1:]))
+rd = start_exrelay(config([dead] + ports[1:]))
+pc, pd = rc.port("public"), rd.port("public")
 # 24 cookies: the chance that none hashes to the dead first server is (2/3)^24, about 6e-5.
 n_ok = sum(1 for _ in range(24) if split_vc(pc, pd))
 is_(n_ok, 24, "with the first server refusing, channels still pair (failover in a fixed order)")

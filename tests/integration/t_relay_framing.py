@@ -34,7 +34,7 @@ CONFIG = '''
 global = { log_level = "debug"; drain_timeout = 2; };
 timeouts = { request_head = %(rh)d; client_idle = %(ci)d; connect = %(ct)d; proxy_header = 3; };
 limits = { max_head_size = 8192; max_headers = 20; };
-listeners = ( { name = "public"; bind = "127.0.0.1:%(port)d"; } );
+listeners = ( { name = "public"; bind = "127.0.0.1:0"; } );
 backends = (
   { name = "exchange"; servers = [ "127.0.0.1:%(sport)d" ]; idle_timeout = 3600; },
   { name = "shortidle"; servers = [ "127.0.0.1:%(sport)d" ]; idle_timeout = 1; },
@@ -66,14 +66,26 @@ for _ in range(4):
 
 ex = start_standin(ping_interval=0)
 ap = start_apache(free_port(), proxy_protocol=True)
-PORT, DEAD = free_port(), free_port()
-relay = start_exrelay(CONFIG % dict(rh=REQUEST_HEAD, ci=CLIENT_IDLE, ct=CONNECT, port=PORT, sport=ex.port,
-                                    dead=DEAD, hole=HOLE, aport=ap.port), ports=[PORT])
+dead = socket.socket()      # bound, never listening: connects are refused, and the port stays ours
+dead.bind(("127.0.0.1", 0))
+DEAD = dead.getsockname()[1]
+relay = start_exrelay(CONFIG % dict(rh=REQUEST_HEAD, ci=CLIENT_IDLE, ct=CONNECT, sport=ex.port,
+                                    dead=DEAD, hole=HOLE, aport=ap.port))
+PORT = relay.port("public")
 
 
 def connect(timeout=10):
     """A raw client connection to exrelay."""
     return rpch.HttpConn("127.0.0.1", PORT, timeout=timeout)
+
+
+def sentinel(tag):
+    """Sends, on a fresh connection, a request that must reach the stand-in and waits until the
+    stand-in logged it: whatever exrelay forwarded before it has arrived by then. True if it did."""
+    target = "/owa/sentinel-%s" % tag
+    with connect() as c:
+        c.request("GET", target, [("Host", "x")], timeout=5)
+    return bool(ex.wait_event("request", timeout=5, target=target))
 
 
 def n_requests():
@@ -143,8 +155,8 @@ def check_client_errors():
             ok(status in (400, 501) and closed, "%s: 400 or 501 and close (got %r, closed %r)" % (name, status, closed))
         else:
             is_((status, closed), (want, True), "%s: %d and close" % (name, want))
-    time.sleep(0.2)
-    is_(n_requests(), n, "no malformed request reached the stand-in")
+    is_((sentinel("malformed"), n_requests()), (True, n + 1),
+        "no malformed request reached the stand-in (only the sentinel after them)")
     # just under the limits: accepted
     status, _ = raw_exchange(("GET /owa/x HTTP/1.1\r\nHost: x\r\n%s\r\n"
                               % "".join("X-H%d: v\r\n" % i for i in range(19))).encode())
@@ -167,8 +179,8 @@ def check_body_framing():
                 status = None
             closed = c.wait_closed(timeout=5)
         ok(status != 200 and closed, "%s: no 200, connection closed (status %r)" % (name, status))
-    time.sleep(0.2)
-    is_(ex.events("request", target="/owa/smuggled-chunk"), [], "nothing after a broken chunk became a request")
+    is_((sentinel("chunk"), ex.events("request", target="/owa/smuggled-chunk")), (True, []),
+        "nothing after a broken chunk became a request (checked after a sentinel arrived)")
     # the stand-in answers 403 at once without reading the body; the body holds a request
     smuggled = b"GET /owa/smuggled-early HTTP/1.1\r\nHost: x\r\n\r\n"
     body = smuggled + b"x" * (100 - len(smuggled))
@@ -184,8 +196,8 @@ def check_body_framing():
         except (EOFError, OSError, socket.timeout):
             resp2 = None
     is_(resp.status, 403, "early final answer passed on")
-    time.sleep(0.3)
-    is_(ex.events("request", target="/owa/smuggled-early"), [], "the unread body was never parsed as a request")
+    is_((sentinel("early"), ex.events("request", target="/owa/smuggled-early")), (True, []),
+        "the unread body was never parsed as a request (checked after a sentinel arrived)")
     ok(resp2 is None or ex.events("request", target="/owa/after-early"),
        "after the early answer: connection closed or the next request served properly")
     ok(n_requests() >= n, "stand-in still counting")

@@ -35,6 +35,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import run_checks, ok, is_, diag, free_port, wait_for, start_exrelay, exrelay_path, \
     tmpdir  # noqa: E402
+from service import listen_queues  # noqa: E402
 
 T0 = time.monotonic()
 CERTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "certs")
@@ -154,11 +155,10 @@ CLEAN = start_backend(closedelim_backend(False))
 CUT = start_backend(closedelim_backend(True))
 PLAIN = start_backend(plain_backend)
 
-PORT, TLSPORT = free_port(), free_port()
 relay = start_exrelay('''
 global = { drain_timeout = 2; };
-listeners = ( { name = "pub"; bind = "127.0.0.1:%(port)d"; health_path = "/hc"; },
-              { name = "tls"; bind = "127.0.0.1:%(tlsport)d";
+listeners = ( { name = "pub"; bind = "127.0.0.1:0"; health_path = "/hc"; },
+              { name = "tls"; bind = "127.0.0.1:0";
                 tls = { certificates = ( { cert = "%(certs)s/mail-ecdsa.pem";
                                            key = "%(certs)s/mail-ecdsa.test-key.pem"; } ); }; } );
 backends = ( { name = "upload"; servers = [ "127.0.0.1:%(upload)d" ]; },
@@ -173,8 +173,9 @@ routes = ( { backend = "internal"; paths = [ "/internal" ]; },
            { backend = "clean"; paths = [ "/clean" ]; },
            { backend = "cut"; paths = [ "/cut" ]; },
            { backend = "plain"; } );
-''' % dict(port=PORT, tlsport=TLSPORT, certs=CERTS, upload=UPLOAD, internal=INTERNAL, linger=LINGER,
-           clean=CLEAN, cut=CUT, plain=PLAIN), ports=[PORT, TLSPORT])
+''' % dict(certs=CERTS, upload=UPLOAD, internal=INTERNAL, linger=LINGER, clean=CLEAN, cut=CUT,
+           plain=PLAIN))
+PORT, TLSPORT = relay.port("pub"), relay.port("tls")
 
 # ----------------------------------------------------------------------------------------------
 # Client helpers
@@ -392,13 +393,13 @@ def check_lingering_close():
 
 def check_pause_reload():
     """4. A worker paused at max_connections accepts again after a reload."""
-    port = free_port()
     r = start_exrelay('''
 global = { workers = 2; max_connections = 1; drain_timeout = 2; };
-listeners = ( { name = "pub"; bind = "127.0.0.1:%d"; health_path = "/hc"; } );
+listeners = ( { name = "pub"; bind = "127.0.0.1:0"; health_path = "/hc"; } );
 backends = ( { name = "b"; servers = [ "127.0.0.1:9" ]; } );
 routes = ( { backend = "b"; } );
-''' % port, ports=[port])
+''')
+    port = r.port("pub")
     try:
         def probe(n):
             good = 0
@@ -414,15 +415,16 @@ routes = ( { backend = "b"; } );
         a.sendall(b"GET /hc HTTP/1.1\r\nHost: x\r\n\r\n")
         is_(read_response(a)[0], 200, "a kept-alive connection holds the limit (max_connections = 1)")
         bs = [socket.create_connection(("127.0.0.1", port), timeout=2) for _ in range(12)]
-        time.sleep(0.3)                 # both workers see pending connections at the limit: paused
-        reloads = r.stderr_text().count("configuration reloaded")
+        # Both workers paused at the limit: each worker's socket holds some of the 12 unaccepted.
+        queues = wait_for(lambda: (lambda q: q if len(q) == 2 and all(q) else None)(listen_queues(port, r.pid)), 5.0)
+        ok(queues, "both workers paused at the limit, connections queued (%r)" % (queues,))
         r.reload()
-        ok(wait_for(lambda: r.stderr_text().count("configuration reloaded") > reloads, 5.0),
-           "the reload (SIGHUP) while paused is done")
+        ok(r.wait_reloaded(5.0) and r.port("pub") == port, "the reload (SIGHUP) while paused is done, same port")
         a.close()
         for b in bs:
             b.close()
-        time.sleep(0.3)                 # the closes are seen; a paused worker looks again every 50 ms
+        # The closes are seen and the paused workers accept again (they look every 50 ms).
+        wait_for(lambda: not any(listen_queues(port, r.pid)), 5.0)
         is_(probe(10), 10, "after a reload while paused: 10 of 10 health checks answered")
     finally:
         ok(r.alive(), "(pause) exrelay still running")
@@ -436,15 +438,15 @@ def check_log_reopen_race():
 
     The old race (the access log's fd closed while a worker wrote, its number reused by accept())
     hit about once in 500 connections: this check cannot fail reliably, it is kept short."""
-    port = free_port()
     d = tmpdir("exrelay-lograce-")
     r = start_exrelay('''
 global = { workers = 4; drain_timeout = 2; error_log = "%(d)s/error.log"; };
 access_log = { path = "%(d)s/access.log"; };
-listeners = ( { name = "pub"; bind = "127.0.0.1:%(port)d"; health_path = "/hc"; } );
+listeners = ( { name = "pub"; bind = "127.0.0.1:0"; health_path = "/hc"; } );
 backends = ( { name = "b"; servers = [ "127.0.0.1:9" ]; } );
 routes = ( { backend = "b"; } );
-''' % dict(d=d, port=port), ports=[port])
+''' % dict(d=d))
+    port = r.port("pub")
     stop, bad, count = [False], [], [0]
 
     def client():
@@ -486,7 +488,7 @@ def check_duplicate_bind():
     """8. Two listeners with the same bind: `exrelay -t` refuses the file, naming both."""
     d = tmpdir("exrelay-dup-")
     cfg = os.path.join(d, "dup.conf")
-    port = free_port()
+    port = free_port()                  # -t only: two listeners naming one fixed port
     with open(cfg, "w") as f:
         f.write('''listeners = (
   { name = "pub"; bind = "127.0.0.1:%d"; },
@@ -509,7 +511,7 @@ def check_unreadable_cert():
         f.write('''listeners = ( { name = "pub"; bind = "127.0.0.1:%d"; tls = { certificates = ( { cert = "%s/missing.pem"; key = "%s/missing.key"; } ); }; } );
 backends = ( { name = "b"; servers = [ "127.0.0.1:9" ]; } );
 routes = ( { backend = "b"; } );
-''' % (free_port(), d, d))
+''' % (0, d, d))   # fails on the certificate, before any bind
     rc, out = run([exrelay_path(), "-f", cfg])
     diag(out.strip()[-500:])
     is_(rc, 2, "start-up with an unreadable certificate: exit status 2")
@@ -519,10 +521,152 @@ routes = ( { backend = "b"; } );
     ok(("%s:1:" % cfg) in out, "-t: the message gives FILE:LINE")
 
 
+def _fnv1a_pick(key, n):
+    """The server index exrelay tries first for a request keyed `key` (upstream_pick: FNV-1a % n)."""
+    h = 1469598103934665603
+    for b in key.encode():
+        h = ((h ^ b) * 1099511628211) & (2 ** 64 - 1)
+    return h % n
+
+
+def _tcp_rows(pid):
+    """exrelay's TCP sockets from /proc/net/tcp: [(local port, remote port, state, rx_queue)]."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    rows = []
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            p = line.split()
+            if p[9] in inodes:
+                rows.append((int(p[1].rsplit(":", 1)[1], 16), int(p[2].rsplit(":", 1)[1], 16), p[3],
+                             int(p[4].split(":")[1], 16)))
+    return rows
+
+
+def check_tls_first_step():
+    """10. 93fd16a: a backend's TLS handshake that fails in its very first step is a TLS failure.
+
+    The failure must come in the first gnutls_handshake() call, the one made inside
+    upstream_connected() right after the connect: the server's answer must already be in exrelay's
+    receive queue when exrelay sees its connect complete. Made deterministic: the bad server's
+    accept queue is full, so exrelay's SYN is dropped and its socket waits in SYN_SENT; exrelay is
+    then stopped (SIGSTOP), the queue emptied; the kernel completes the handshake at the SYN
+    retransmission, the bad server answers at once with a fatal TLS alert, and only once those
+    bytes sit in exrelay's receive queue does exrelay go on (SIGCONT). Before the fix exrelay took
+    this for a connect failure, tried the next server, and logged a reason freed with the TLS
+    state (ASan: heap-use-after-free)."""
+    bad = socket.socket()
+    bad.bind(("127.0.0.1", 0))
+    bad.listen(0)
+    _backend_socks.append(bad)
+    bad_port = bad.getsockname()[1]
+    fill = []
+    for _ in range(4):                  # fill the accept queue: further SYNs are dropped
+        f = socket.socket()
+        f.setblocking(False)
+        try:
+            f.connect(("127.0.0.1", bad_port))
+        except BlockingIOError:
+            pass
+        fill.append(f)
+    seen = []                           # what the sentinel server received, one entry per connection
+
+    def sentinel_handler(c):
+        """Records the request line (or the first bytes) of each connection; answers 200."""
+        c.settimeout(5)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data and len(data) < 4096:
+                got = c.recv(4096)
+                if not got:
+                    break
+                data += got
+        except OSError:
+            pass
+        seen.append(data.split(b"\r\n", 1)[0])
+        try:
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        except OSError:
+            pass
+        c.close()
+    sentinel = start_backend(sentinel_handler)
+    # Server order: the bad server first for this client (exrelay hashes the client address).
+    servers = [bad_port, sentinel] if _fnv1a_pick("127.0.0.1", 2) == 0 else [sentinel, bad_port]
+    r = start_exrelay('''
+global = { workers = 1; drain_timeout = 2; };
+timeouts = { connect = 8; };
+listeners = ( { name = "pub"; bind = "127.0.0.1:0"; } );
+backends = ( { name = "tlsb"; servers = [ "127.0.0.1:%d", "127.0.0.1:%d" ]; tls = { verify = false; }; },
+             { name = "sent"; servers = [ "127.0.0.1:%d" ]; } );
+routes = ( { backend = "sent"; paths = [ "/sentinel" ]; }, { backend = "tlsb"; } );
+''' % (servers[0], servers[1], sentinel))
+    port = r.port("pub")
+    client = socket.create_connection(("127.0.0.1", port), timeout=15)
+    stopped = False
+    try:
+        client.sendall(b"GET /first-step HTTP/1.1\r\nHost: x\r\n\r\n")
+        syn = wait_for(lambda: [x for x in _tcp_rows(r.pid) if x[1] == bad_port and x[2] == "02"], 5.0)
+        ok(syn, "exrelay's connect to the bad server waits in SYN_SENT (accept queue full)")
+        os.kill(r.pid, signal.SIGSTOP)
+        stopped = True
+        for f in fill:
+            f.close()
+        bad.settimeout(0.2)
+        held = []
+        # Empty the accept queue, then take exrelay's connection when the SYN is retransmitted
+        # (about 1 s after the first) and answer it at once: a fatal handshake_failure alert.
+        deadline = time.monotonic() + 8.0
+        answered = None
+        while time.monotonic() < deadline and answered is None:
+            try:
+                c, peer = bad.accept()
+            except socket.timeout:
+                continue
+            held.append(c)
+            if peer[1] == syn[0][0]:
+                c.sendall(b"\x15\x03\x03\x00\x02\x02\x28")
+                answered = c
+        ok(answered, "the bad server accepted exrelay's connection while exrelay was stopped, answered an alert")
+        queued = wait_for(lambda: [x for x in _tcp_rows(r.pid) if x[1] == bad_port and x[2] == "01" and x[3] >= 7],
+                          5.0)
+        ok(queued, "the alert waits in exrelay's receive queue before exrelay sees its connect complete")
+        os.kill(r.pid, signal.SIGCONT)
+        stopped = False
+        st, body, _ = read_response(client, 10.0)
+        is_(st, 502, "a TLS handshake failing in its first step: 502")
+        ok(wait_for(lambda: re.search(r"TLS handshake failed: .*alert", r.stderr_text(), re.I), 5.0),
+           "exrelay logs the reason (TLS handshake failed: ... alert)")
+        ok("trying the next server" not in r.stderr_text(), "no 'trying the next server' for a TLS failure")
+        # Sentinel: a request that must reach the other server; once it has, anything exrelay sent
+        # there for the failed request would have arrived before it.
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s2:
+            s2.sendall(b"GET /sentinel HTTP/1.1\r\nHost: x\r\n\r\n")
+            is_(read_response(s2, 5.0)[0], 200, "the sentinel request reaches the other server")
+        wait_for(lambda: seen, 5.0)
+        is_(seen, [b"GET /sentinel HTTP/1.1"], "a TLS failure is not retried: the other server saw only the sentinel")
+        for c in held:
+            c.close()
+    finally:
+        if stopped:
+            os.kill(r.pid, signal.SIGCONT)
+        client.close()
+        ok(r.alive(), "(first step) exrelay still running")
+        is_(r.stop(), 0, "(first step) exrelay stops with exit status 0")
+        is_([l for l in r.stderr_text().splitlines() if "Sanitizer" in l or "runtime error" in l], [],
+            "(first step) no sanitizer lines")
+
+
 try:
     run_checks((check_smuggling, check_second_bad_request, check_pipelined_health, check_close_notify,
                 check_lingering_close, check_pause_reload, check_log_reopen_race, check_duplicate_bind,
-                check_unreadable_cert), relay, T0)
+                check_unreadable_cert, check_tls_first_step), relay, T0)
 finally:
     for s in _backend_socks:
         try:

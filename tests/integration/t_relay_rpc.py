@@ -22,7 +22,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import run_checks, ok, is_, diag, done, free_port, start_standin, start_exrelay, wait_for  # noqa: E402
+from harness import run_checks, ok, is_, diag, done, start_standin, start_exrelay, wait_for  # noqa: E402
 import rpch  # noqa: E402
 
 T0 = time.monotonic()
@@ -32,16 +32,16 @@ CONFIG = '''
 global = { log_level = "debug"; drain_timeout = 2; };
 timeouts = { request_head = 5; client_idle = 10; connect = 2; proxy_header = 3; };
 listeners = (
-  { name = "public"; bind = "127.0.0.1:%(port)d"; proxy_protocol = "optional"; trusted_proxies = [ "127.0.0.1/32" ]; },
-  { name = "admin"; bind = "127.0.0.1:%(admin)d"; role = "admin"; } );
+  { name = "public"; bind = "127.0.0.1:0"; proxy_protocol = "optional"; trusted_proxies = [ "127.0.0.1/32" ]; },
+  { name = "admin"; bind = "127.0.0.1:0"; role = "admin"; } );
 backends = (
   { name = "exchange"; servers = [ "127.0.0.1:%(sport)d" ]; add_headers = [ "Front-End-Https: On" ]; idle_timeout = 3600; } );
 routes = ( { backend = "exchange"; paths = [ "/rpc", "/mapi", "/ews", "/auth" ]; } );
 '''
 
 ex = start_standin(ping_interval=0, notify_interval=30)
-PORT, ADMIN = free_port(), free_port()
-relay = start_exrelay(CONFIG % dict(port=PORT, admin=ADMIN, sport=ex.port), ports=[PORT, ADMIN])
+relay = start_exrelay(CONFIG % dict(sport=ex.port))
+PORT, ADMIN = relay.port("public"), relay.port("admin")
 
 
 def connect():
@@ -73,11 +73,20 @@ def rpc_active():
 
 def check_handshake_11():
     """HTTP/1.1 handshake; channels counted while open; PDUs flow both ways."""
-    vc = rpch.open_virtual_connection(connect)
-    r = vc.out_response
+    vc = rpch.VirtualConnection()
+    vc.cookie = rpch.new_cookie()
+    vc.out = connect()
+    vc.out.send(rpch.rpc_out_request(TARGET) + rpch.conn_a1(vc.cookie))
+    r = vc.out_response = vc.out.read_response(5)
     is_((r.status, r.reason, r.header("Content-Type"), r.header("Content-Length")),
         (200, "Success", "application/rpc", "1073741824"), "1.1 OUT: 200 Success, application/rpc, 1 GiB")
-    ok(True, "1.1 handshake: A3 then C2 (after B1 on IN)")
+    a3 = rpch.parse_a3(vc.out.read_exact(rpch.A3_LEN, 5))
+    early = bytes(vc.out.buf)           # anything after A3 before B1 was sent (C2 must wait for B1)
+    vc.inn = connect()
+    vc.inn.send(rpch.rpc_in_request(TARGET) + rpch.conn_b1(vc.cookie))
+    c2 = rpch.parse_c2(vc.out.read_exact(rpch.C2_LEN, 5))
+    ok(a3 > 0 and early == b"" and c2["connection_timeout"] > 0,
+       "1.1 handshake: A3 (timeout %r ms) then C2 only after B1 on IN (%r)" % (a3, c2))
     paired = ex.wait_event("paired", cookie=vc.cookie.hex())
     ok(paired and paired[0]["out_conn"] != paired[0]["in_conn"], "stand-in paired IN and OUT")
     is_(wait_for(lambda: (lambda a: a if a.get("RPC_IN_DATA") == 1 and a.get("RPC_OUT_DATA") == 1 else None)(
@@ -191,8 +200,7 @@ def check_small_writes():
        "IN closed early: stand-in in_closed complete=false, bytes=B1+22000 (%r)" % (ev[0] if ev else None))
     vc.out.close()
     ok(ex.wait_event("out_closed", timeout=5, cookie=vc.cookie.hex()), "OUT close reached the stand-in")
-    time.sleep(0.2)
-    lines = [l for l in relay.stderr_text().splitlines() if "closed by the client" in l]
+    lines = wait_for(lambda: [l for l in relay.stderr_text().splitlines() if "closed by the client" in l], 5) or []
     ok(relay.alive(), "exrelay keeps running after the early close")
     ok(lines and all(" info: " in l or " debug: " in l for l in lines),
        "early IN close logged as info, not error (%r)" % (lines[-1] if lines else None))

@@ -24,7 +24,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import agent_line, ok, is_, diag, done, free_port, start_standin, start_exrelay, exrelay_path, tmpdir, \
+from harness import agent_line, ok, is_, diag, done, start_standin, start_exrelay, exrelay_path, tmpdir, \
     wait_for  # noqa: E402
 import rpch  # noqa: E402
 
@@ -35,7 +35,7 @@ WORK = tmpdir("exrelay-signals-")
 
 ex1 = start_standin(ping_interval=0)
 ex2 = start_standin(ping_interval=0)
-PORT, ADMIN, AGENT = free_port(), free_port(), free_port()
+PORT = ADMIN = AGENT = None     # exrelay's listeners bind port 0: set from its address file
 ACCESS = os.path.join(WORK, "access.log")
 
 
@@ -45,20 +45,20 @@ def config(owa_backend):
 access_log = { path = "%(access)s"; format = "combined"; };
 timeouts = { request_head = 5; client_idle = 30; connect = 2; proxy_header = 3; };
 listeners = (
-  { name = "public"; bind = "127.0.0.1:%(port)d"; },
-  { name = "admin"; bind = "127.0.0.1:%(admin)d"; role = "admin"; },
-  { name = "agent"; bind = "127.0.0.1:%(agent)d"; role = "agent"; } );
+  { name = "public"; bind = "127.0.0.1:0"; },
+  { name = "admin"; bind = "127.0.0.1:0"; role = "admin"; },
+  { name = "agent"; bind = "127.0.0.1:0"; role = "agent"; } );
 backends = (
   { name = "one"; servers = [ "127.0.0.1:%(p1)d" ]; idle_timeout = 3600; },
   { name = "two"; servers = [ "127.0.0.1:%(p2)d" ]; idle_timeout = 3600; } );
 routes = ( { backend = "one"; paths = [ "/rpc" ]; }, { backend = "%(owa)s"; paths = [ "/owa" ]; } );
-''' % dict(drain=DRAIN_TIMEOUT, access=ACCESS, port=PORT, admin=ADMIN, agent=AGENT, p1=ex1.port, p2=ex2.port,
+''' % dict(drain=DRAIN_TIMEOUT, access=ACCESS, p1=ex1.port, p2=ex2.port,
            owa=owa_backend)
 
 
-def connect(port=PORT):
-    """A raw client connection."""
-    return rpch.HttpConn("127.0.0.1", port, timeout=10)
+def connect(port=None):
+    """A raw client connection (to exrelay's public listener by default)."""
+    return rpch.HttpConn("127.0.0.1", port or PORT, timeout=10)
 
 
 def where(c, target):
@@ -121,13 +121,16 @@ relay = None
 
 def check_reload():
     """SIGHUP: new connections get the new route, old ones keep theirs, streams go on; bad config kept out."""
-    global relay
-    relay = start_exrelay(config("one"), ports=[PORT, ADMIN, AGENT])
+    global relay, PORT, ADMIN, AGENT
+    relay = start_exrelay(config("one"))
+    PORT, ADMIN, AGENT = relay.port("public"), relay.port("admin"), relay.port("agent")
     vc = rpch.open_virtual_connection(connect)
     old = connect()
     is_(where(old, "/owa/before"), "one", "before reload: /owa -> one")
     relay.reload(config("two"))
-    ok(wait_for(lambda: re.search(r"reload", relay.stderr_text(), re.I), 5), "reload logged")
+    ok(relay.wait_reloaded(5) and wait_for(lambda: "configuration reloaded" in relay.stderr_text(), 5),
+       "reload done (address file rewritten) and logged")
+    is_(relay.ports, {"public": PORT, "admin": ADMIN, "agent": AGENT}, "the reload kept every listener's port")
 
     def new_route():
         """Where a fresh connection's /owa goes (polled until the reload took effect)."""
@@ -162,7 +165,7 @@ def check_reload():
     # log files, and one landing after check_reopen's rename would move the log early.
     n = relay.stderr_text().count("configuration reloaded")
     relay.reload(config("two"))
-    ok(wait_for(lambda: relay.stderr_text().count("configuration reloaded") > n, 5),
+    ok(relay.wait_reloaded(5) and wait_for(lambda: relay.stderr_text().count("configuration reloaded") > n, 5),
        "the valid configuration is back")
 
 
@@ -232,14 +235,13 @@ def check_drain():
 
 def check_idle_stop():
     """SIGTERM with no connection open: exit 0 at once, without waiting for drain_timeout."""
-    port = free_port()
-    r = start_exrelay('global = { drain_timeout = 5; };\nlisteners = ( { name = "p"; bind = "127.0.0.1:%d"; } );\n'
+    r = start_exrelay('global = { drain_timeout = 5; };\nlisteners = ( { name = "p"; bind = "127.0.0.1:0"; } );\n'
                       'backends = ( { name = "b"; servers = [ "127.0.0.1:%d" ]; } );\n'
-                      'routes = ( { backend = "b"; } );\n' % (port, ex1.port), ports=[port])
+                      'routes = ( { backend = "b"; } );\n' % ex1.port)
+    port = r.port("p")
     with connect(port) as c:
         resp, _ = c.request("GET", "/x", [("Host", "x")], timeout=5)
     is_(resp.status, 200, "second instance served a request")
-    time.sleep(0.2)
     t = time.monotonic()
     r.send_signal(signal.SIGTERM)
     exited = wait_for(lambda: not r.alive(), 8)

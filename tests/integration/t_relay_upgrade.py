@@ -16,7 +16,7 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import ok, is_, diag, done, free_port, start_exrelay  # noqa: E402
+from harness import ok, is_, diag, done, start_exrelay  # noqa: E402
 import rpch  # noqa: E402
 
 
@@ -76,13 +76,13 @@ def accept_loop():
 
 threading.Thread(target=accept_loop, daemon=True).start()
 
-port = free_port()
 relay = start_exrelay("""
 global = { drain_timeout = 2; };
-listeners = ( { name = "public"; bind = "127.0.0.1:%d"; } );
+listeners = ( { name = "public"; bind = "127.0.0.1:0"; } );
 backends = ( { name = "ws"; servers = [ "127.0.0.1:%d" ]; idle_timeout = 10; } );
 routes = ( { backend = "ws"; } );
-""" % (port, bport), ports=[port])
+""" % bport)
+port = relay.port("public")
 
 # 1. A tunnel: 101 relayed, bytes both ways, half-close passed on.
 with rpch.HttpConn("127.0.0.1", port, timeout=10) as c:

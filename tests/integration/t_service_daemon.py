@@ -114,9 +114,8 @@ def check_daemonize():
     libc = ctypes.CDLL(None, use_errno=True)
     subreaper = libc.prctl(36, 1, 0, 0, 0) == 0          # PR_SET_CHILD_SUBREAPER
     work = tmpdir("exrelay-daemonize-")
-    port = free_port()
     cli_pid, cfg_pid, elog = (os.path.join(work, n) for n in ("cli.pid", "global.pid", "error.log"))
-    p = spawn_exrelay(base_config(port, 'pidfile = "%s"; error_log = "%s";' % (cfg_pid, elog)),
+    p = spawn_exrelay(base_config(0, 'pidfile = "%s"; error_log = "%s";' % (cfg_pid, elog)),
                       args=["-d", "-p", cli_pid], wait=False)
     is_(wait_exit(p), 0, "-d: the starting process exits 0")
     ok(wait_for(lambda: os.path.exists(cli_pid) and open(cli_pid).read().endswith("\n"), 10), "-d: -p pidfile written")
@@ -132,18 +131,19 @@ def check_daemonize():
     ok(os.getsid(pid) == pid and os.getsid(pid) != os.getsid(0), "-d: the daemon leads its own session")
     fds = {n: os.readlink("/proc/%d/fd/%d" % (pid, n)) for n in (0, 1, 2)}
     is_(fds, {0: "/dev/null", 1: "/dev/null", 2: "/dev/null"}, "-d: stdin/stdout/stderr on /dev/null")
-    ok(harness.wait_port("127.0.0.1", port, 10, d.alive) and get(port, "/daemon") == 200, "-d: the daemon serves")
+    port = wait_for(lambda: p.read_addrs() and p.port("public"), 10)   # -a FILE is absolute: -d changes to /
+    ok(port and get(port, "/daemon") == 200, "-d: the daemon writes its address file and serves")
     ok(wait_for(lambda: re.search(r"started \(pid %d" % pid, open(elog).read()), 5),
        "-d: the error log file names the daemon's pid")
     os.kill(pid, signal.SIGTERM)
     ok(wait_for(lambda: not d.alive(), 10), "-d: SIGTERM stops the daemon")
     if subreaper:
         is_(wait_for(lambda: d.reap() is not None or None, 5) and d.status, 0, "-d: the daemon's exit status is 0")
-    ok(wait_for(lambda: not os.path.exists(cli_pid), 5), "-d: the pidfile is removed at exit")
+    ok(wait_for(lambda: not os.path.exists(cli_pid), 5) and not os.path.exists(p.addr_path),
+       "-d: the pidfile and the address file are removed at exit")
 
     # global.pidfile alone, foreground.
-    port = free_port()
-    r = spawn_exrelay(base_config(port, 'pidfile = "%s";' % cfg_pid), ports=[port])
+    r = spawn_exrelay(base_config(0, 'pidfile = "%s";' % cfg_pid))
     relays.append(r)
     ok(wait_for(lambda: os.path.exists(cfg_pid) and open(cfg_pid).read() == "%d\n" % r.pid, 5),
        "global.pidfile: holds the pid and a newline")
@@ -180,11 +180,11 @@ def check_privileges():
     if not low or not low2:
         ok(True, "privilege drop: no free port below 1024 # SKIP")
         return
-    admin = free_port()
-    listeners = '{ name = "low"; bind = "127.0.0.1:%d"; }, { name = "admin"; bind = "127.0.0.1:%d"; role = "admin"; }' \
-        % (low, admin)
+    # (the low ports are fixed: binding below 1024 before the drop is the point)
+    listeners = '{ name = "low"; bind = "127.0.0.1:%d"; }, { name = "admin"; bind = "127.0.0.1:0"; role = "admin"; }' \
+        % low
     g = 'user = "nobody"; group = "nogroup"; workers = 2;'
-    r = spawn_exrelay(base_config(low, g, listeners=listeners), ports=[low, admin])
+    r = spawn_exrelay(base_config(low, g, listeners=listeners), ports=[low])
     r.errors_expected = True            # the failed reload below
     relays.append(r)
     is_(get(low, "/low"), 200, "user/group: a listener on port %d (< 1024) bound before the drop serves" % low)
@@ -234,7 +234,7 @@ def check_privileges():
             ("unknown user", 'user = "no-such-user-exrelay";', r"unknown user"),
             ("unknown group", 'user = "nobody"; group = "no-such-group-exrelay";', r"unknown group"),
             ("group only (uid stays root)", 'group = "nogroup";', r"refusing")):
-        port = free_port()
+        port = free_port()      # a fixed port: after the refusal, nothing may listen on it
         # Without leak detection first: the exit status of the refusal itself.
         asan = (os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0").lstrip(":")
         p = spawn_exrelay(base_config(port, glob), wait=False, env={"ASAN_OPTIONS": asan})
@@ -332,11 +332,11 @@ def check_syslog():
                 m = SYSLOG_RE.match(g)
                 out.append((int(m.group(1)), int(m.group(2)), m.group(3)) if m else (None, None, g))
             return out
-    port = free_port()
-    text = base_config(port, 'error_log = "syslog";', extra='access_log = { path = "syslog"; format = "combined"; };\n')
-    r = spawn_exrelay(text, ports=[port], env={"T": work},
+    text = base_config(0, 'error_log = "syslog";', extra='access_log = { path = "syslog"; format = "combined"; };\n')
+    r = spawn_exrelay(text, env={"T": work},
                       wrapper=lambda argv: ["unshare", "-m", "sh", "-c", _NS_SCRIPT, "sh"] + argv)
     relays.append(r)
+    port = r.port("public")
     started = wait_for(lambda: [m for m in messages() if "started" in m[2]], 10)
     ok(started and started[0][0] == 30 and started[0][1] == r.pid,
        "syslog: the start message arrives with <30> (daemon.info) and exrelay[%d] (%r)" % (r.pid, started[:1]))
@@ -385,11 +385,11 @@ def check_logrotate():
         return
     work = tmpdir("exrelay-logrotate-")
     access, elog, pidfile = (os.path.join(work, n) for n in ("access.log", "error.log", "exrelay.pid"))
-    port = free_port()
-    r = spawn_exrelay(base_config(port, 'workers = 2; error_log = "%s";' % elog,
+    r = spawn_exrelay(base_config(0, 'workers = 2; error_log = "%s";' % elog,
                                   extra='access_log = { path = "%s"; format = "combined"; };\n' % access),
-                      ports=[port], args=["-p", pidfile])
+                      args=["-p", pidfile])
     relays.append(r)
+    port = r.port("public")
     conf = os.path.join(work, "logrotate.conf")
     with open(conf, "w") as f:
         f.write('''"%s" "%s" {

@@ -25,7 +25,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import ok, is_, diag, run_checks, free_port, start_standin, wait_for  # noqa: E402
+from harness import ok, is_, diag, run_checks, start_standin, wait_for  # noqa: E402
 import rpch  # noqa: E402
 from service import spawn_exrelay, metrics, metric, agent_line, thread_stats, listening_sockets, \
     listen_queues, stop_all  # noqa: E402
@@ -35,17 +35,17 @@ ex = start_standin(ping_interval=0)
 relays = []
 
 
-def config(port, admin, workers, max_connections=20000, agent=None, extra=""):
+def config(workers, max_connections=20000, agent=False, extra=""):
     """A config with a public listener, an admin one (and an agent one), one backend, one route."""
     return '''global = { workers = %d; max_connections = %d; drain_timeout = 5; log_level = "info"; %s };
 timeouts = { request_head = 10; client_idle = 30; connect = 3; };
 listeners = (
-  { name = "public"; bind = "127.0.0.1:%d"; },
-  { name = "admin"; bind = "127.0.0.1:%d"; role = "admin"; }%s );
+  { name = "public"; bind = "127.0.0.1:0"; },
+  { name = "admin"; bind = "127.0.0.1:0"; role = "admin"; }%s );
 backends = ( { name = "one"; servers = [ "127.0.0.1:%d" ]; idle_timeout = 30; } );
 routes = ( { backend = "one"; } );
-''' % (workers, max_connections, extra, port, admin,
-       ',\n  { name = "agent"; bind = "127.0.0.1:%d"; role = "agent"; }' % agent if agent else "", ex.port)
+''' % (workers, max_connections, extra,
+       ',\n  { name = "agent"; bind = "127.0.0.1:0"; role = "agent"; }' if agent else "", ex.port)
 
 
 def get(port, target, timeout=10.0):
@@ -59,14 +59,14 @@ def get(port, target, timeout=10.0):
 
 def check_workers():
     """workers = 2: two listening sockets, the load spread over both threads, merged counters."""
-    port, admin = free_port(), free_port()
-    r = spawn_exrelay(config(port, admin, 2), ports=[port, admin])
+    r = spawn_exrelay(config(2))
+    port, admin = r.port("public"), r.port("admin")
     relays.append(r)
     # /proc/net/tcp may skip rows while other tests churn sockets: look again for a while.
     for p_, what in ((port, "public"), (admin, "admin")):
         wait_for(lambda: listening_sockets(p_, r.pid) == 2, 3)
         is_(listening_sockets(p_, r.pid), 2, "workers = 2: two listening sockets on the %s port (SO_REUSEPORT)" % what)
-    base_total = metric(metrics(admin), "exrelay_connections_total", listener="public")   # wait_port's probe
+    base_total = metric(metrics(admin), "exrelay_connections_total", listener="public")
     before = thread_stats(r.pid)
     diag("threads: %d (%s)" % (len(before), sorted(before)))
     ok(len(before) >= 3, "workers = 2: at least 3 threads (main + 2 workers): %d" % len(before))
@@ -130,8 +130,8 @@ def check_workers():
 
 def check_workers_default():
     """workers = 0: one worker per CPU."""
-    port, admin = free_port(), free_port()
-    r = spawn_exrelay(config(port, admin, 0), ports=[port])
+    r = spawn_exrelay(config(0))
+    port, admin = r.port("public"), r.port("admin")
     relays.append(r)
     ncpu = os.sysconf("SC_NPROCESSORS_ONLN")
     wait_for(lambda: listening_sockets(port, r.pid) == ncpu, 3)   # /proc/net/tcp may skip rows under load
@@ -142,8 +142,8 @@ def check_workers_default():
 
 def check_max_connections():
     """max_connections = 10 over 2 workers: the 11th waits, then is served; bursts never exceed 10."""
-    port, admin, agent = free_port(), free_port(), free_port()
-    r = spawn_exrelay(config(port, admin, 2, max_connections=10, agent=agent), ports=[port, agent])
+    r = spawn_exrelay(config(2, max_connections=10, agent=True))
+    port, admin, agent = r.port("public"), r.port("admin"), r.port("agent")
     relays.append(r)
     held = []
     for i in range(10):
@@ -263,8 +263,8 @@ def check_max_connections():
 
 def check_emfile():
     """A low RLIMIT_NOFILE and more clients than descriptors: back-off, recovery, no leak."""
-    port, admin = free_port(), free_port()
-    r = spawn_exrelay(config(port, admin, 1), ports=[port, admin])
+    r = spawn_exrelay(config(1))
+    port, admin = r.port("public"), r.port("admin")
     r.errors_expected = True            # "backend one: socket: Too many open files" while out of fds
     relays.append(r)
     is_(get(port, "/emfile-warmup"), 200, "EMFILE: served before the limit")

@@ -23,25 +23,27 @@ Run: cd tests && EXRELAY=/path/to/exrelay python3 integration/t_service_metrics.
 """
 
 import os
+import socket
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import ok, is_, diag, run_checks, free_port, start_standin, wait_for  # noqa: E402
+from harness import ok, is_, diag, run_checks, start_standin, wait_for  # noqa: E402
 import rpch  # noqa: E402
 from service import spawn_exrelay, CountingConn, parse_metrics, metric, stop_all  # noqa: E402
 
 T0 = time.monotonic()
 ex = start_standin(ping_interval=0)
-PUBLIC, PP, ADMIN = free_port(), free_port(), free_port()
-DEAD = free_port()              # nothing listens there
+_dead = socket.socket()         # bound, never listening: connects are refused, and the port stays ours
+_dead.bind(("127.0.0.1", 0))
+DEAD = _dead.getsockname()[1]
 CONFIG = '''global = { workers = 2; drain_timeout = 5; log_level = "info"; };
 timeouts = { request_head = 10; client_idle = 30; connect = 3; proxy_header = 5; };
 listeners = (
-  { name = "public"; bind = "127.0.0.1:%d"; },
-  { name = "pp"; bind = "127.0.0.1:%d"; proxy_protocol = "required"; trusted_proxies = [ "127.0.0.1/32" ]; },
-  { name = "admin"; bind = "127.0.0.1:%d"; role = "admin"; } );
+  { name = "public"; bind = "127.0.0.1:0"; },
+  { name = "pp"; bind = "127.0.0.1:0"; proxy_protocol = "required"; trusted_proxies = [ "127.0.0.1/32" ]; },
+  { name = "admin"; bind = "127.0.0.1:0"; role = "admin"; } );
 backends = (
   { name = "one"; servers = [ "127.0.0.1:%d" ]; idle_timeout = 60; },
   { name = "dead"; servers = [ "127.0.0.1:%d" ]; idle_timeout = 60; },
@@ -50,9 +52,10 @@ routes = (
   { backend = "dead"; paths = [ "/dead" ]; },
   { backend = "slow"; paths = [ "/slow" ]; },
   { backend = "one"; paths = [ "/one", "/rpc" ]; } );
-''' % (PUBLIC, PP, ADMIN, ex.port, DEAD, ex.port)
+''' % (ex.port, DEAD, ex.port)
 
-relay = spawn_exrelay(CONFIG, ports=[ADMIN])
+relay = spawn_exrelay(CONFIG)
+PUBLIC, PP, ADMIN = relay.port("public"), relay.port("pp"), relay.port("admin")
 
 # Client-side accounting of every connection to exrelay.
 acct = {"lock": threading.Lock(), "in": 0, "out": 0, "conns": {"public": 0, "pp": 0, "admin": 0}}

@@ -29,7 +29,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import ok, is_, diag, run_checks, free_port, start_standin, wait_for  # noqa: E402
+from harness import ok, is_, diag, run_checks, start_standin, wait_for  # noqa: E402
 import rpch  # noqa: E402
 from service import spawn_exrelay, Notify, notify_fields, metrics, metric, admin_get, agent_line, \
     listening_sockets, stop_all  # noqa: E402
@@ -87,13 +87,13 @@ def refused(port):
 
 
 def start(drain=15, **kw):
-    """exrelay with workers = 2 and a fresh Notify socket; returns (relay, notify, ports)."""
-    port, admin, agent = free_port(), free_port(), free_port()
+    """exrelay with workers = 2 (listeners on port 0) and a fresh Notify socket; returns the relay
+    with .notify, and .port, .admin, .agent: its listeners' ports (later configs name them)."""
     n = Notify()
-    r = spawn_exrelay(config(port, admin, agent, drain=drain, **kw), ports=[port, admin, agent],
-                      env={"NOTIFY_SOCKET": n.path})
+    r = spawn_exrelay(config(0, 0, 0, drain=drain, **kw), env={"NOTIFY_SOCKET": n.path})
     relays.append(r)
-    r.notify, r.port, r.admin, r.agent = n, port, admin, agent
+    r.notify = n
+    r.port, r.admin, r.agent = (r.ports[k] for k in ("public", "admin", "agent"))
     return r
 
 
@@ -187,9 +187,11 @@ def check_reload_storm():
     is_(where, ["two"] * 20, "reload changing a route: 20 new connections (both workers) all use it")
 
     # A new listener is opened on every worker, then closed by the next reload.
-    p2 = free_port()
-    r.reload(config(r.port, r.admin, r.agent, owa="two", extra_listener="127.0.0.1:%d" % p2))
+    r.reload(config(r.port, r.admin, r.agent, owa="two", extra_listener="127.0.0.1:0"))
     n.wait_count(is_reloaded, 7, 10)
+    r.read_addrs()                      # written before READY=1: the new listener's port
+    p2 = r.ports.get("extra", 0)
+    is_(sorted(r.ports), ["admin", "agent", "extra", "public"], "reload adding a listener: the address file names it")
     ok(wait_for(lambda: listening_sockets(p2, r.pid) == 2, 5),
        "reload adding a listener: two listening sockets on the new port (%d)" % listening_sockets(p2, r.pid))
     is_(get(p2, "/owa/extra")[0], 200, "reload adding a listener: it serves")

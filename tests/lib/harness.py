@@ -7,8 +7,9 @@ A test script does:
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
     from harness import *
     ex = start_standin(ping_interval=0)        # Exchange stand-in (tests/standin/exchange.py)
-    ap = start_apache(free_port())             # Debian's apache2, unprivileged, in a temp dir
-    relay = start_exrelay(config_text, ports=[port])
+    ap = start_apache(free_port())             # Debian's apache2, unprivileged, in a temp dir (its
+                                               # port guessed: the readiness probe needs it up front)
+    relay = start_exrelay(config_text)          # listeners bind "127.0.0.1:0"; relay.port("public")
     ok(cond, "name"); is_(got, want, "name"); diag("...")
     done()
 
@@ -23,6 +24,7 @@ import json
 import os
 import pwd
 import grp
+import re
 import shutil
 import signal
 import socket
@@ -40,7 +42,7 @@ APACHE_MODULES = "/usr/lib/apache2/modules"
 HAPROXY_BIN = "/usr/sbin/haproxy"
 
 __all__ = ["ok", "is_", "diag", "done", "skip_all", "bail_out", "free_port", "wait_port", "wait_for",
-           "start_standin", "start_apache", "start_exrelay", "start_haproxy", "exrelay_path", "tmpdir",
+           "start_standin", "start_apache", "start_exrelay", "start_haproxy", "exrelay_path", "exrelay_argv", "tmpdir",
            "cleanup"]
 
 # ----------------------------------------------------------------------------------------------
@@ -522,38 +524,114 @@ def exrelay_path():
 
 
 class Exrelay(Process):
-    """The running daemon: .config_path, .stop(), .reload(), .rss_kib(), .stderr_text()."""
+    """The running daemon: .config_path, .addr_path, .addrs, .ports, .port(), .stop(), .reload(),
+    .wait_reloaded(), .rss_kib(), .stderr_text().
 
-    def reload(self, config_text=None):
-        """Optionally rewrites the config file (atomically), then sends SIGHUP."""
-        if config_text is not None:
-            tmp = self.config_path + ".new"
-            with open(tmp, "w") as f:
-                f.write(config_text)
-            os.rename(tmp, self.config_path)
+    exrelay runs with `-a ADDR_FILE`: the listeners bind port 0 in the tests' configurations and
+    .addrs ({name: (host, port)}) and .ports ({name: port}) say where they are."""
+
+    addr_path = None
+    addrs, ports = {}, {}
+
+    def read_addrs(self):
+        """Parses the address file ("NAME ADDRESS:PORT" lines); sets and returns .addrs."""
+        addrs = {}
+        with open(self.addr_path) as f:
+            for line in f:
+                name, addr = line.split()
+                host, port = addr.rsplit(":", 1)
+                addrs[name] = (host.strip("[]"), int(port))
+        self.addrs = addrs
+        self.ports = {n: a[1] for n, a in addrs.items()}
+        return addrs
+
+    def port(self, name):
+        """The port listener `name` is bound to (as the address file said last)."""
+        return self.ports[name]
+
+    def addr_stamp(self):
+        """The address file's inode (every rewrite renames a new file into place), or None."""
+        try:
+            return os.stat(self.addr_path).st_ino
+        except OSError:
+            return None
+
+    def wait_addrs(self, timeout=10.0):
+        """Waits until the address file exists (RuntimeError with stderr if exrelay exits or the
+        deadline passes); reads it. Returns .addrs."""
+        if not wait_for(lambda: not self.alive() or self.addr_stamp() is not None, timeout) or \
+                not self.alive() or self.addr_stamp() is None:
+            raise RuntimeError("exrelay wrote no address file %s (exit %r): %s" % (
+                self.addr_path, self.returncode, self.stderr_text()[-3000:]))
+        return self.read_addrs()
+
+    def pin(self, config_text):
+        """config_text with each `name = "N"; bind = "HOST:0"` of a listener already running
+        replaced by the port it got, so that a reload keeps that listener's socket (a listener
+        new to exrelay keeps port 0)."""
+        def port_of(m):
+            if m.group(1) not in self.ports:
+                return m.group(0)
+            return m.group(0)[:-len(':0"')] + ':%d"' % self.ports[m.group(1)]
+        return re.sub(r'name\s*=\s*"([^"]*)";\s*bind\s*=\s*"[^"]*:0"', port_of, config_text)
+
+    def reload(self, config_text=None, pin=True):
+        """Rewrites the config file (atomically) with config_text, or the current text when None,
+        its port-0 listeners pinned to the ports they got (unless not `pin`); then sends SIGHUP.
+        Remembers the address file's stamp for wait_reloaded()."""
+        if config_text is None:
+            with open(self.config_path) as f:
+                config_text = f.read()
+        if pin:
+            config_text = self.pin(config_text)
+        tmp = self.config_path + ".new"
+        with open(tmp, "w") as f:
+            f.write(config_text)
+        os.rename(tmp, self.config_path)
+        self.reload_stamp = self.addr_stamp()
         self.send_signal(signal.SIGHUP)
+
+    def wait_reloaded(self, timeout=10.0):
+        """After reload(): waits until exrelay has rewritten the address file (a successful
+        reload: the new listeners bound, the logs reopened; the file is written just before the
+        new configuration is handed to the workers, logged and reported READY=1), then reads it.
+        Returns True, or False on timeout."""
+        if not wait_for(lambda: self.addr_stamp() not in (None, self.reload_stamp), timeout):
+            return False
+        self.read_addrs()
+        return True
 
     def stop(self, timeout=35.0, sig=signal.SIGTERM):
         """SIGTERM (drain), wait up to `timeout` s, then SIGKILL. Returns the exit status."""
         return Process.stop(self, timeout, sig)
 
 
-def start_exrelay(config_text, ports=(), host="127.0.0.1", timeout=10.0, args=(), wait=True):
-    """Writes `config_text` to a temp file and runs `$EXRELAY -f FILE [args]`.
-
-    When `wait`, polls every port in `ports` until it accepts (RuntimeError with the daemon's
-    stderr if it exits or the deadline passes). Returns an Exrelay.
-    """
-    d = tmpdir("exrelay-daemon-")
-    cfg = os.path.join(d, "exrelay.conf")
+def exrelay_argv(workdir, config_text, args=()):
+    """Writes config_text to workdir/exrelay.conf; returns (argv, config path, address file):
+    `$EXRELAY -f FILE -a ADDR_FILE [args]`."""
+    cfg = os.path.join(workdir, "exrelay.conf")
     with open(cfg, "w") as f:
         f.write(config_text)
     binary = exrelay_path()
     if not os.access(binary, os.X_OK):
         raise RuntimeError("exrelay binary not found at %s (set EXRELAY)" % binary)
-    p = Exrelay("exrelay", [binary, "-f", cfg] + list(args), d)
-    p.config_path = cfg
+    addr_path = os.path.join(workdir, "addrs")
+    return [binary, "-f", cfg, "-a", addr_path] + list(args), cfg, addr_path
+
+
+def start_exrelay(config_text, ports=(), host="127.0.0.1", timeout=10.0, args=(), wait=True):
+    """Writes `config_text` to a temp file and runs `$EXRELAY -f FILE -a ADDR_FILE [args]`.
+
+    When `wait`, waits for the address file (every listener bound; RuntimeError with the daemon's
+    stderr if it exits or the deadline passes) and reads it into .addrs/.ports; then polls every
+    port in `ports` (fixed ports, if any) until it accepts. Returns an Exrelay.
+    """
+    d = tmpdir("exrelay-daemon-")
+    argv, cfg, addr_path = exrelay_argv(d, config_text, args)
+    p = Exrelay("exrelay", argv, d)
+    p.config_path, p.addr_path = cfg, addr_path
     if wait:
+        p.wait_addrs(timeout)
         for port in ports:
             if not wait_port(host, port, timeout, p.alive):
                 raise RuntimeError("exrelay not listening on %s:%d (exit %r): %s" % (

@@ -499,11 +499,20 @@ class HttpConn:
             headers.append((name, value.strip(" \t")))
         return Response(parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "", headers, raw)
 
+    def _left(self, deadline):
+        """Seconds left until deadline (socket.timeout when none are)."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("read deadline passed")
+        return left
+
     def read_response(self, timeout=None):
-        """Reads heads until a final (non-1xx, or 101) one; earlier 1xx heads go to .interim."""
+        """Reads heads until a final (non-1xx, or 101) one; earlier 1xx heads go to .interim.
+        The timeout bounds the whole response head, interim ones included."""
         interim = []
+        deadline = self._deadline(timeout)
         while True:
-            resp = self.read_head(timeout)
+            resp = self.read_head(self._left(deadline))
             if 100 <= resp.status < 200 and resp.status != 101:
                 interim.append(resp)
                 continue
@@ -597,8 +606,9 @@ class HttpConn:
         te = resp.header("Transfer-Encoding")
         if te is not None and te.lower() == "chunked":
             parts = []
+            deadline = self._deadline(timeout)          # for the whole body, not per chunk
             while True:
-                chunk = self.read_chunk(timeout)
+                chunk = self.read_chunk(self._left(deadline))
                 if chunk is None:
                     return b"".join(parts)
                 parts.append(chunk)

@@ -24,29 +24,25 @@ import rpch
 
 def spawn_exrelay(config_text, ports=(), args=(), env=None, wrapper=None, timeout=10.0, wait=True,
                   host="127.0.0.1", name="exrelay"):
-    """Writes config_text to a temp file and runs [wrapper...] exrelay -f FILE [args].
+    """Writes config_text to a temp file and runs [wrapper...] exrelay -f FILE -a ADDR_FILE [args].
 
     `env`: extra environment variables (added to os.environ). `wrapper`: a function taking the
-    exrelay argv and returning the argv to run (it must exec exrelay as its last step). Waits
-    until every port in `ports` accepts (RuntimeError with stderr otherwise). Returns a
-    harness.Exrelay (stopped at exit).
+    exrelay argv and returning the argv to run (it must exec exrelay as its last step). When
+    `wait`, waits for the address file (read into .addrs/.ports) and then until every port in
+    `ports` accepts (RuntimeError with stderr otherwise). Returns a harness.Exrelay (stopped at
+    exit).
     """
     d = harness.tmpdir("exrelay-daemon-")
-    cfg = os.path.join(d, "exrelay.conf")
-    with open(cfg, "w") as f:
-        f.write(config_text)
-    binary = harness.exrelay_path()
-    if not os.access(binary, os.X_OK):
-        raise RuntimeError("exrelay binary not found at %s (set EXRELAY)" % binary)
-    argv = [binary, "-f", cfg] + list(args)
+    argv, cfg, addr_path = harness.exrelay_argv(d, config_text, args)
     if wrapper is not None:
         argv = wrapper(argv)
     full_env = dict(os.environ)
     full_env.update(env or {})
     p = harness.Exrelay(name, argv, d, env=full_env)
-    p.config_path = cfg
+    p.config_path, p.addr_path = cfg, addr_path
     p.workdir = d
     if wait:
+        p.wait_addrs(timeout)
         for port in ports:
             if not harness.wait_port(host, port, timeout, p.alive):
                 raise RuntimeError("exrelay not listening on %s:%d (exit %r): %s" % (
