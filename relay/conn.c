@@ -798,7 +798,7 @@ step_response_head(struct conn *c)
 	}
 	memset(&resp, 0, sizeof(resp));
 	resp.headers = hdrs;
-	ssize_t r = http1_parse_response(buf_head(be->in), n, &c->cfg->limits, m, &resp);
+	ssize_t r = http1_resp_parse(buf_head(be->in), n, &c->cfg->limits, m, &resp);
 	if (r == HTTP1_NEED_MORE && !be->eof)
 		return 0;
 	if (r < 0) {
