@@ -111,18 +111,14 @@ config_backend_read(struct config_ctx *x, config_setting_t *g, struct cfg_backen
 int
 config_backend_load(struct config_ctx *x, config_setting_t *g, void *p)
 {
-	struct cfg_backend *b = p;
-	const char **servers = NULL;
 	size_t ns = 0;
-	int rc;
+	const char **servers = NULL;
+	int rc = config_backend_read(x, g, p, &servers, &ns);
 
-	rc = config_backend_read(x, g, b, &servers, &ns);
 	if (rc == 0)
-		rc = config_backend_servers(x, g, b, servers, ns);
+		rc = config_backend_servers(x, g, p, servers, ns);
 	free(servers);
-	if (rc == 0)
-		rc = config_backend_headers(x, g, b);
-	return rc;
+	return rc == 0 ? config_backend_headers(x, g, p) : rc;
 }
 
 /* The index of the backend named name, or -1. */

@@ -136,14 +136,11 @@ config_listener_load(struct config_ctx *x, config_setting_t *g, void *p)
 	struct cfg_listener *l = p;
 	const char **trusted = NULL;
 	size_t nt = 0;
-	int rc;
+	bool ok;
 
 	l->line = (int)config_setting_source_line(g);
-	rc = config_listener_read(x, g, l, &trusted, &nt);
-	if (rc == 0)
-		rc = config_listener_trusted(x, g, l, trusted, nt);
+	ok = config_listener_read(x, g, l, &trusted, &nt) == 0 &&
+	    config_listener_trusted(x, g, l, trusted, nt) == 0;
 	free(trusted);
-	if (rc == 0)
-		rc = config_listener_check(x, g, l);
-	return rc;
+	return ok ? config_listener_check(x, g, l) : -1;
 }

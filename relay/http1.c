@@ -115,18 +115,12 @@ http1_find_header(const struct http1_header *h, size_t n, const char *name)
 	return NULL;
 }
 
+static const char *const http1_body_kind_names[] = { HTTP1_BODY_KINDS(HTTP1_NAME) };
+
 const char *
 http1_body_kind_str(enum http1_body_kind k)
 {
-	static const char *const names[] = {
-#define X(n) #n,
-		HTTP1_BODY_KINDS(X)
-#undef X
-	};
-
-	if ((size_t)k < sizeof(names) / sizeof(names[0]))
-		return names[k];
-	return "BODY_?";
+	return HTTP1_NAME_OF(http1_body_kind_names, k, "BODY_?");
 }
 
 /*
@@ -322,6 +316,26 @@ http1_req_word(const char *buf, size_t cap, size_t *i, bool token, struct http1_
 	return P_OK;
 }
 
+/*
+ * Scans a word as http1_req_word and the SP that must end it; *w is set only then.
+ * Returns P_OK (*i past the SP), P_NEED, or P_BAD with *f (400, why) for an empty word or
+ * another byte after it.
+ */
+static int
+http1_req_word_sp(const char *buf, size_t cap, size_t *i, bool token, struct http1_slice *w,
+    struct http1_fail *f, const char *why)
+{
+	struct http1_slice s;
+
+	if (http1_req_word(buf, cap, i, token, &s) != P_OK)
+		return P_NEED;
+	if (buf[*i] != ' ' || s.len == 0)
+		return http1_req_line_fail(f, 400, why);
+	*w = s;
+	(*i)++;
+	return P_OK;
+}
+
 /* Checks the version of a request line ("HTTP/1.0" or "HTTP/1.1") and sets req->minor. */
 static int
 http1_req_version(struct http1_slice v, struct http1_request *req, struct http1_fail *f)
@@ -350,20 +364,10 @@ http1_request_line(const char *buf, size_t cap, size_t *pos, void *msg, struct h
 	size_t i = *pos;
 	int rc;
 
-	if ((rc = http1_skip_empty_lines(buf, cap, &i, &f->error)) != P_OK)
+	if ((rc = http1_skip_empty_lines(buf, cap, &i, &f->error)) != P_OK ||
+	    (rc = http1_req_word_sp(buf, cap, &i, true, &req->method, f, "bad method")) != P_OK ||
+	    (rc = http1_req_word_sp(buf, cap, &i, false, &req->target, f, "bad request target")) != P_OK)
 		return rc;
-	if (http1_req_word(buf, cap, &i, true, &w) != P_OK)
-		return P_NEED;
-	if (buf[i] != ' ' || w.len == 0)
-		return http1_req_line_fail(f, 400, "bad method");
-	req->method = w;
-	i++;
-	if (http1_req_word(buf, cap, &i, false, &w) != P_OK)
-		return P_NEED;
-	if (buf[i] != ' ' || w.len == 0)
-		return http1_req_line_fail(f, 400, "bad request target");
-	req->target = w;
-	i++;
 	if (http1_req_word(buf, cap, &i, false, &w) != P_OK)
 		return P_NEED;
 	if (buf[i] != '\r')
@@ -376,6 +380,11 @@ http1_request_line(const char *buf, size_t cap, size_t *pos, void *msg, struct h
 	*pos = i;
 	return P_OK;
 }
+
+/* The request line, for the head driver (http1_field_head). */
+static const struct http1_start_line http1_request_start = {
+	http1_request_line, "request line too long", "request head too large"
+};
 
 /* Decides the body framing of a request from f. Returns 0, or HTTP1_ERROR (req_fail). */
 static ssize_t
@@ -428,16 +437,12 @@ ssize_t
 http1_parse_request(const char *buf, size_t len, const struct http1_limits *lim,
     struct http1_request *req)
 {
-	static const struct http1_start_line line = {
-		http1_request_line, "request line too long", "request head too large"
-	};
-	struct http1_header *headers = req->headers;
 	struct http1_fail f;
 	ssize_t n;
 
-	memset(req, 0, sizeof(*req));
-	req->headers = headers;
-	n = http1_field_head(buf, len, lim, &line, req, headers, &req->nheaders, &req->head_len, &f);
+	*req = (struct http1_request){ .headers = req->headers };
+	n = http1_field_head(buf, len, lim, &http1_request_start, req, req->headers, &req->nheaders,
+	    &req->head_len, &f);
 	if (n == HTTP1_ERROR)
 		return http1_req_fail(req, f.status, f.error);
 	return n > 0 ? http1_request_semantics(req) : n;

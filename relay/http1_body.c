@@ -15,18 +15,12 @@
 #define CHUNK_EXT_MAX	4096u		/* bytes of BWS + chunk-ext on one size line */
 #define TRAILER_MAX	16384u		/* bytes of the whole trailer section */
 
+static const char *const http1_chunk_state_names[] = { HTTP1_CHUNK_STATES(HTTP1_NAME) };
+
 const char *
 http1_chunk_state_str(enum http1_chunk_state s)
 {
-	static const char *const names[] = {
-#define X(n) #n,
-		HTTP1_CHUNK_STATES(X)
-#undef X
-	};
-
-	if ((size_t)s < sizeof(names) / sizeof(names[0]))
-		return names[s];
-	return "CS_?";
+	return HTTP1_NAME_OF(http1_chunk_state_names, s, "CS_?");
 }
 
 void

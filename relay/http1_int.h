@@ -60,6 +60,11 @@ http1_mkslice(const char *p, size_t len)
 	return s;
 }
 
+/* For X-macro tables: X(n) gives the name "n"; HTTP1_NAME_OF looks value v up in table t. */
+#define HTTP1_NAME(n)	#n,
+#define HTTP1_NAME_OF(t, v, unknown) \
+	((size_t)(v) < sizeof(t) / sizeof((t)[0]) ? (t)[(size_t)(v)] : (unknown))
+
 /* Case-sensitive: is the slice exactly the string s (methods are case-sensitive)? */
 bool http1_slice_is(struct http1_slice v, const char *s);
 
