@@ -8,6 +8,10 @@
  * limits.max_head_size). Body framing is a small state machine fed with whatever bytes
  * arrived; it says how many of them belong to the body and when the body ended, so bytes
  * can be forwarded as-is (chunked bodies are passed through, not re-encoded).
+ *
+ * The one header of http1.c (request heads; the case-insensitive compare and list matcher
+ * route.c and rewrite.c use too), http1_field.c (field lines), http1_resp.c (response heads)
+ * and http1_body.c (body framing); http1_int.h is private to those files.
  */
 #ifndef EXRELAY_HTTP1_H
 #define EXRELAY_HTTP1_H
