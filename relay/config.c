@@ -20,7 +20,21 @@
 const char *const config_role_kw[] = { LISTENER_ROLES(CONFIG_KW) NULL };
 const char *const config_pp_mode_kw[] = { PP_MODES(CONFIG_KW) NULL };
 const char *const config_send_proxy_kw[] = { SEND_PROXY_MODES(CONFIG_KW) NULL };
+static const char *const config_log_level_kw[] = { LOG_LEVELS(CONFIG_KW) NULL };
 #undef CONFIG_KW
+
+/* Writes the keywords of kw into buf as "\"a\", \"b\"<last>\"c\"" (last: ", " or " or "). */
+static void
+config_kw_list(const char *const *kw, const char *last, char *buf, size_t cap)
+{
+	size_t len = 0;
+
+	buf[0] = '\0';
+	for (int i = 0; kw[i] && len < cap; i++) {
+		snprintf(buf + len, cap - len, "%s\"%s\"", i == 0 ? "" : kw[i + 1] ? ", " : last, kw[i]);
+		len = strlen(buf);
+	}
+}
 
 /* The keyword of value v in the NULL-terminated table kw, or "?" past its end. */
 static const char *
@@ -210,7 +224,7 @@ config_get_enum(struct config_ctx *x, const config_setting_t *g, const char *nam
     const char *const *kw)
 {
 	const char *v = NULL;
-	char list[256] = "";
+	char list[256];
 
 	if (config_get_str(x, g, name, &v, false) == -1)
 		return -1;
@@ -221,9 +235,7 @@ config_get_enum(struct config_ctx *x, const config_setting_t *g, const char *nam
 			*out = i;
 			return 0;
 		}
-	for (int i = 0; kw[i]; i++)
-		snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s\"%s\"", i ? ", " : "",
-		    kw[i]);
+	config_kw_list(kw, ", ", list, sizeof(list));
 	return config_fail(x, config_setting_get_member(g, name),
 	    "'%s' must be one of %s, not \"%s\"", name, list, v);
 }
@@ -243,6 +255,7 @@ config_load_global(struct config_ctx *x, const config_setting_t *root)
 	struct config *c = x->cfg;
 	config_setting_t *g = config_setting_get_member(root, "global");
 	const char *lvl = NULL;
+	char list[256];
 
 	if (!g)
 		return 0;
@@ -256,9 +269,11 @@ config_load_global(struct config_ctx *x, const config_setting_t *root)
 	    config_get_str(x, g, "error_log", &c->error_log, true) ||
 	    config_get_str(x, g, "log_level", &lvl, true))
 		return -1;
-	if (lvl && (int)(c->log_level = (enum log_level)log_level_parse(lvl)) < 0)
+	if (lvl && (int)(c->log_level = (enum log_level)log_level_parse(lvl)) < 0) {
+		config_kw_list(config_log_level_kw, " or ", list, sizeof(list));
 		return config_fail(x, config_setting_get_member(g, "log_level"),
-		    "'log_level' must be \"error\", \"warning\", \"info\" or \"debug\", not \"%s\"", lvl);
+		    "'log_level' must be %s, not \"%s\"", list, lvl);
+	}
 	if (c->user && !*c->user)
 		c->user = NULL;
 	if (c->group && !*c->group)
