@@ -3,7 +3,7 @@
  * proxyproto.c: the PROXY protocol v1/v2 parser (pp_parse*), TLV access
  * (pp_tlv_*) and encoders (pp_encode_*). Pure: no allocation, no logging.
  *
- * Validation follows HAProxy's doc/proxy-protocol.txt and PROTOCOLS.md section 3.
+ * Validation follows HAProxy's doc/proxy-protocol.txt (the protocol's specification).
  * Compared with HAProxy's receiver (conn_recv_proxy, reg-tests/connection/
  * proxy_protocol_tlv_validation.vtc), we reject the same TLV errors (a TLV
  * overrunning 16+len, bytes left over after the last TLV, a CRC32C TLV whose
@@ -403,26 +403,34 @@ v2_crc_ok(const uint8_t *b, size_t total, size_t pos)
 	return got == want;
 }
 
+/* The address field of an AF_INET or AF_INET6 sockaddr (by its family); *port: its port. */
+static uint8_t *
+inet_slots(struct sockaddr_storage *ss, uint8_t **port)
+{
+	struct sockaddr_in *s4 = (void *)ss;
+	struct sockaddr_in6 *s6 = (void *)ss;
+
+	if (ss->ss_family == AF_INET) {
+		*port = (uint8_t *)&s4->sin_port;
+		return (uint8_t *)&s4->sin_addr;
+	}
+	*port = (uint8_t *)&s6->sin6_port;
+	return (uint8_t *)&s6->sin6_addr;
+}
+
 /* Fills h->src/h->dst from a v2 address block of family nibble fam. */
 static void
 v2_fill(struct pp_header *h, int fam, const uint8_t *a)
 {
-	if (fam == 1) {
-		struct sockaddr_in *s = (struct sockaddr_in *)&h->src, *d = (struct sockaddr_in *)&h->dst;
+	if (fam == 1 || fam == 2) {
+		size_t n = fam == 1 ? 4 : 16;
+		uint8_t *sp, *dp;
 
-		h->family = s->sin_family = d->sin_family = AF_INET;
-		memcpy(&s->sin_addr, a, 4);
-		memcpy(&d->sin_addr, a + 4, 4);
-		memcpy(&s->sin_port, a + 8, 2);
-		memcpy(&d->sin_port, a + 10, 2);
-	} else if (fam == 2) {
-		struct sockaddr_in6 *s = (struct sockaddr_in6 *)&h->src, *d = (struct sockaddr_in6 *)&h->dst;
-
-		h->family = s->sin6_family = d->sin6_family = AF_INET6;
-		memcpy(&s->sin6_addr, a, 16);
-		memcpy(&d->sin6_addr, a + 16, 16);
-		memcpy(&s->sin6_port, a + 32, 2);
-		memcpy(&d->sin6_port, a + 34, 2);
+		h->family = h->src.ss_family = h->dst.ss_family = fam == 1 ? AF_INET : AF_INET6;
+		memcpy(inet_slots(&h->src, &sp), a, n);
+		memcpy(inet_slots(&h->dst, &dp), a + n, n);
+		memcpy(sp, a + 2 * n, 2);
+		memcpy(dp, a + 2 * n + 2, 2);
 	} else {
 		struct sockaddr_un *s = (struct sockaddr_un *)&h->src, *d = (struct sockaddr_un *)&h->dst;
 		size_t pl = sizeof(s->sun_path) < PP_V2_UNIX_PATH_LEN ?
@@ -595,6 +603,43 @@ pp_client_used_tls(const struct pp_header *hdr)
 	return (v[0] & PP2_CLIENT_SSL) != 0;
 }
 
+/*
+ * The parts of an AF_INET or AF_INET6 sockaddr (the caller checked the family): returns its
+ * address bytes (*len: 4 or 16) and sets *port to its port (2 bytes, network order).
+ */
+static const void *
+inet_parts(const struct sockaddr *a, size_t *len, const void **port)
+{
+	const struct sockaddr_in *s4 = (const void *)a;
+	const struct sockaddr_in6 *s6 = (const void *)a;
+
+	if (a->sa_family == AF_INET) {
+		*len = 4;
+		*port = &s4->sin_port;
+		return &s4->sin_addr;
+	}
+	*len = 16;
+	*port = &s6->sin6_port;
+	return &s6->sin6_addr;
+}
+
+/* Writes the address of an AF_INET or AF_INET6 sockaddr as text into buf[0..cap) and its
+ * port into *port; returns 0, or -1 for another family. */
+static int
+v1_addr_text(const struct sockaddr *a, char *buf, size_t cap, unsigned *port)
+{
+	const void *addr, *pp;
+	uint16_t be;
+	size_t len;
+
+	if (a->sa_family != AF_INET && a->sa_family != AF_INET6)
+		return -1;
+	addr = inet_parts(a, &len, &pp);
+	memcpy(&be, pp, 2);
+	*port = ntohs(be);
+	return inet_ntop(a->sa_family, addr, buf, (socklen_t)cap) ? 0 : -1;
+}
+
 /* Writes a v1 TCP4/TCP6 line for an address pair of one family. */
 ssize_t
 pp_encode_v1(void *out, size_t cap, const struct sockaddr *src, const struct sockaddr *dst)
@@ -606,27 +651,9 @@ pp_encode_v1(void *out, size_t cap, const struct sockaddr *src, const struct soc
 
 	if (out == NULL || src == NULL || dst == NULL || src->sa_family != dst->sa_family)
 		return -1;
-	if (src->sa_family == AF_INET) {
-		const struct sockaddr_in *s = (const void *)src, *d = (const void *)dst;
-
-		if (!inet_ntop(AF_INET, &s->sin_addr, sa, sizeof(sa)) ||
-		    !inet_ntop(AF_INET, &d->sin_addr, da, sizeof(da)))
-			return -1;
-		sp = ntohs(s->sin_port);
-		dp = ntohs(d->sin_port);
-		proto = "TCP4";
-	} else if (src->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *s = (const void *)src, *d = (const void *)dst;
-
-		if (!inet_ntop(AF_INET6, &s->sin6_addr, sa, sizeof(sa)) ||
-		    !inet_ntop(AF_INET6, &d->sin6_addr, da, sizeof(da)))
-			return -1;
-		sp = ntohs(s->sin6_port);
-		dp = ntohs(d->sin6_port);
-		proto = "TCP6";
-	} else {
+	if (v1_addr_text(src, sa, sizeof(sa), &sp) == -1 || v1_addr_text(dst, da, sizeof(da), &dp) == -1)
 		return -1;
-	}
+	proto = src->sa_family == AF_INET ? "TCP4" : "TCP6";
 	n = snprintf(line, sizeof(line), "PROXY %s %s %s %u %u\r\n", proto, sa, da, sp, dp);
 	if (n < 0 || n > PP_V1_MAX_LEN || (size_t)n > cap)
 		return -1;
@@ -650,23 +677,17 @@ v2_put_unix(uint8_t *p, const struct sockaddr_un *su)
 static int
 v2_put_addrs(uint8_t *p, const struct sockaddr *src, const struct sockaddr *dst)
 {
-	if (src->sa_family == AF_INET) {
-		const struct sockaddr_in *s = (const void *)src, *d = (const void *)dst;
+	if (src->sa_family == AF_INET || src->sa_family == AF_INET6) {
+		const void *sport, *dport, *sa, *da;
+		size_t n;
 
-		memcpy(p, &s->sin_addr, 4);
-		memcpy(p + 4, &d->sin_addr, 4);
-		memcpy(p + 8, &s->sin_port, 2);
-		memcpy(p + 10, &d->sin_port, 2);
-		return 0x11;
-	}
-	if (src->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *s = (const void *)src, *d = (const void *)dst;
-
-		memcpy(p, &s->sin6_addr, 16);
-		memcpy(p + 16, &d->sin6_addr, 16);
-		memcpy(p + 32, &s->sin6_port, 2);
-		memcpy(p + 34, &d->sin6_port, 2);
-		return 0x21;
+		sa = inet_parts(src, &n, &sport);
+		da = inet_parts(dst, &n, &dport);
+		memcpy(p, sa, n);
+		memcpy(p + n, da, n);
+		memcpy(p + 2 * n, sport, 2);
+		memcpy(p + 2 * n + 2, dport, 2);
+		return src->sa_family == AF_INET ? 0x11 : 0x21;
 	}
 	v2_put_unix(p, (const struct sockaddr_un *)(const void *)src);
 	v2_put_unix(p + PP_V2_UNIX_PATH_LEN, (const struct sockaddr_un *)(const void *)dst);

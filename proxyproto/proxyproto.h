@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * proxyproto.h: libproxyproto, a pure PROXY protocol v1/v2 parser and encoder
- * (HAProxy doc/proxy-protocol.txt; PROTOCOLS.md section 3). No allocation, no
+ * (the specification is HAProxy's doc/proxy-protocol.txt; where and how this parser
+ * is stricter than HAProxy is listed at the top of proxyproto.c). No allocation, no
  * logging, no mutable globals: the parser reads a caller's buffer and returns
  * slices into it.
  */

@@ -15,19 +15,42 @@
 
 #include <libconfig.h>
 
+#include "addr.h"
 #include "http1.h"
 #include "log.h"
 #include "route.h"
 #include "tls.h"
 
-enum listener_role { ROLE_TRAFFIC, ROLE_ADMIN, ROLE_AGENT };
-enum pp_mode { PPM_OFF, PPM_OPTIONAL, PPM_REQUIRED };
+/*
+ * The keyword enums of the configuration: X(value, keyword as written in the file). The enum,
+ * its _str() name (the keyword) and the keyword parser of config.c come from these tables,
+ * so their order can never drift apart.
+ */
+#define LISTENER_ROLES(X) \
+	X(ROLE_TRAFFIC, "traffic")	/* client traffic, routed to backends */ \
+	X(ROLE_ADMIN, "admin")		/* GET /health, GET /metrics */ \
+	X(ROLE_AGENT, "agent")		/* HAProxy agent-check replies */
 
-struct cidr {
-	int family;			/* AF_INET or AF_INET6 (IPv4 also matches v4-mapped IPv6 peers) */
-	unsigned char addr[16];
-	int prefix;
-};
+#define PP_MODES(X) \
+	X(PPM_OFF, "off")		/* no PROXY header */ \
+	X(PPM_OPTIONAL, "optional")	/* a trusted peer may send one */ \
+	X(PPM_REQUIRED, "required")	/* every connection starts with one */
+
+#define SEND_PROXY_MODES(X) \
+	X(SEND_PROXY_OFF, "off")	/* no PROXY header to the backend */ \
+	X(SEND_PROXY_V1, "v1")		/* value 1: PROXY protocol version 1 */ \
+	X(SEND_PROXY_V2, "v2")		/* value 2: PROXY protocol version 2 */
+
+#define CFG_ENUM_VALUE(e, kw) e,
+enum listener_role { LISTENER_ROLES(CFG_ENUM_VALUE) };
+enum pp_mode { PP_MODES(CFG_ENUM_VALUE) };
+enum send_proxy { SEND_PROXY_MODES(CFG_ENUM_VALUE) };
+#undef CFG_ENUM_VALUE
+
+/* The keyword of a value ("traffic", "optional", "v2"), or "?" for a value out of range. */
+const char *config_role_str(enum listener_role r);
+const char *config_pp_mode_str(enum pp_mode m);
+const char *config_send_proxy_str(enum send_proxy s);
 
 struct cfg_listener {
 	const char *name;
@@ -36,7 +59,7 @@ struct cfg_listener {
 	socklen_t addrlen;
 	enum listener_role role;
 	enum pp_mode proxy_protocol;
-	struct cidr *trusted;
+	struct addr_prefix *trusted;
 	size_t ntrusted;
 	const char *health_path;	/* NULL: unset */
 	struct tls_server *tls;		/* NULL: plaintext */
@@ -53,7 +76,7 @@ struct cfg_backend {
 	const char *name;
 	struct cfg_server *servers;
 	size_t nservers;
-	int send_proxy;			/* 0 off, 1 v1, 2 v2 */
+	enum send_proxy send_proxy;	/* its value is the PROXY version (0: none) */
 	double idle_timeout;
 	const char **add_headers;
 	size_t nadd;
@@ -100,8 +123,5 @@ void config_unref(struct config *c);
 
 /* True when addr (a peer address) is inside one of the listener's trusted_proxies. */
 bool config_trusted(const struct cfg_listener *l, const struct sockaddr *addr);
-
-/* Parses "host:port", "[v6]:port" (numeric hosts only when numeric_only); 0 or -1. */
-int config_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *len, bool numeric_only);
 
 #endif

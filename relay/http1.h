@@ -8,6 +8,10 @@
  * limits.max_head_size). Body framing is a small state machine fed with whatever bytes
  * arrived; it says how many of them belong to the body and when the body ended, so bytes
  * can be forwarded as-is (chunked bodies are passed through, not re-encoded).
+ *
+ * The one header of http1.c (request heads; the case-insensitive compare and list matcher
+ * route.c and rewrite.c use too), http1_field.c (field lines), http1_resp.c (response heads)
+ * and http1_body.c (body framing); http1_int.h is private to those files.
  */
 #ifndef EXRELAY_HTTP1_H
 #define EXRELAY_HTTP1_H
@@ -118,20 +122,54 @@ ssize_t http1_parse_request(const char *buf, size_t len, const struct http1_limi
  * Content-Length, else BODY_CLOSE. CL+TE together, invalid CL, TE not ending in chunked
  * (unless BODY_CLOSE applies) are errors.
  */
-ssize_t http1_parse_response(const char *buf, size_t len, const struct http1_limits *lim,
+ssize_t http1_resp_parse(const char *buf, size_t len, const struct http1_limits *lim,
     struct http1_slice req_method, struct http1_response *resp);
+
+/* True when a[0..an) and b[0..bn) are equal, ASCII case-insensitively (the locale plays no part). */
+bool http1_ci_eq(const char *a, size_t an, const char *b, size_t bn);
 
 /* Finds the first header named name (case-insensitive); NULL if none. */
 const struct http1_header *http1_find_header(const struct http1_header *h, size_t n, const char *name);
 
-/* True when the comma-separated list value contains token (case-insensitive, OWS trimmed). */
+/*
+ * True when the comma-separated list value has an element equal to token[0..toklen),
+ * case-insensitively, with OWS around elements trimmed. Empty elements never match, nor does
+ * an empty token.
+ */
+bool http1_list_has_n(struct http1_slice value, const char *token, size_t toklen);
+
+/* http1_list_has_n for a C string token. */
 bool http1_list_has(struct http1_slice value, const char *token);
+
+/* Chunked body parser states (struct http1_body.state), one comment per state. */
+#define HTTP1_CHUNK_STATES(X) \
+	X(CS_SIZE_FIRST)	/* expecting the first hex digit of a chunk-size */ \
+	X(CS_SIZE)		/* in the chunk-size; ext_len counts its digits */ \
+	X(CS_SIZE_BWS)		/* BWS after the size: more BWS or ';' must follow */ \
+	X(CS_EXT)		/* in chunk-ext, up to the CR; ext_len bounds it */ \
+	X(CS_SIZE_LF)		/* CR of the size line seen: LF must follow */ \
+	X(CS_DATA)		/* chunk data: remaining bytes left */ \
+	X(CS_DATA_CR)		/* the CR after chunk data */ \
+	X(CS_DATA_LF)		/* the LF after chunk data */ \
+	X(CS_TRAILER)		/* start of a trailer field line, or of the final CRLF */ \
+	X(CS_TR_NAME)		/* in a trailer field name, up to ':' */ \
+	X(CS_TR_VALUE)		/* in a trailer field value, up to CR */ \
+	X(CS_TR_LF)		/* CR of a trailer field line seen: LF must follow */ \
+	X(CS_END_LF)		/* CR of the final empty line seen: LF ends the body */ \
+	X(CS_ERROR)		/* a framing error was reported; sticky */
+
+enum http1_chunk_state {
+#define X(n) HTTP1_##n,
+	HTTP1_CHUNK_STATES(X)
+#undef X
+};
+const char *http1_chunk_state_str(enum http1_chunk_state s);
 
 /* Body framing state, fed with the bytes that follow the head. */
 struct http1_body {
 	enum http1_body_kind kind;
 	uint64_t remaining;		/* BODY_LENGTH: bytes left; BODY_CHUNKED: data bytes left in chunk */
-	int state;			/* chunked parser state (private) */
+	enum http1_chunk_state state;	/* chunked parser state (private) */
 	unsigned ext_len;		/* chunked: bytes of chunk-ext / trailer line seen (bounded) */
 	unsigned trailer_bytes;		/* chunked: total trailer size (bounded) */
 	bool done;			/* the body has ended: the next byte is the next message */

@@ -79,54 +79,11 @@ rw_done(const struct rw_buf *b)
 	return b->full ? -1 : (ssize_t)b->len;
 }
 
-/* ASCII lower case, independent of the locale. */
-static int
-rw_lower(int c)
-{
-	return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
-}
-
-/* True when a[0..an) and b[0..bn) are equal, ASCII case-insensitively. */
-static bool
-rw_eq(const char *a, size_t an, const char *b, size_t bn)
-{
-	size_t i;
-
-	if (an != bn)
-		return false;
-	for (i = 0; i < an; i++)
-		if (rw_lower((unsigned char)a[i]) != rw_lower((unsigned char)b[i]))
-			return false;
-	return true;
-}
-
 /* True when the slice equals the C string, case-insensitively. */
 static bool
 rw_is(struct http1_slice s, const char *name)
 {
-	return rw_eq(s.p, s.len, name, strlen(name));
-}
-
-/* True when the comma-separated list value has an element equal to token (OWS trimmed). */
-static bool
-rw_list_has(struct http1_slice value, struct http1_slice token)
-{
-	size_t i = 0, s, e;
-
-	while (i <= value.len) {
-		s = i;
-		while (i < value.len && value.p[i] != ',')
-			i++;
-		e = i;
-		while (s < e && (value.p[s] == ' ' || value.p[s] == '\t'))
-			s++;
-		while (e > s && (value.p[e - 1] == ' ' || value.p[e - 1] == '\t'))
-			e--;
-		if (rw_eq(value.p + s, e - s, token.p, token.len))
-			return true;
-		i++;			/* past the ',' (or the end) */
-	}
-	return false;
+	return http1_ci_eq(s.p, s.len, name, strlen(name));
 }
 
 /* True when some Connection field of h[0..n) lists name as a connection option. */
@@ -136,7 +93,7 @@ rw_named_by_connection(const struct http1_header *h, size_t n, struct http1_slic
 	size_t i;
 
 	for (i = 0; i < n; i++)
-		if (rw_is(h[i].name, "Connection") && rw_list_has(h[i].value, name))
+		if (rw_is(h[i].name, "Connection") && http1_list_has_n(h[i].value, name.p, name.len))
 			return true;
 	return false;
 }
@@ -170,7 +127,7 @@ rw_added(const struct rewrite_request_ctx *ctx, struct http1_slice name)
 
 	for (i = 0; i < ctx->nadd; i++) {
 		colon = strchr(ctx->add_headers[i], ':');
-		if (colon != NULL && rw_eq(ctx->add_headers[i], (size_t)(colon - ctx->add_headers[i]),
+		if (colon != NULL && http1_ci_eq(ctx->add_headers[i], (size_t)(colon - ctx->add_headers[i]),
 		    name.p, name.len))
 			return true;
 	}
@@ -204,7 +161,7 @@ rw_request_line(struct rw_buf *b, const struct http1_request *req)
 	} else {
 		if (req->path.len > 0)
 			rw_slice(b, req->path);
-		else if (req->query.len == 0 && rw_eq(req->method.p, req->method.len, "OPTIONS", 7))
+		else if (req->query.len == 0 && http1_ci_eq(req->method.p, req->method.len, "OPTIONS", 7))
 			rw_put(b, "*", 1);	/* RFC 9112 3.2.4 */
 		else
 			rw_put(b, "/", 1);

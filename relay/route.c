@@ -13,22 +13,16 @@
 
 #include "route.h"
 
-/* ASCII lower case, independent of the locale. */
-static int
-route_lower(int c)
-{
-	return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
-}
-
 /* Value of a hex digit, or -1. */
 static int
 route_hexval(int c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
-	c = route_lower(c);
 	if (c >= 'a' && c <= 'f')
 		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
 	return -1;
 }
 
@@ -38,18 +32,6 @@ route_unreserved(int c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
 	    c == '-' || c == '.' || c == '_' || c == '~';
-}
-
-/* True when a[0..n) equals the C string b, ASCII case-insensitively. */
-static bool
-route_eq_nocase(const char *a, size_t n, const char *b)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		if (b[i] == '\0' || route_lower((unsigned char)a[i]) != route_lower((unsigned char)b[i]))
-			return false;
-	return b[n] == '\0';
 }
 
 /* Sets *why (when wanted) and returns -1. */
@@ -62,6 +44,45 @@ route_refuse(const char **why, const char *reason)
 }
 
 /*
+ * Decodes the escape at path[i] ('%') into out[*o..cap): an unreserved character decoded,
+ * any other valid escape kept with upper-case hex digits. Returns 0 (*o advanced; the escape
+ * is 3 bytes long), or -1 with *why when it is malformed, ambiguous or out does not fit it.
+ */
+static ssize_t
+route_decode_escape(const char *path, size_t len, size_t i, char *out, size_t *o, size_t cap,
+    const char **why)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	int hi, lo, v;
+
+	if (i + 1 < len && (path[i + 1] == 'u' || path[i + 1] == 'U'))
+		return route_refuse(why, "%u escape in path");
+	if (i + 2 >= len)
+		return route_refuse(why, "truncated escape in path");
+	hi = route_hexval((unsigned char)path[i + 1]);
+	lo = route_hexval((unsigned char)path[i + 2]);
+	if (hi < 0 || lo < 0)
+		return route_refuse(why, "malformed escape in path");
+	v = hi * 16 + lo;
+	if (v == '/' || v == '\\')
+		return route_refuse(why, "escaped slash or backslash in path");
+	if (v < 0x20 || v == 0x7f)
+		return route_refuse(why, "escaped control byte in path");
+	if (route_unreserved(v)) {
+		if (*o >= cap)
+			return route_refuse(why, "normalised path too long");
+		out[(*o)++] = (char)v;
+	} else {
+		if (*o >= cap || cap - *o < 3)
+			return route_refuse(why, "normalised path too long");
+		out[(*o)++] = '%';
+		out[(*o)++] = hex[hi];
+		out[(*o)++] = hex[lo];
+	}
+	return 0;
+}
+
+/*
  * Decodes the segment path[*ip..) (up to '/' or end) into out[o..cap).
  * Returns the decoded length and advances *ip to the '/' or end; -1 with *why on refusal.
  */
@@ -69,9 +90,7 @@ static ssize_t
 route_decode_segment(const char *path, size_t len, size_t *ip, char *out, size_t o, size_t cap,
     const char **why)
 {
-	static const char hex[] = "0123456789ABCDEF";
 	size_t i = *ip, start = o;
-	int hi, lo, v;
 	unsigned char c;
 
 	for (; i < len && path[i] != '/'; i++) {
@@ -80,40 +99,45 @@ route_decode_segment(const char *path, size_t len, size_t *ip, char *out, size_t
 			return route_refuse(why, "backslash in path");
 		if (c < 0x20 || c >= 0x7f)
 			return route_refuse(why, "control or non-ASCII byte in path");
-		if (c != '%') {
+		if (c == '%') {
+			if (route_decode_escape(path, len, i, out, &o, cap, why) < 0)
+				return -1;
+			i += 2;
+		} else {
 			if (o >= cap)
 				return route_refuse(why, "normalised path too long");
 			out[o++] = (char)c;
-			continue;
 		}
-		if (i + 1 < len && (path[i + 1] == 'u' || path[i + 1] == 'U'))
-			return route_refuse(why, "%u escape in path");
-		if (i + 2 >= len)
-			return route_refuse(why, "truncated escape in path");
-		hi = route_hexval((unsigned char)path[i + 1]);
-		lo = route_hexval((unsigned char)path[i + 2]);
-		if (hi < 0 || lo < 0)
-			return route_refuse(why, "malformed escape in path");
-		v = hi * 16 + lo;
-		if (v == '/' || v == '\\')
-			return route_refuse(why, "escaped slash or backslash in path");
-		if (v < 0x20 || v == 0x7f)
-			return route_refuse(why, "escaped control byte in path");
-		if (route_unreserved(v)) {
-			if (o >= cap)
-				return route_refuse(why, "normalised path too long");
-			out[o++] = (char)v;
-		} else {
-			if (o >= cap || cap - o < 3)
-				return route_refuse(why, "normalised path too long");
-			out[o++] = '%';
-			out[o++] = hex[hi];
-			out[o++] = hex[lo];
-		}
-		i += 2;
 	}
 	*ip = i;
 	return (ssize_t)(o - start);
+}
+
+/*
+ * Applies the segment of n bytes just decoded at out[*o]: "." is dropped, ".." removes the
+ * segment before it, any other is kept, followed by '/' when more (path bytes) follow.
+ * Returns 0, or -1 with *why (".." above the root, out too small).
+ */
+static ssize_t
+route_apply_segment(char *out, size_t *o, size_t n, size_t cap, bool more, const char **why)
+{
+	if (n == 1 && out[*o] == '.')
+		return 0;		/* "." : drop it (and the '/' after it, if any) */
+	if (n == 2 && out[*o] == '.' && out[*o + 1] == '.') {
+		if (*o == 1)
+			return route_refuse(why, "'..' above the root");
+		(*o)--;			/* past the '/' ending the previous segment */
+		while (out[*o - 1] != '/')
+			(*o)--;
+		return 0;
+	}
+	*o += n;
+	if (more) {			/* path[i] == '/' */
+		if (*o >= cap)
+			return route_refuse(why, "normalised path too long");
+		out[(*o)++] = '/';
+	}
+	return 0;
 }
 
 /*
@@ -154,24 +178,8 @@ route_normalize_path(const char *path, size_t len, char *out, size_t cap, const 
 			continue;
 		}
 		n = route_decode_segment(path, len, &i, out, o, cap, why);
-		if (n < 0)
+		if (n < 0 || route_apply_segment(out, &o, (size_t)n, cap, i < len, why) < 0)
 			return -1;
-		if (n == 1 && out[o] == '.') {
-			/* "." : drop it (and the '/' after it, if any) */
-		} else if (n == 2 && out[o] == '.' && out[o + 1] == '.') {
-			if (o == 1)
-				return route_refuse(why, "'..' above the root");
-			o--;			/* past the '/' ending the previous segment */
-			while (out[o - 1] != '/')
-				o--;
-		} else {
-			o += (size_t)n;
-			if (i < len) {		/* path[i] == '/' */
-				if (o >= cap)
-					return route_refuse(why, "normalised path too long");
-				out[o++] = '/';
-			}
-		}
 		if (i < len)
 			i++;			/* the '/' */
 	}
@@ -186,17 +194,14 @@ route_normalize_path(const char *path, size_t len, char *out, size_t cap, const 
 int
 route_path_matches(const char *npath, size_t nlen, const char *prefix)
 {
-	size_t plen = strlen(prefix), i;
+	size_t plen = strlen(prefix);
 
 	while (plen > 0 && prefix[plen - 1] == '/')
 		plen--;
 	if (plen == 0)
 		return 1;
-	if (nlen < plen)
+	if (nlen < plen || !http1_ci_eq(npath, plen, prefix, plen))
 		return 0;
-	for (i = 0; i < plen; i++)
-		if (route_lower((unsigned char)npath[i]) != route_lower((unsigned char)prefix[i]))
-			return 0;
 	return nlen == plen || npath[plen] == '/';
 }
 
@@ -233,48 +238,34 @@ route_host_matches(struct http1_slice host, const char *name)
 	}
 	if (n == 0)
 		return 0;
-	return route_eq_nocase(p, n, name);
+	return http1_ci_eq(p, n, name, strlen(name));
 }
 
-/* True when any of the route's hosts matches (or it has none). */
+/* True when method is exactly name (case-sensitive: methods are case-sensitive). */
+static int
+route_method_is(struct http1_slice method, const char *name)
+{
+	return strlen(name) == method.len && memcmp(name, method.p, method.len) == 0;
+}
+
+/* route_path_matches for a path held in a slice. */
+static int
+route_path_in(struct http1_slice npath, const char *prefix)
+{
+	return route_path_matches(npath.p, npath.len, prefix);
+}
+
+/* True when one of names[0..n) matches s by match, or when the list is empty (any). */
 static bool
-route_hosts_match(const struct route *r, struct http1_slice host)
+route_any(const char *const *names, size_t n, struct http1_slice s,
+    int (*match)(struct http1_slice, const char *))
 {
 	size_t i;
 
-	if (r->nhosts == 0)
+	if (n == 0)
 		return true;
-	for (i = 0; i < r->nhosts; i++)
-		if (route_host_matches(host, r->hosts[i]))
-			return true;
-	return false;
-}
-
-/* True when any of the route's path prefixes matches (or it has none). */
-static bool
-route_paths_match(const struct route *r, const char *npath, size_t nlen)
-{
-	size_t i;
-
-	if (r->npaths == 0)
-		return true;
-	for (i = 0; i < r->npaths; i++)
-		if (route_path_matches(npath, nlen, r->paths[i]))
-			return true;
-	return false;
-}
-
-/* True when the route allows the method (exact, case-sensitive: methods are case-sensitive). */
-static bool
-route_method_allowed(const struct route *r, struct http1_slice method)
-{
-	size_t i;
-
-	if (r->nmethods == 0)
-		return true;
-	for (i = 0; i < r->nmethods; i++)
-		if (strlen(r->methods[i]) == method.len &&
-		    memcmp(r->methods[i], method.p, method.len) == 0)
+	for (i = 0; i < n; i++)
+		if (match(s, names[i]))
 			return true;
 	return false;
 }
@@ -287,12 +278,17 @@ int
 route_match(const struct route *routes, size_t n, struct http1_slice host,
     const char *npath, size_t nlen, struct http1_slice method)
 {
+	struct http1_slice path = { npath, nlen };
 	size_t i;
 
 	for (i = 0; i < n; i++) {
-		if (!route_hosts_match(&routes[i], host) || !route_paths_match(&routes[i], npath, nlen))
+		const struct route *r = &routes[i];
+
+		if (!route_any(r->hosts, r->nhosts, host, route_host_matches) ||
+		    !route_any(r->paths, r->npaths, path, route_path_in))
 			continue;
-		return route_method_allowed(&routes[i], method) ? (int)i : ROUTE_BAD_METHOD;
+		return route_any(r->methods, r->nmethods, method, route_method_is) ? (int)i :
+		    ROUTE_BAD_METHOD;
 	}
 	return ROUTE_NOT_FOUND;
 }

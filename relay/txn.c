@@ -494,7 +494,7 @@ txn_response_head(struct conn *c)
 		metrics_backend_error(bname, "closed");
 		return txn_fail(c, 502, "backend closed without a response");
 	}
-	ssize_t r = http1_parse_response(buf_head(be->in), n, &c->cfg->limits, m, &resp);
+	ssize_t r = http1_resp_parse(buf_head(be->in), n, &c->cfg->limits, m, &resp);
 	if (r == HTTP1_NEED_MORE && !be->eof)
 		return 0;
 	if (r < 0) {

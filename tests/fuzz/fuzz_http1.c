@@ -107,7 +107,7 @@ run_response(const uint8_t *data, size_t n, const struct http1_limits *lim, cons
 	ssize_t rc;
 
 	resp->headers = h;
-	rc = http1_parse_response(buf, n, lim, m, resp);
+	rc = http1_resp_parse(buf, n, lim, m, resp);
 	if (rc == HTTP1_NEED_MORE) {
 		CHECK(n < lim->max_head_size);
 	} else if (rc == HTTP1_ERROR) {

@@ -69,7 +69,7 @@ presp_m(const char *s, size_t n, const char *method)
 	struct http1_slice m = { method, strlen(method) };
 
 	S.headers = hdrs;
-	return http1_parse_response(place(s, n), n, &lim, m, &S);
+	return http1_resp_parse(place(s, n), n, &lim, m, &S);
 }
 
 /*
