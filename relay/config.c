@@ -168,7 +168,11 @@ config_get_duration(struct config_ctx *x, const config_setting_t *g, const char 
 		return 0;
 	switch (config_setting_type(m)) {
 	case CONFIG_TYPE_INT: v = config_setting_get_int(m); break;
-	case CONFIG_TYPE_INT64: v = (double)config_setting_get_int64(m); break;
+	case CONFIG_TYPE_INT64: {
+		long long i = config_setting_get_int64(m);
+		v = (double)i;
+		break;
+	}
 	case CONFIG_TYPE_FLOAT: v = config_setting_get_float(m); break;
 	default: return config_fail(x, m, "'%s' must be a number of seconds", name);
 	}
@@ -269,11 +273,13 @@ config_load_global(struct config_ctx *x, const config_setting_t *root)
 	    config_get_str(x, g, "error_log", &c->error_log, true) ||
 	    config_get_str(x, g, "log_level", &lvl, true))
 		return -1;
-	if (lvl && (int)(c->log_level = (enum log_level)log_level_parse(lvl)) < 0) {
+	int level = lvl ? log_level_parse(lvl) : (int)c->log_level;
+	if (level < 0) {
 		config_kw_list(config_log_level_kw, " or ", list, sizeof(list));
 		return config_fail(x, config_setting_get_member(g, "log_level"),
 		    "'log_level' must be %s, not \"%s\"", list, lvl);
 	}
+	c->log_level = (enum log_level)level;
 	if (c->user && !*c->user)
 		c->user = NULL;
 	if (c->group && !*c->group)
@@ -515,6 +521,16 @@ config_ref(struct config *c)
 	return c;
 }
 
+/* Frees memory the configuration holds through a pointer to const (lists it built). */
+void
+config_free_const(const void *p)
+{
+	void *q;
+
+	memcpy(&q, &p, sizeof(q));
+	free(q);
+}
+
 /* Frees what the loaders allocated for the listeners, backends and routes of c. */
 static void
 config_free_lists(struct config *c)
@@ -536,10 +552,10 @@ config_free_lists(struct config *c)
 	}
 	for (size_t i = 0; i < c->nroutes + 1 && c->routes; i++) {
 		for (size_t j = 0; j < c->routes[i].nhosts; j++)
-			free((char *)c->routes[i].hosts[j]);
-		free((void *)c->routes[i].hosts);
-		free((void *)c->routes[i].paths);
-		free((void *)c->routes[i].methods);
+			config_free_const(c->routes[i].hosts[j]);
+		config_free_const(c->routes[i].hosts);
+		config_free_const(c->routes[i].paths);
+		config_free_const(c->routes[i].methods);
 	}
 }
 

@@ -133,16 +133,16 @@ config_backend_find(const struct config *c, const char *name)
 
 /* Host names are compared case-insensitively: keeps lower-case copies (freed with the config). */
 static int
-config_backend_route_hosts(struct config_ctx *x, config_setting_t *g, struct route *r)
+config_backend_route_hosts(struct config_ctx *x, config_setting_t *g, const char **hosts, size_t n)
 {
-	char **hosts = (char **)r->hosts;
-
-	for (size_t i = 0; i < r->nhosts; i++)
-		hosts[i] = strdup(hosts[i]);
-	for (size_t i = 0; i < r->nhosts; i++) {
-		char *h = hosts[i];
+	for (size_t i = 0; i < n; i++) {
+		char *h = strdup(hosts[i]);
 		for (char *p = h; p && *p; p++)
 			*p = (char)((*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);
+		hosts[i] = h;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *h = hosts[i];
 		if (!h || !*h || strpbrk(h, " /\t"))
 			return config_fail(x, config_setting_get_member(g, "hosts"),
 			    "invalid host name \"%s\"", h ? h : "");
@@ -177,12 +177,18 @@ config_backend_route_load(struct config_ctx *x, config_setting_t *g, void *p)
 	struct route *r = p;
 	const char *backend = NULL;
 
-	if (config_want_section(x, g, "a route", known) ||
+	const char **hosts = NULL, **paths = NULL, **methods = NULL;
+	/* Each list is handed to r as soon as it exists, so that a failure frees it with r. */
+	int rc = config_want_section(x, g, "a route", known) ||
 	    config_get_str(x, g, "backend", &backend, true) ||
-	    config_get_strings(x, g, "hosts", (const char ***)&r->hosts, &r->nhosts) ||
-	    config_backend_route_hosts(x, g, r) ||
-	    config_get_strings(x, g, "paths", (const char ***)&r->paths, &r->npaths) ||
-	    config_get_strings(x, g, "methods", (const char ***)&r->methods, &r->nmethods))
+	    config_get_strings(x, g, "hosts", &hosts, &r->nhosts);
+	r->hosts = hosts;
+	rc = rc || config_backend_route_hosts(x, g, hosts, r->nhosts) ||
+	    config_get_strings(x, g, "paths", &paths, &r->npaths);
+	r->paths = paths;
+	rc = rc || config_get_strings(x, g, "methods", &methods, &r->nmethods);
+	r->methods = methods;
+	if (rc)
 		return -1;
 	if (!backend)
 		return config_fail(x, g, "a route needs a 'backend'");

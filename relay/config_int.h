@@ -52,6 +52,7 @@ int config_get_enum(struct config_ctx *x, const config_setting_t *g, const char 
 
 /* The line of element i of the list member name of g (for messages about one element). */
 const config_setting_t *config_elem(const config_setting_t *g, const char *name, size_t i);
+void config_free_const(const void *p);
 
 /* Keyword tables generated from the X-macro tables of cfg.h, indexed by value. */
 extern const char *const config_role_kw[];

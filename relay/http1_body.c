@@ -104,23 +104,22 @@ http1_body_ext_byte(struct http1_body *b, unsigned char c)
 static int
 http1_body_crlf_byte(struct http1_body *b, unsigned char c)
 {
-	switch (b->state) {
-	case HTTP1_CS_SIZE_LF:
+	if (b->state == HTTP1_CS_SIZE_LF) {
 		if (c != '\n')
 			return http1_body_fail(b, "bare CR in chunk size line");
 		b->state = b->remaining ? HTTP1_CS_DATA : HTTP1_CS_TRAILER;
 		return 0;
-	case HTTP1_CS_DATA_CR:
+	}
+	if (b->state == HTTP1_CS_DATA_CR) {
 		if (c != '\r')
 			return http1_body_fail(b, "missing CRLF after chunk data");
 		b->state = HTTP1_CS_DATA_LF;
 		return 0;
-	default:
-		if (c != '\n')
-			return http1_body_fail(b, "missing CRLF after chunk data");
-		b->state = HTTP1_CS_SIZE_FIRST;
-		return 0;
 	}
+	if (c != '\n')	/* HTTP1_CS_DATA_LF */
+		return http1_body_fail(b, "missing CRLF after chunk data");
+	b->state = HTTP1_CS_SIZE_FIRST;
+	return 0;
 }
 
 /* CS_TR_LF, CS_END_LF: the LF ending a trailer field line, or the whole body. */
@@ -139,10 +138,7 @@ http1_body_trailer_lf(struct http1_body *b, unsigned char c)
 static int
 http1_body_trailer_byte(struct http1_body *b, unsigned char c)
 {
-	if (++b->trailer_bytes > TRAILER_MAX)
-		return http1_body_fail(b, "trailer section too large");
-	switch (b->state) {
-	case HTTP1_CS_TRAILER:
+	if (b->state == HTTP1_CS_TRAILER) {
 		if (c == '\r')
 			b->state = HTTP1_CS_END_LF;
 		else if (IS(c, C_T))
@@ -150,24 +146,22 @@ http1_body_trailer_byte(struct http1_body *b, unsigned char c)
 		else
 			return http1_body_fail(b, "bad trailer field");
 		return 0;
-	case HTTP1_CS_TR_NAME:
+	}
+	if (b->state == HTTP1_CS_TR_NAME) {
 		if (c == ':')
 			b->state = HTTP1_CS_TR_VALUE;
 		else if (!IS(c, C_T))
 			return http1_body_fail(b, "bad trailer field name");
 		return 0;
-	case HTTP1_CS_TR_VALUE:
+	}
+	if (b->state == HTTP1_CS_TR_VALUE) {
 		if (c == '\r')
 			b->state = HTTP1_CS_TR_LF;
 		else if (!http1_is_fvchar(c))
 			return http1_body_fail(b, "control character in a trailer field");
 		return 0;
-	case HTTP1_CS_TR_LF:
-	case HTTP1_CS_END_LF:
-		return http1_body_trailer_lf(b, c);
-	default:
-		return http1_body_fail(b, "chunked parser in a bad state");
 	}
+	return http1_body_trailer_lf(b, c);	/* HTTP1_CS_TR_LF, HTTP1_CS_END_LF */
 }
 
 /* Consumes one byte of a chunk-size line, trailer or CRLF; returns 0 or -1 (b->error). */
@@ -185,9 +179,19 @@ http1_body_byte(struct http1_body *b, unsigned char c)
 	case HTTP1_CS_DATA_CR:
 	case HTTP1_CS_DATA_LF:
 		return http1_body_crlf_byte(b, c);
-	default:
+	case HTTP1_CS_TRAILER:
+	case HTTP1_CS_TR_NAME:
+	case HTTP1_CS_TR_VALUE:
+	case HTTP1_CS_TR_LF:
+	case HTTP1_CS_END_LF:
+		if (++b->trailer_bytes > TRAILER_MAX)
+			return http1_body_fail(b, "trailer section too large");
 		return http1_body_trailer_byte(b, c);
+	case HTTP1_CS_DATA:
+	case HTTP1_CS_ERROR:
+		break;
 	}
+	return http1_body_fail(b, "chunked parser in a bad state");
 }
 
 /* Feeds a chunked body; see http1_body_feed. */
@@ -236,8 +240,9 @@ http1_body_feed(struct http1_body *b, const char *buf, size_t len)
 	case HTTP1_BODY_CLOSE:
 	case HTTP1_BODY_TUNNEL:
 		return (ssize_t)len;
-	default:
-		b->done = true;
-		return 0;
+	case HTTP1_BODY_NONE:
+		break;
 	}
+	b->done = true;
+	return 0;
 }

@@ -149,26 +149,11 @@ find_same(struct worker *w, const struct cfg_listener *lc)
 	return NULL;
 }
 
-/* Frees a set that was never handed to a worker (closing only the sockets it opened). */
-static void
-set_discard(struct listener *set)
-{
-	while (set) {
-		struct listener *next = set->next;
-		if (set->fd >= 0 && !set->took)
-			close(set->fd);
-		if (set->cfg)
-			config_unref(set->cfg);
-		free(set);
-		set = next;
-	}
-}
-
 void
 listener_sets_discard(struct listener **sets, int n)
 {
 	for (int k = 0; k < n; k++) {
-		set_discard(sets[k]);
+		listener_set_free(sets[k]);
 		sets[k] = NULL;
 	}
 }
@@ -318,7 +303,8 @@ listener_set_free(struct listener *set)
 		struct listener *next = set->next;
 		ev_io_stop(set->w->loop, &set->io);
 		ev_timer_stop(set->w->loop, &set->backoff);
-		if (set->fd >= 0 && !__atomic_load_n(&set->moved, __ATOMIC_ACQUIRE))
+		/* Not a socket a newer set took over, nor one this (discarded) set took over. */
+		if (set->fd >= 0 && !set->took && !__atomic_load_n(&set->moved, __ATOMIC_ACQUIRE))
 			close(set->fd);
 		if (set->cfg)
 			config_unref(set->cfg);

@@ -186,7 +186,7 @@ start_tls(struct conn *c, const struct cfg_backend *b)
 	snprintf(host, sizeof(host), "%.*s", (int)hl, t);
 	/* Per configuration: a reload that changes verification never resumes old sessions. */
 	snprintf(key, sizeof(key), "%p/%s/%s", (void *)b->tls, b->name, b->servers[c->server].text);
-	if ((b->send_proxy && send_proxy_clear(c, b->send_proxy) == -1) ||
+	if ((b->send_proxy && send_proxy_clear(c, (int)b->send_proxy) == -1) ||
 	    tls_start_client(&c->backend, b->tls, host, key) == -1)
 		return step_why(c, -1, "cannot start TLS");
 	c->backend.handshaking = true;
@@ -207,7 +207,7 @@ connect_done(struct conn *c, const struct cfg_backend *b)
 	if (b->tls)
 		return start_tls(c, b);
 	/* In front of the request head, so both usually leave in one segment. */
-	if (b->send_proxy && put_proxy_header(c, b->send_proxy) == -1)
+	if (b->send_proxy && put_proxy_header(c, (int)b->send_proxy) == -1)
 		return step_why(c, -1, "cannot describe the client in a PROXY header");
 	return 0;
 }
