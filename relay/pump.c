@@ -193,6 +193,21 @@ pump_put(struct half *h, pump_writer fn, const void *arg)
 	return (int)n;
 }
 
+/*
+ * Feeds the bytes of src->in not yet cleared for dst to the body framing state b: those it
+ * accepts are cleared to go to dst. Returns how many, or -1 when the framing is broken.
+ */
+ssize_t
+pump_feed(struct http1_body *b, struct half *src, struct half *dst)
+{
+	if (b->done || buf_len(src->in) <= dst->fwd)
+		return 0;
+	ssize_t k = http1_body_feed(b, buf_head(src->in) + dst->fwd, buf_len(src->in) - (size_t)dst->fwd);
+	if (k > 0)
+		dst->fwd += (uint64_t)k;
+	return k;
+}
+
 /* --- closing a half --------------------------------------------------------------------- */
 
 /* Closes one half: watchers, transport, socket, buffers. */

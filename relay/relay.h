@@ -220,12 +220,18 @@ void conn_drain_idle(struct worker *w);
 void conn_close_all(struct worker *w, const char *reason);
 
 /* txn.c: one HTTP request/response exchange on a connection. */
+/* The largest limits.max_headers the configuration accepts: the size of the parsers' arrays. */
+#define TXN_MAX_HEADERS 1000
 const char *txn_state_str(enum resp_state s);
 int txn_head(struct conn *c);
 int txn_active(struct conn *c);
 int txn_tunnel(struct conn *c);
 int txn_timeout(struct conn *c, enum conn_timeout t);
 int txn_fail(struct conn *c, int status, const char *why);
+
+/* txn_resp.c: the response half of an exchange. */
+int txn_resp_head(struct conn *c);
+int txn_resp_body(struct conn *c);
 void txn_end(struct conn *c, const char *termination);
 
 /* access.c: the access-log record of a request. */
@@ -246,6 +252,7 @@ bool pump_out(struct half *h);
 int pump_put(struct half *h, pump_writer fn, const void *arg);
 void pump_close_half(struct conn *c, struct half *h);
 int pump_read(struct conn *c, struct half *h);
+ssize_t pump_feed(struct http1_body *b, struct half *src, struct half *dst);
 
 /* listener.c */
 struct listener {
@@ -281,6 +288,7 @@ int upstream_open(struct conn *c, size_t first);
 int upstream_retry(struct conn *c);
 int upstream_connected(struct conn *c);
 void upstream_close(struct conn *c);
+const char *upstream_name(const struct conn *c);
 size_t upstream_pick(const struct cfg_backend *b, const char *key, size_t keylen);
 
 /* admin.c: what exrelay answers itself. */

@@ -20,22 +20,12 @@
 #include "rewrite.h"
 #include "route.h"
 
-/* The largest limits.max_headers the configuration accepts: the size of the parsers' arrays. */
-#define TXN_MAX_HEADERS 1000
-
 ENUM_STR(txn_state_str, enum resp_state, RESP_STATES)
-
-static const char *
-backend_name(const struct conn *c)
-{
-	return c->bidx >= 0 && c->bcfg ? c->bcfg->backends[c->bidx].name : "-";
-}
 
 /* --- writing heads ---------------------------------------------------------------------- */
 
 struct status_args { int status; bool close; bool head_only; };
 struct request_args { const struct http1_request *req; const struct rewrite_request_ctx *ctx; };
-struct response_args { const struct http1_response *resp; const struct rewrite_response_ctx *ctx; };
 struct admin_args { enum admin_answer a; bool head_only; bool close; };
 
 static ssize_t
@@ -52,14 +42,6 @@ write_request(char *out, size_t room, const void *arg)
 	const struct request_args *r = arg;
 
 	return rewrite_request(out, room, r->req, r->ctx);
-}
-
-static ssize_t
-write_response(char *out, size_t room, const void *arg)
-{
-	const struct response_args *r = arg;
-
-	return rewrite_response(out, room, r->resp, r->ctx);
 }
 
 static ssize_t
@@ -383,27 +365,12 @@ txn_request_cut(struct conn *c)
 	return step_why(c, STEP_CLOSE, "client cut the request body");
 }
 
-/*
- * Feeds the bytes of src->in not yet cleared for dst to the body framing state b: those it
- * accepts are cleared to go to dst. Returns how many, or -1 when the framing is broken.
- */
-static ssize_t
-txn_feed(struct http1_body *b, struct half *src, struct half *dst)
-{
-	if (b->done || buf_len(src->in) <= dst->fwd)
-		return 0;
-	ssize_t k = http1_body_feed(b, buf_head(src->in) + dst->fwd, buf_len(src->in) - (size_t)dst->fwd);
-	if (k > 0)
-		dst->fwd += (uint64_t)k;
-	return k;
-}
-
 /* Feeds request body bytes to the framing state; they become forwardable to the backend. */
 static int
 txn_request_body(struct conn *c)
 {
 	struct half *cl = &c->client, *be = &c->backend;
-	ssize_t k = txn_feed(&c->reqb, cl, be);
+	ssize_t k = pump_feed(&c->reqb, cl, be);
 
 	if (k < 0) {
 		step_why(c, STEP_CLOSE, "bad request body framing: %s", c->reqb.error ? c->reqb.error : "?");
@@ -421,147 +388,6 @@ txn_request_body(struct conn *c)
 	if (!c->reqb.done && cl->eof && buf_len(cl->in) <= be->fwd)
 		return txn_request_cut(c);
 	return progress;
-}
-
-/* --- responses -------------------------------------------------------------------------- */
-
-/* Appends a response head (interim or final) to the client's output. */
-static int
-txn_put_response(struct conn *c, const struct http1_response *resp, bool close, const char *too_large)
-{
-	struct rewrite_response_ctx rc = { close, c->client_http10 };
-	struct response_args ra = { resp, &rc };
-
-	if (pump_put(&c->client, write_response, &ra) < 0)
-		return errno == ENOSPC ? txn_fail(c, 502, too_large) : step_why(c, STEP_CLOSE, "out of memory");
-	return 1;
-}
-
-/* A final response head: checks it against the request, then starts its body. */
-static int
-txn_final_head(struct conn *c, const struct http1_response *resp, size_t head_len)
-{
-	struct half *be = &c->backend, *cl = &c->client;
-	const char *bname = backend_name(c);
-
-	if ((resp->status == 101 && !c->req_upgrade) || (c->client_http10 && resp->body == HTTP1_BODY_CHUNKED)) {
-		metrics_backend_error(bname, "bad_response");
-		return txn_fail(c, 502, resp->status == 101 ? "backend switched protocols without an Upgrade request" :
-		    "backend sent chunked to an HTTP/1.0 request");
-	}
-	/* An early final answer to a request whose body was never invited: don't wait for it. */
-	if ((!c->reqb.done && c->expect_continue && !c->got_continue && resp->status >= 300) ||
-	    resp->body == HTTP1_BODY_CLOSE)
-		c->close_after = true;
-	if (!resp->keep_alive)
-		c->breusable = false;
-	int r = txn_put_response(c, resp, c->close_after && resp->status != 101,
-	    "response head too large after rewriting");
-	if (r != 1)
-		return r;
-	be->in->r += head_len;
-	c->status = resp->status;
-	c->resp_started = true;
-	http1_body_init(&c->respb, resp->body, resp->content_length);
-	c->rs = RS_BODY;
-	if (resp->status != 101)
-		return 1;
-	c->rs = RS_DONE;
-	c->breusable = false;
-	c->close_after = true;
-	access_log(c, "upgraded");
-	/* Everything both sides still hold, and all that follows, is tunnel data. */
-	be->fwd = buf_len(cl->in);
-	cl->fwd = buf_len(be->in);
-	return STEP_GOTO(PH_TUNNEL);
-}
-
-/* Reads response heads from the backend: 1xx forwarded, a final head starts the body. */
-static int
-txn_response_head(struct conn *c)
-{
-	const char *bname = backend_name(c);
-	struct half *be = &c->backend;
-	struct http1_slice m = { c->method_buf, strlen(c->method_buf) };
-	struct http1_header hdrs[TXN_MAX_HEADERS];
-	struct http1_response resp = { .headers = hdrs };
-	size_t n = buf_len(be->in);
-
-	ASSERT(c->cfg->limits.max_headers <= TXN_MAX_HEADERS);
-	if (n == 0) {
-		if (!be->eof)
-			return 0;
-		metrics_backend_error(bname, "closed");
-		return txn_fail(c, 502, "backend closed without a response");
-	}
-	ssize_t r = http1_resp_parse(buf_head(be->in), n, &c->cfg->limits, m, &resp);
-	if (r == HTTP1_NEED_MORE && !be->eof)
-		return 0;
-	if (r < 0) {
-		metrics_backend_error(bname, "bad_response");
-		step_why(c, STEP_CLOSE, "bad response from backend %s: %s", bname,
-		    r == HTTP1_NEED_MORE ? "closed inside the head" : resp.error ? resp.error : "?");
-		return txn_fail(c, 502, c->reason);
-	}
-	if (resp.status < 100 || resp.status >= 200 || resp.status == 101)
-		return txn_final_head(c, &resp, (size_t)r);
-	/* Interim responses: passed on to HTTP/1.1 clients, exactly as many as the backend sent. */
-	if (resp.status == 100)
-		c->got_continue = true;
-	if (!c->client_http10) {
-		int k = txn_put_response(c, &resp, false, "interim response too large");
-		if (k != 1)
-			return k;
-	}
-	be->in->r += (size_t)r;
-	return 1;
-}
-
-/* The backend ended while the response body was incomplete (or close-delimited). */
-static int
-txn_response_end(struct conn *c)
-{
-	const char *bname = backend_name(c);
-
-	/* A close-delimited body ends with the backend's close, unless that close was a cut. */
-	if (c->respb.kind == HTTP1_BODY_CLOSE && !c->backend.cut) {
-		c->respb.done = true;
-		c->rs = RS_DONE;
-		c->breusable = false;
-		return 1;
-	}
-	/* Cut short: the client must see it, so close without a clean end. */
-	log_warn("client=%s backend %s closed inside a response body", c->client_ip, bname);
-	metrics_backend_error(bname, "truncated");
-	if (c->respb.kind == HTTP1_BODY_CLOSE)
-		return step_why(c, STEP_ABORT, "backend cut the response body");	/* a FIN would read as the end */
-	pump_flush(c, &c->client);	/* Content-Length or chunked: the client sees the body is short */
-	return step_why(c, STEP_CLOSE, "backend cut the response body");
-}
-
-/* Feeds response body bytes to the framing state; handles the backend's end. */
-static int
-txn_response_body(struct conn *c)
-{
-	struct half *be = &c->backend, *cl = &c->client;
-	ssize_t k = txn_feed(&c->respb, be, cl);
-
-	if (k < 0) {
-		log_warn("client=%s backend %s broke response framing: %s; closing", c->client_ip,
-		    backend_name(c), c->respb.error ? c->respb.error : "?");
-		metrics_backend_error(backend_name(c), "bad_framing");
-		pump_flush(c, cl);	/* the client's framing shows the cut */
-		return step_why(c, STEP_CLOSE, "backend broke response framing");
-	}
-	if (c->respb.done) {
-		if (buf_len(be->in) > cl->fwd)
-			c->breusable = false;	/* bytes after the response: never reuse */
-		c->rs = RS_DONE;	/* a request body still pending now has a short grace */
-		return 1;
-	}
-	if (be->eof && buf_len(be->in) <= cl->fwd)
-		return txn_response_end(c);
-	return k > 0;
 }
 
 /* --- the end of an exchange ------------------------------------------------------------- */
@@ -643,10 +469,10 @@ txn_active(struct conn *c)
 		return r;
 	progress = r;
 	if (pump_flush(c, &c->backend) == -1) {
-		metrics_backend_error(backend_name(c), "write");
+		metrics_backend_error(upstream_name(c), "write");
 		return txn_fail(c, 502, "backend write failed");
 	}
-	r = c->rs == RS_HEAD ? txn_response_head(c) : c->rs == RS_BODY ? txn_response_body(c) : 0;
+	r = c->rs == RS_HEAD ? txn_resp_head(c) : c->rs == RS_BODY ? txn_resp_body(c) : 0;
 	if (r < 0 || STEP_IS_GOTO(r))
 		return r;
 	progress |= r;
@@ -698,15 +524,15 @@ txn_timeout(struct conn *c, enum conn_timeout t)
 	case TO_BODY_NOT_TAKEN:
 		/* The backend answered early and stopped taking the request body: end here. */
 		log_info("client=%s backend %s answered but stopped reading the request body; closing",
-		    c->client_ip, backend_name(c));
+		    c->client_ip, upstream_name(c));
 		txn_end(c, "request body not taken");
 		upstream_close(c);
 		return STEP_GOTO(PH_CLOSING);
 	case TO_CONNECT:
-		metrics_backend_error(backend_name(c), "connect_timeout");
+		metrics_backend_error(upstream_name(c), "connect_timeout");
 		return txn_fail(c, 504, "backend connect timeout");
 	case TO_RESPONSE:
-		metrics_backend_error(backend_name(c), "timeout");
+		metrics_backend_error(upstream_name(c), "timeout");
 		return txn_fail(c, 504, "backend response timeout");
 	case TO_STREAM:
 		log_info("client=%s idle timeout during a stream", c->client_ip);

@@ -243,6 +243,13 @@ upstream_connected(struct conn *c)
 	return 1;
 }
 
+/* The name of the connection's backend, "-" when it has none. */
+const char *
+upstream_name(const struct conn *c)
+{
+	return c->bidx >= 0 && c->bcfg ? c->bcfg->backends[c->bidx].name : "-";
+}
+
 void
 upstream_close(struct conn *c)
 {
