@@ -104,6 +104,7 @@ static ev_signal sig_hup, sig_term, sig_int, sig_usr1;
 static ev_timer drain_timer;
 static ev_timer drain_check;
 
+/* Prints the options and the default configuration file to f. */
 static void
 usage(FILE *f)
 {
@@ -119,6 +120,7 @@ usage(FILE *f)
 	    "  -h          this help\n", SYSCONFDIR "/exrelay/exrelay.conf");
 }
 
+/* Prints the versions of exrelay and of the libraries it runs with (-V). */
 static void
 version(void)
 {
@@ -187,6 +189,7 @@ set_addr_path(const char *path)
 	return n > 0 && (size_t)n < sizeof(addr_path) ? 0 : -1;
 }
 
+/* SIGHUP: reloads the configuration and hands new listener sets to the workers, or keeps the old. */
 static void
 reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
@@ -224,6 +227,7 @@ reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	notify("READY=1\nSTATUS=configuration reloaded");
 }
 
+/* Ends the drain: tells the workers to stop and breaks the main loop. */
 static void
 stop_now(struct ev_loop *loop)
 {
@@ -232,6 +236,7 @@ stop_now(struct ev_loop *loop)
 	ev_break(loop, EVBREAK_ALL);
 }
 
+/* drain_timeout has passed: stops with the connections still open. */
 static void
 drain_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -240,6 +245,7 @@ drain_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	stop_now(loop);
 }
 
+/* Polled while draining: stops as soon as no connection is left. */
 static void
 drain_check_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -248,6 +254,7 @@ drain_check_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		stop_now(loop);
 }
 
+/* SIGTERM/SIGINT: starts the drain (the workers stop accepting traffic); a second one stops at once. */
 static void
 term_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
@@ -269,6 +276,7 @@ term_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	ev_timer_start(loop, &drain_check);
 }
 
+/* SIGUSR1: reopens the log files (after a rotation). */
 static void
 usr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
@@ -313,6 +321,7 @@ drop_privileges(const struct config *cfg)
 	return 0;
 }
 
+/* Writes the process id to path; -1 logged. */
 static int
 write_pidfile(const char *path)
 {
