@@ -19,7 +19,7 @@ enum { F_METHOD, F_TARGET, F_PROTO, F_REFERER, F_USER_AGENT, F_USER, F_COUNT };
 /*
  * Copies the fields the access log needs into c->loginfo (NUL-separated, each cut at 2 KiB).
  * The user is the one of Basic credentials or of an NTLM AUTHENTICATE (cr; never the
- * password), with white space and quotes replaced so that it stays one field.
+ * password), with spaces replaced so that it stays one field.
  */
 void
 access_save(struct conn *c, const struct http1_request *req, const struct cred *cr)
@@ -31,7 +31,7 @@ access_save(struct conn *c, const struct http1_request *req, const struct cred *
 
 	if (cr->kind == CRED_BASIC || cr->kind == CRED_NTLM)
 		for (const char *p = cr->user; *p && ulen + 1 < sizeof(user); p++)
-			user[ulen++] = *p == ' ' || *p == '"' || *p == '\\' ? '?' : *p;
+			user[ulen++] = *p == ' ' ? '?' : *p;
 	struct http1_slice f[F_COUNT] = { req->method, req->target, { req->minor ? "HTTP/1.1" : "HTTP/1.0", 8 },
 	    ref ? ref->value : (struct http1_slice){ "", 0 }, ua ? ua->value : (struct http1_slice){ "", 0 },
 	    { user, ulen } };

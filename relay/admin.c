@@ -48,15 +48,15 @@ admin_health(char *out, size_t cap, bool head_only, bool close)
 	    "Cache-Control: no-store\r\n", relay_draining() ? "draining\n" : "ok\n", head_only);
 }
 
-/* The metrics answer: every counter, summed over the workers. */
+/* The metrics answer: every counter, summed over the workers (HEAD: the head alone). */
 static ssize_t
-admin_metrics(char *out, size_t cap, bool close)
+admin_metrics(char *out, size_t cap, bool head_only, bool close)
 {
 	static __thread char body[48 * 1024];
 	size_t n = metrics_format(body, sizeof(body) - 1);
 
 	body[n] = '\0';
-	return rewrite_status_response(out, cap, 200, close, NULL, body, false);
+	return rewrite_status_response(out, cap, 200, close, NULL, body, head_only);
 }
 
 /*
@@ -67,7 +67,7 @@ ssize_t
 admin_write(enum admin_answer a, char *out, size_t cap, bool head_only, bool close)
 {
 	ASSERT(a == ADMIN_HEALTH || a == ADMIN_METRICS);
-	return a == ADMIN_HEALTH ? admin_health(out, cap, head_only, close) : admin_metrics(out, cap, close);
+	return a == ADMIN_HEALTH ? admin_health(out, cap, head_only, close) : admin_metrics(out, cap, head_only, close);
 }
 
 /* Answers an agent-check connection with one line, then closes it. */

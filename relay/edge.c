@@ -48,7 +48,6 @@ edge_filter(struct conn *c, const struct http1_request *req, struct edge_refusal
 	if (!rule)
 		return 0;
 	metrics_filter_blocked(rule);
-	log_info("client=%s request refused by filter %s", c->client_ip, rule);
 	return refuse(r, 403, "filter", rule);
 }
 
@@ -119,7 +118,6 @@ edge_route(struct conn *c, const struct http1_request *req, size_t route, const 
 	c->auth_key = NULL;
 	if (!config_route_allows(c->cfg, route, (const struct sockaddr *)&c->client_addr)) {
 		metrics_filter_blocked("allow_from");
-		log_info("client=%s not in the allow_from of route %zu", c->client_ip, route + 1);
 		return refuse(r, 403, "filter", "allow_from");
 	}
 	if (!c->cfg->guard.enabled || (cr->kind != CRED_BASIC && cr->kind != CRED_NTLM))

@@ -214,6 +214,8 @@ reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	}
 	if (worker_count(cfg) != relay.nworkers)
 		log_warn("reload: 'workers' changes need a restart; keeping %d", relay.nworkers);
+	if (guard_init(cfg->guard.max_entries, NULL) == -1)
+		log_warn("reload: 'auth_guard.max_entries' changes need a restart; keeping the current tables");
 	struct config *old = relay.cfg;
 	relay.cfg = cfg;
 	__atomic_store_n(&relay.max_conns, cfg->max_connections, __ATOMIC_RELAXED);
@@ -402,6 +404,10 @@ main_configure(const struct main_options *o)
 	relay.loop = ev_default_loop(EVFLAG_AUTO);
 	if (apply_logs(cfg) == -1)
 		return 2;
+	if (guard_init(cfg->guard.max_entries, NULL) == -1) {
+		log_error("cannot allocate the authentication guard's tables (%zu entries)", cfg->guard.max_entries);
+		return 2;
+	}
 	raise_nofile(cfg);
 	return -1;
 }
@@ -442,8 +448,12 @@ main_detach(struct main_options *o, struct listener **sets)
 		for (int k = 0; k < relay.nworkers; k++)
 			ev_loop_fork(relay.workers[k].loop);
 	}
-	if (!o->pidfile)
-		o->pidfile = relay.cfg->pidfile;
+	if (!o->pidfile && relay.cfg->pidfile) {
+		/* A copy: the configuration that names it is freed by a later reload. */
+		static char path[4096];
+		snprintf(path, sizeof(path), "%s", relay.cfg->pidfile);
+		o->pidfile = path;
+	}
 	if (o->pidfile && write_pidfile(o->pidfile) == -1)
 		return -1;
 	return 0;
@@ -506,6 +516,7 @@ main_shutdown(const char *pidfile)
 	worker_join_all();
 	if (pidfile)
 		unlink(pidfile);
+	guard_free();
 	if (addr_path[0])
 		unlink(addr_path);
 	log_info("stopped");

@@ -127,10 +127,13 @@ int
 tls_client_setup(struct tls_client *t, bool verify, const char *ca_file, const char *cert,
     const char *key, const char *sni, char *err, size_t errlen)
 {
+	static unsigned long long generations;
 	int r;
 
 	t->verify = verify;
 	t->sni = sni && *sni ? sni : NULL;
+	/* Set up by the main thread only (start and reload); a reload never reuses a number. */
+	t->generation = ++generations;
 	if ((r = gnutls_certificate_allocate_credentials(&t->cred)) < 0) {
 		snprintf(err, errlen, "%s", gnutls_strerror(r));
 		return -1;

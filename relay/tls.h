@@ -26,6 +26,7 @@ struct tls_client {
 	gnutls_priority_t prio;
 	bool verify;
 	const char *sni;		/* name to send and verify; NULL: the server's host */
+	unsigned long long generation;	/* unique per set-up: keys the session cache (never reused) */
 };
 
 #define TLS_DEFAULT_PRIORITY "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-RSA:-DHE-RSA:-CIPHER-ALL:" \

@@ -185,7 +185,7 @@ start_tls(struct conn *c, const struct cfg_backend *b)
 	}
 	snprintf(host, sizeof(host), "%.*s", (int)hl, t);
 	/* Per configuration: a reload that changes verification never resumes old sessions. */
-	snprintf(key, sizeof(key), "%p/%s/%s", (void *)b->tls, b->name, b->servers[c->server].text);
+	snprintf(key, sizeof(key), "%llu/%s/%s", b->tls->generation, b->name, b->servers[c->server].text);
 	if ((b->send_proxy && send_proxy_clear(c, (int)b->send_proxy) == -1) ||
 	    tls_start_client(&c->backend, b->tls, host, key) == -1)
 		return step_why(c, -1, "cannot start TLS");

@@ -158,6 +158,7 @@ PLAIN = start_backend(plain_backend)
 relay = start_exrelay('''
 global = { drain_timeout = 2; };
 listeners = ( { name = "pub"; bind = "127.0.0.1:0"; health_path = "/hc"; },
+              { name = "admin"; bind = "127.0.0.1:0"; role = "admin"; },
               { name = "tls"; bind = "127.0.0.1:0";
                 tls = { certificates = ( { cert = "%(certs)s/mail-ecdsa.pem";
                                            key = "%(certs)s/mail-ecdsa.test-key.pem"; } ); }; } );
@@ -175,7 +176,7 @@ routes = ( { backend = "internal"; paths = [ "/internal" ]; },
            { backend = "plain"; } );
 ''' % dict(certs=CERTS, upload=UPLOAD, internal=INTERNAL, linger=LINGER, clean=CLEAN, cut=CUT,
            plain=PLAIN))
-PORT, TLSPORT = relay.port("pub"), relay.port("tls")
+PORT, TLSPORT, ADMIN = relay.port("pub"), relay.port("tls"), relay.port("admin")
 
 # ----------------------------------------------------------------------------------------------
 # Client helpers
@@ -329,6 +330,20 @@ def check_pipelined_health():
     diag("%d pipelined health checks: %d bytes sent, %d answers in %.1f s (%s, send error %r)" % (
         n, sent, got.count(b"HTTP/1.1 200"), time.monotonic() - t, end, err))
     is_(got.count(b"HTTP/1.1 200"), n, "%d pipelined HEAD /hc on one connection: all answered" % n)
+
+
+def check_head_metrics():
+    """10. HEAD /metrics on the admin port sends the head alone: a keep-alive client then reads
+    the next answer (GET /health) as it is, never the metrics body."""
+    req = b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", ADMIN), timeout=5) as s:
+        got, _, _, _ = exchange(s, req, 5.0, until=lambda b: b.endswith(b"\r\n\r\nok\n"))
+    heads = got.split(b"\r\n\r\n")
+    ok(heads[0].startswith(b"HTTP/1.1 200") and b"Content-Length: " in heads[0],
+       "HEAD /metrics: 200 with the body's Content-Length")
+    ok(len(heads) == 3 and heads[1].startswith(b"HTTP/1.1 200") and heads[2] == b"ok\n",
+       "the next response on the connection follows the HEAD's head at once (%r)" % got[-120:])
+    ok(b"# HELP" not in got, "no metrics body after HEAD")
 
 
 def check_close_notify():
@@ -664,7 +679,8 @@ routes = ( { backend = "sent"; paths = [ "/sentinel" ]; }, { backend = "tlsb"; }
 
 
 try:
-    run_checks((check_smuggling, check_second_bad_request, check_pipelined_health, check_close_notify,
+    run_checks((check_smuggling, check_second_bad_request, check_pipelined_health, check_head_metrics,
+                check_close_notify,
                 check_lingering_close, check_pause_reload, check_log_reopen_race, check_duplicate_bind,
                 check_unreadable_cert, check_tls_first_step), relay, T0)
 finally:

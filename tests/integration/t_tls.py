@@ -634,6 +634,30 @@ def check_backend_resumption():
        (stderr_count(pat) - before))
 
 
+def check_backend_cache_after_reload():
+    """Backend TLS sessions made under one configuration never resume under another: after
+    reloads that switch `selfnv` between verify = false and verify = true (its self-signed
+    certificate then fails), each verify = true phase is refused. Several rounds, so that a new
+    configuration's TLS settings landing at a freed one's address (the old cache key) is met."""
+    text = open(relay.config_path).read()
+    nv = '{ name = "selfnv"; servers = [ "127.0.0.1:%d" ]; tls = { verify = false; }; }' % s_self.port
+    v = '{ name = "selfnv"; servers = [ "127.0.0.1:%d" ]; tls = { verify = true; ca_file = "%s"; }; }' % (
+        s_self.port, CA)
+    ok(nv in text, "the configuration names selfnv with verify = false")
+    results = []
+    for i in range(4):
+        for variant, want in ((v, 502), (nv, 200), (nv, 200)):
+            relay.reload(text.replace(nv, variant))
+            relay.wait_reloaded()
+            closes = stderr_count(r"close client=")
+            results.append((want, backend_get("/b/selfnv/reload-%d" % i)[0]))
+            wait_stderr(r"close client=", closes + 1)       # backend connection released: session stored
+    is_([got for _, got in results], [want for want, _ in results],
+        "after each reload, verify = true refuses the self-signed backend; verify = false serves it")
+    relay.reload(text)
+    ok(relay.wait_reloaded(), "the original configuration is back")
+
+
 def check_rpc_over_tls():
     """RPC over HTTP v2 handshake and a 100-byte echo with TLS on both sides."""
     vc = rpch.open_virtual_connection(lambda: tls_conn())
@@ -708,4 +732,5 @@ def check_config_errors():
 run_checks((check_curl, check_gnutls_cli, check_proxy_then_tls, check_proxy_and_hello_one_write, check_sni,
               check_rsa_vs_ecdsa, check_refused, check_alpn, check_resumption, check_renegotiation,
               check_handshake_timeout, check_access_log, check_backends, check_backend_resumption,
+              check_backend_cache_after_reload,
               check_rpc_over_tls, check_config_errors), relay, T0)
