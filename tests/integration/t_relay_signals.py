@@ -110,6 +110,24 @@ def check_config_test():
     ok(rc == 1 and m and int(m.group(1)) == line_no and "nonexistent" in m.group(2),
        "-t unknown backend in a route: exit 1, `FILE:%d: ... nonexistent` (rc %r, %r)"
        % (line_no, rc, err.strip()[:200]))
+    # The Exchange protection settings: each mistake names its line.
+    prot = [
+        ("rule matching everything", 'security = {\n  rules = ( { name = "x"; } );\n};', 2, "would refuse everything"),
+        ("rule path", 'security = {\n  rules = ( { path = "x"; } );\n};', 2, "must start with '/'"),
+        ("filters not a boolean", 'security = {\n  exchange_filters = 1;\n};', 2, "true or false"),
+        ("guard days", 'auth_guard = {\n  familiar_days = 0;\n};', 2, "days"),
+        ("guard failures", 'auth_guard = {\n  enabled = true;\n  max_failures = 0;\n};', 3, "between"),
+        ("guard unknown", 'auth_guard = {\n  lockout = 3;\n};', 2, "lockout"),
+    ]
+    for name, block, rel, pattern in prot:
+        base = config("one").rstrip("\n") + "\n"
+        first = base.count("\n") + 1
+        rc, out, err, path = run_t(base + block + "\n")
+        m = re.search(r"^%s:(\d+): (.+)$" % re.escape(path), err, re.M)
+        ok(rc == 1 and m and int(m.group(1)) == first + rel - 1 and pattern in m.group(2),
+           "-t %s: exit 1, `FILE:%d: ...%s...` (%r)" % (name, first + rel - 1, pattern, err.strip()[:200]))
+    rc, out, err, path = run_t(config("one").replace('{ backend = "one"', '{ allow_from = [ "10.0.0.0/33" ]; backend = "one"', 1))
+    ok(rc == 1 and "is not an address or address/prefix" in err, "-t allow_from with a bad prefix: exit 1 (%r)" % err.strip()[:200])
     p = subprocess.run([EXRELAY, "-V"], capture_output=True, text=True, timeout=10)
     text = p.stdout + p.stderr
     ok(p.returncode == 0 and re.search(r"exrelay \S+", text) and "libev" in text.lower() and "libconfig" in text.lower(),
