@@ -647,8 +647,9 @@ def check_backend_cache_after_reload():
     results = []
     for i in range(4):
         for variant, want in ((v, 502), (nv, 200), (nv, 200)):
+            reloads = stderr_count(r"configuration reloaded")
             relay.reload(text.replace(nv, variant))
-            relay.wait_reloaded()
+            wait_stderr(r"configuration reloaded", reloads + 1)   # logged once every worker has it
             closes = stderr_count(r"close client=")
             results.append((want, backend_get("/b/selfnv/reload-%d" % i)[0]))
             wait_stderr(r"close client=", closes + 1)       # backend connection released: session stored
