@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "relay.h"
@@ -18,50 +17,21 @@
 enum { F_METHOD, F_TARGET, F_PROTO, F_REFERER, F_USER_AGENT, F_USER, F_COUNT };
 
 /*
- * The user name of "Authorization: Basic base64(user:password)" into out (at most cap-1
- * bytes, printable only); returns its length, 0 when the field is absent, another scheme, or
- * malformed. NTLM and Negotiate name no user in the clear: they log "-".
+ * Copies the fields the access log needs into c->loginfo (NUL-separated, each cut at 2 KiB).
+ * The user is the one of Basic credentials or of an NTLM AUTHENTICATE (cr; never the
+ * password), with white space and quotes replaced so that it stays one field.
  */
-static size_t
-basic_user(const struct http1_request *req, char *out, size_t cap)
-{
-	static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	const struct http1_header *a = http1_find_header(req->headers, req->nheaders, "Authorization");
-	size_t n = 0, i;
-	unsigned acc = 0;
-	int bits = 0;
-
-	if (!a || a->value.len < 7 || strncasecmp(a->value.p, "Basic ", 6) != 0)
-		return 0;
-	for (i = 6; i < a->value.len && a->value.p[i] == ' '; i++)
-		;
-	for (; i < a->value.len && a->value.p[i] != '='; i++) {
-		const char *d = memchr(b64, a->value.p[i], 64);
-		if (!d)
-			return 0;
-		acc = (acc << 6) | (unsigned)(d - b64);
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			char ch = (char)((acc >> bits) & 0xff);
-			if (ch == ':')
-				return n;
-			if (n + 1 >= cap || ch < 0x21 || ch > 0x7e)
-				return 0;
-			out[n++] = ch;
-		}
-	}
-	return 0;	/* no ':' */
-}
-
-/* Copies the fields the access log needs into c->loginfo (NUL-separated, each cut at 2 KiB). */
 void
-access_save(struct conn *c, const struct http1_request *req)
+access_save(struct conn *c, const struct http1_request *req, const struct cred *cr)
 {
 	const struct http1_header *ref = http1_find_header(req->headers, req->nheaders, "Referer");
 	const struct http1_header *ua = http1_find_header(req->headers, req->nheaders, "User-Agent");
-	char user[128];
-	size_t ulen = basic_user(req, user, sizeof(user));
+	char user[sizeof(cr->user)];
+	size_t ulen = 0;
+
+	if (cr->kind == CRED_BASIC || cr->kind == CRED_NTLM)
+		for (const char *p = cr->user; *p && ulen + 1 < sizeof(user); p++)
+			user[ulen++] = *p == ' ' || *p == '"' || *p == '\\' ? '?' : *p;
 	struct http1_slice f[F_COUNT] = { req->method, req->target, { req->minor ? "HTTP/1.1" : "HTTP/1.0", 8 },
 	    ref ? ref->value : (struct http1_slice){ "", 0 }, ua ? ua->value : (struct http1_slice){ "", 0 },
 	    { user, ulen } };

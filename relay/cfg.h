@@ -16,6 +16,8 @@
 #include <libconfig.h>
 
 #include "addr.h"
+#include "filter.h"
+#include "guard.h"
 #include "http1.h"
 #include "log.h"
 #include "route.h"
@@ -109,6 +111,16 @@ struct config {
 	size_t nbackends;
 	struct route *routes;
 	size_t nroutes;
+	struct cfg_route_acl {		/* per route, like routes: allow_from (nallow 0: anyone) */
+		struct addr_prefix *allow;
+		size_t nallow;
+	} *route_acl;			/* NULL when no route was loaded */
+
+	/* Exchange protection (config_security.c). */
+	struct filter_config filters;	/* security.exchange_filters and security.rules */
+	struct filter_rule *rules;
+	bool strip_internal;		/* security.strip_internal_headers */
+	struct guard_params guard;	/* auth_guard */
 };
 
 /*
@@ -120,6 +132,9 @@ struct config {
 struct config *config_load(const char *path, char *err, size_t errlen, bool *unusable_file);
 struct config *config_ref(struct config *c);
 void config_unref(struct config *c);
+
+/* True when route i lets the client at addr in (its allow_from; none: everyone). */
+bool config_route_allows(const struct config *c, size_t i, const struct sockaddr *addr);
 
 /* True when addr (a peer address) is inside one of the listener's trusted_proxies. */
 bool config_trusted(const struct cfg_listener *l, const struct sockaddr *addr);

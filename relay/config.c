@@ -223,6 +223,31 @@ config_get_strings(struct config_ctx *x, const config_setting_t *g, const char *
 	return 0;
 }
 
+/*
+ * Reads an optional list of addresses or address/prefixes into *out (calloc'd, freed with the
+ * configuration) and *n.
+ */
+int
+config_get_prefixes(struct config_ctx *x, const config_setting_t *g, const char *name,
+    struct addr_prefix **out, size_t *n)
+{
+	const char **list = NULL;
+	size_t len = 0;
+	int rc = config_get_strings(x, g, name, &list, &len);
+
+	*out = NULL;
+	*n = 0;
+	if (rc == 0 && list && !(*out = calloc(len + 1, sizeof(**out))))
+		rc = config_fail(x, config_setting_get_member(g, name), "out of memory");
+	for (size_t i = 0; rc == 0 && i < len; i++)
+		if (addr_prefix_parse(list[i], &(*out)[i]) == -1)
+			rc = config_fail(x, config_elem(g, name, i), "'%s' is not an address or address/prefix",
+			    list[i]);
+	config_free_const(list);
+	*n = rc == 0 ? len : 0;
+	return rc;
+}
+
 int
 config_get_enum(struct config_ctx *x, const config_setting_t *g, const char *name, int *out,
     const char *const *kw)
@@ -449,6 +474,10 @@ config_new(const char *path)
 	c->timeouts.connect = 5;
 	c->limits.max_head_size = 65536;
 	c->limits.max_headers = 100;
+	c->filters.exchange = true;
+	c->strip_internal = true;
+	c->guard = (struct guard_params){ .enabled = true, .max_failures = 5, .window = 600, .block = 900,
+	    .familiar_days = 14, .max_failures_per_client = 30, .max_entries = 100000 };
 	return c;
 }
 
@@ -475,12 +504,12 @@ static int
 config_load_sections(struct config_ctx *x, const config_setting_t *root)
 {
 	static const char *const known[] = { "global", "access_log", "timeouts", "limits", "listeners",
-	    "backends", "routes", NULL };
+	    "backends", "routes", "security", "auth_guard", NULL };
 	struct config *c = x->cfg;
 
 	if (config_check_known(x, root, "the file", known) || config_load_global(x, root) ||
 	    config_load_access_log(x, root) || config_load_timeouts(x, root) ||
-	    config_load_limits(x, root) ||
+	    config_load_limits(x, root) || config_security_load(x, root) || config_guard_load(x, root) ||
 	    config_load_list(x, root, "listeners", (void **)&c->listeners, &c->nlisteners,
 	    sizeof(*c->listeners), config_listener_load) ||
 	    config_load_list(x, root, "backends", (void **)&c->backends, &c->nbackends,
@@ -535,6 +564,7 @@ config_free_const(const void *p)
 static void
 config_free_lists(struct config *c)
 {
+	config_security_free(c);
 	for (size_t i = 0; i < c->nlisteners + 1 && c->listeners; i++) {
 		free(c->listeners[i].trusted);
 		if (c->listeners[i].tls) {

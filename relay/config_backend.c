@@ -173,7 +173,7 @@ config_backend_route_check(struct config_ctx *x, config_setting_t *g, const stru
 int
 config_backend_route_load(struct config_ctx *x, config_setting_t *g, void *p)
 {
-	static const char *const known[] = { "backend", "hosts", "paths", "methods", NULL };
+	static const char *const known[] = { "backend", "hosts", "paths", "methods", "allow_from", NULL };
 	struct route *r = p;
 	const char *backend = NULL;
 
@@ -188,7 +188,7 @@ config_backend_route_load(struct config_ctx *x, config_setting_t *g, void *p)
 	r->paths = paths;
 	rc = rc || config_get_strings(x, g, "methods", &methods, &r->nmethods);
 	r->methods = methods;
-	if (rc)
+	if (rc || config_route_acl_load(x, g, (size_t)(r - x->cfg->routes)))
 		return -1;
 	if (!backend)
 		return config_fail(x, g, "a route needs a 'backend'");

@@ -53,6 +53,8 @@ int config_get_enum(struct config_ctx *x, const config_setting_t *g, const char 
 /* The line of element i of the list member name of g (for messages about one element). */
 const config_setting_t *config_elem(const config_setting_t *g, const char *name, size_t i);
 void config_free_const(const void *p);
+int config_get_prefixes(struct config_ctx *x, const config_setting_t *g, const char *name,
+    struct addr_prefix **out, size_t *n);
 
 /* Keyword tables generated from the X-macro tables of cfg.h, indexed by value. */
 extern const char *const config_role_kw[];
@@ -63,5 +65,11 @@ extern const char *const config_send_proxy_kw[];
 int config_listener_load(struct config_ctx *x, config_setting_t *g, void *p);
 int config_backend_load(struct config_ctx *x, config_setting_t *g, void *p);
 int config_backend_route_load(struct config_ctx *x, config_setting_t *g, void *p);
+
+/* config_security.c */
+int config_security_load(struct config_ctx *x, const config_setting_t *root);
+int config_guard_load(struct config_ctx *x, const config_setting_t *root);
+int config_route_acl_load(struct config_ctx *x, config_setting_t *g, size_t i);
+void config_security_free(struct config *c);
 
 #endif

@@ -57,13 +57,9 @@ config_listener_tls(struct config_ctx *x, config_setting_t *g, struct cfg_listen
 	return 0;
 }
 
-/*
- * Reads the settings of one listener (trusted_proxies into *trusted, *nt, freed by the
- * caller) and checks name, bind, health_path and tls.
- */
+/* Reads the settings of one listener and checks name, bind, health_path and tls. */
 static int
-config_listener_read(struct config_ctx *x, config_setting_t *g, struct cfg_listener *l,
-    const char ***trusted, size_t *nt)
+config_listener_read(struct config_ctx *x, config_setting_t *g, struct cfg_listener *l)
 {
 	static const char *const known[] = { "name", "bind", "role", "proxy_protocol",
 	    "trusted_proxies", "tls", "health_path", NULL };
@@ -75,7 +71,7 @@ config_listener_read(struct config_ctx *x, config_setting_t *g, struct cfg_liste
 	    config_get_enum(x, g, "role", &role, config_role_kw) ||
 	    config_get_enum(x, g, "proxy_protocol", &pp, config_pp_mode_kw) ||
 	    config_get_str(x, g, "health_path", &l->health_path, true) ||
-	    config_get_strings(x, g, "trusted_proxies", trusted, nt))
+	    config_get_prefixes(x, g, "trusted_proxies", &l->trusted, &l->ntrusted))
 		return -1;
 	l->role = (enum listener_role)role;
 	l->proxy_protocol = (enum pp_mode)pp;
@@ -92,24 +88,6 @@ config_listener_read(struct config_ctx *x, config_setting_t *g, struct cfg_liste
 	if (config_setting_get_member(g, "tls") &&
 	    config_listener_tls(x, config_setting_get_member(g, "tls"), l) == -1)
 		return -1;
-	return 0;
-}
-
-/* Parses the trusted_proxies entries trusted[0..nt) into l->trusted. */
-static int
-config_listener_trusted(struct config_ctx *x, config_setting_t *g, struct cfg_listener *l,
-    const char **trusted, size_t nt)
-{
-	l->trusted = calloc(nt + 1, sizeof(*l->trusted));
-	for (size_t i = 0; l->trusted && i < nt; i++)
-		if (addr_prefix_parse(trusted[i], &l->trusted[i]) == -1) {
-			int line = (int)config_setting_source_line(config_elem(g, "trusted_proxies", i));
-
-			snprintf(x->err, x->errlen, "%s:%d: '%s' is not an address or address/prefix",
-			    x->cfg->path, line, trusted[i]);
-			return -1;
-		}
-	l->ntrusted = nt;
 	return 0;
 }
 
@@ -134,13 +112,7 @@ int
 config_listener_load(struct config_ctx *x, config_setting_t *g, void *p)
 {
 	struct cfg_listener *l = p;
-	const char **trusted = NULL;
-	size_t nt = 0;
-	bool ok;
 
 	l->line = (int)config_setting_source_line(g);
-	ok = config_listener_read(x, g, l, &trusted, &nt) == 0 &&
-	    config_listener_trusted(x, g, l, trusted, nt) == 0;
-	free(trusted);
-	return ok ? config_listener_check(x, g, l) : -1;
+	return config_listener_read(x, g, l) == 0 ? config_listener_check(x, g, l) : -1;
 }

@@ -15,6 +15,7 @@
 /* One extra rule: every part that is set must match (methods empty: any method). */
 struct filter_rule {
 	const char *name;		/* for the log ("rule1", or the configured name) */
+	bool name_owned;		/* name was allocated for the rule (the configuration frees it) */
 	const char *const *methods;	/* exact method tokens (case-insensitive) */
 	size_t nmethods;
 	const char *path;		/* path prefix at a segment boundary, or NULL */

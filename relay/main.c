@@ -104,6 +104,7 @@ static ev_signal sig_hup, sig_term, sig_int, sig_usr1;
 static ev_timer drain_timer;
 static ev_timer drain_check;
 
+/* Prints the options and the default configuration file to f. */
 static void
 usage(FILE *f)
 {
@@ -119,6 +120,7 @@ usage(FILE *f)
 	    "  -h          this help\n", SYSCONFDIR "/exrelay/exrelay.conf");
 }
 
+/* Prints the versions of exrelay and of the libraries it runs with (-V). */
 static void
 version(void)
 {
@@ -187,6 +189,7 @@ set_addr_path(const char *path)
 	return n > 0 && (size_t)n < sizeof(addr_path) ? 0 : -1;
 }
 
+/* SIGHUP: reloads the configuration and hands new listener sets to the workers, or keeps the old. */
 static void
 reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
@@ -224,6 +227,7 @@ reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	notify("READY=1\nSTATUS=configuration reloaded");
 }
 
+/* Ends the drain: tells the workers to stop and breaks the main loop. */
 static void
 stop_now(struct ev_loop *loop)
 {
@@ -232,6 +236,7 @@ stop_now(struct ev_loop *loop)
 	ev_break(loop, EVBREAK_ALL);
 }
 
+/* drain_timeout has passed: stops with the connections still open. */
 static void
 drain_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -240,6 +245,7 @@ drain_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	stop_now(loop);
 }
 
+/* Polled while draining: stops as soon as no connection is left. */
 static void
 drain_check_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -248,6 +254,7 @@ drain_check_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		stop_now(loop);
 }
 
+/* SIGTERM/SIGINT: starts the drain (the workers stop accepting traffic); a second one stops at once. */
 static void
 term_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
@@ -269,6 +276,7 @@ term_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	ev_timer_start(loop, &drain_check);
 }
 
+/* SIGUSR1: reopens the log files (after a rotation). */
 static void
 usr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
@@ -313,6 +321,7 @@ drop_privileges(const struct config *cfg)
 	return 0;
 }
 
+/* Writes the process id to path; -1 logged. */
 static int
 write_pidfile(const char *path)
 {
@@ -325,20 +334,25 @@ write_pidfile(const char *path)
 	return 0;
 }
 
-int
-main(int argc, char **argv)
+/* What the command line asks for besides -f and -a (kept in conf_path and addr_path). */
+struct main_options {
+	bool test;			/* -t: check the configuration and exit */
+	bool daemonize;			/* -d */
+	const char *pidfile;		/* -p, else global.pidfile once loaded; NULL = none */
+};
+
+/* Parses the command line into o, conf_path and addr_path: -1 to go on, else the exit status. */
+static int
+main_options(int argc, char **argv, struct main_options *o)
 {
-	char err[1024];
-	bool test = false, daemonize = false;
-	const char *pidfile = NULL;
 	int ch;
 
 	while ((ch = getopt(argc, argv, "f:tdp:a:Vh")) != -1) {
 		switch (ch) {
 		case 'f': conf_path = optarg; break;
-		case 't': test = true; break;
-		case 'd': daemonize = true; break;
-		case 'p': pidfile = optarg; break;
+		case 't': o->test = true; break;
+		case 'd': o->daemonize = true; break;
+		case 'p': o->pidfile = optarg; break;
 		case 'a':
 			if (set_addr_path(optarg) == -1) {
 				fprintf(stderr, "exrelay: -a %s: path too long or no current folder\n", optarg);
@@ -354,19 +368,31 @@ main(int argc, char **argv)
 		usage(stderr);
 		return 1;
 	}
+	return -1;
+}
+
+/*
+ * Starts TLS, loads the configuration into relay.cfg (-t stops there), creates the main loop
+ * and opens the logs: -1 to go on, else the exit status (1 configuration error, 2 start-up).
+ */
+static int
+main_configure(const struct main_options *o)
+{
+	char err[1024];
+	bool unusable_file = false;
+	struct config *cfg;
+
 	signal(SIGPIPE, SIG_IGN);
 	if (tls_global_init() == -1) {
 		fprintf(stderr, "exrelay: cannot initialise TLS\n");
 		return 2;
 	}
-	bool unusable_file = false;
-	struct config *cfg = config_load(conf_path, err, sizeof(err), &unusable_file);
-	if (!cfg) {
+	if (!(cfg = config_load(conf_path, err, sizeof(err), &unusable_file))) {
 		fprintf(stderr, "%s\n", err);
 		/* -t reports every error as 1; starting, an unusable certificate is a start-up failure. */
-		return !test && unusable_file ? 2 : 1;
+		return !o->test && unusable_file ? 2 : 1;
 	}
-	if (test) {
+	if (o->test) {
 		printf("configuration OK\n");
 		config_unref(cfg);
 		return 0;
@@ -377,32 +403,69 @@ main(int argc, char **argv)
 	if (apply_logs(cfg) == -1)
 		return 2;
 	raise_nofile(cfg);
-	struct listener *sets[WORKERS_MAX];
-	if (worker_init_all(worker_count(cfg)) == -1) {
+	return -1;
+}
+
+/* Creates the workers' event loops and binds one listener set per worker into sets: 0, or -1 logged. */
+static int
+main_listeners(struct listener **sets)
+{
+	char err[1024];
+
+	if (worker_init_all(worker_count(relay.cfg)) == -1) {
 		log_error("cannot create the event loops");
-		return 2;
+		return -1;
 	}
-	if (listener_build(cfg, sets, err, sizeof(err)) == -1) {
+	if (listener_build(relay.cfg, sets, err, sizeof(err)) == -1) {
 		log_error("%s", err);
-		return 2;
+		return -1;
 	}
+	return 0;
+}
+
+/*
+ * Once bound: writes the address file, drops privileges, goes to the background (-d) and writes
+ * the pidfile (o->pidfile becomes global.pidfile when -p is absent): 0, or -1 logged.
+ */
+static int
+main_detach(struct main_options *o, struct listener **sets)
+{
 	/* Before the privilege drop, like a listener on a port below 1024. */
-	if (write_addrfile(sets[0]) == -1 || drop_privileges(cfg) == -1)
-		goto startup_failed;
-	if (daemonize) {
+	if (write_addrfile(sets[0]) == -1 || drop_privileges(relay.cfg) == -1)
+		return -1;
+	if (o->daemonize) {
 		if (daemon(0, 0) == -1) {
 			log_error("daemon: %s", strerror(errno));
-			goto startup_failed;
+			return -1;
 		}
 		ev_loop_fork(relay.loop);
 		for (int k = 0; k < relay.nworkers; k++)
 			ev_loop_fork(relay.workers[k].loop);
 	}
-	if (!pidfile)
-		pidfile = cfg->pidfile;
-	if (pidfile && write_pidfile(pidfile) == -1)
-		goto startup_failed;
+	if (!o->pidfile)
+		o->pidfile = relay.cfg->pidfile;
+	if (o->pidfile && write_pidfile(o->pidfile) == -1)
+		return -1;
+	return 0;
+}
 
+/* Undoes a start-up that failed after the listener sets were built; returns 2, its exit status. */
+static int
+main_startup_failed(struct listener **sets)
+{
+	if (addr_path[0])
+		unlink(addr_path);	/* no address file naming sockets that are about to close */
+	listener_sets_discard(sets, relay.nworkers);
+	worker_join_all();
+	config_unref(relay.cfg);
+	tls_global_free();
+	return 2;
+}
+
+/* Starts the main loop's signal watchers: SIGHUP reload, SIGTERM/SIGINT drain, SIGUSR1 log reopen. */
+static void
+main_signals(void)
+{
 	ev_signal_init(&sig_hup, reload_cb, SIGHUP);
 	ev_signal_init(&sig_term, term_cb, SIGTERM);
 	ev_signal_init(&sig_int, term_cb, SIGINT);
@@ -411,17 +474,33 @@ main(int argc, char **argv)
 	ev_signal_start(relay.loop, &sig_term);
 	ev_signal_start(relay.loop, &sig_int);
 	ev_signal_start(relay.loop, &sig_usr1);
+}
+
+/* Starts the signals and the workers on sets, then runs the main loop until a stop: 0, or -1 logged. */
+static int
+main_run(struct listener **sets)
+{
+	const struct config *cfg = relay.cfg;
+	char err[1024];
+
+	main_signals();
 	listener_report(sets[0]);
 	if (worker_start_all(relay.nworkers, sets, err, sizeof(err)) == -1) {
 		log_error("%s", err);
-		return 2;
+		return -1;
 	}
 	log_info("exrelay %s started (pid %d, %d worker(s), %zu listener(s), %zu backend(s), %zu route(s))",
 	    PACKAGE_VERSION, (int)getpid(), relay.nworkers, cfg->nlisteners, cfg->nbackends, cfg->nroutes);
 	notify("READY=1\nMAINPID=%d\nSTATUS=%d worker(s) running", (int)getpid(), relay.nworkers);
 
 	ev_run(relay.loop, 0);
+	return 0;
+}
 
+/* After the main loop: stops and joins the workers, removes the pidfile and address file, frees all. */
+static void
+main_shutdown(const char *pidfile)
+{
 	__atomic_store_n(&relay.stopping, 1, __ATOMIC_RELEASE);
 	worker_wake_all();
 	worker_join_all();
@@ -435,14 +514,24 @@ main(int argc, char **argv)
 	tls_global_free();
 	ev_loop_destroy(relay.loop);
 	log_close();
-	return 0;
+}
 
-startup_failed:
-	if (addr_path[0])
-		unlink(addr_path);	/* no address file naming sockets that are about to close */
-	listener_sets_discard(sets, relay.nworkers);
-	worker_join_all();
-	config_unref(relay.cfg);
-	tls_global_free();
-	return 2;
+/* Exits 0 after a normal stop (or -t, -V, -h), 1 on a configuration or usage error, 2 when start-up fails. */
+int
+main(int argc, char **argv)
+{
+	struct main_options o = { .test = false, .daemonize = false, .pidfile = NULL };
+	struct listener *sets[WORKERS_MAX];
+	int status;
+
+	if ((status = main_options(argc, argv, &o)) != -1 || (status = main_configure(&o)) != -1)
+		return status;
+	if (main_listeners(sets) == -1)
+		return 2;
+	if (main_detach(&o, sets) == -1)
+		return main_startup_failed(sets);
+	if (main_run(sets) == -1)
+		return 2;
+	main_shutdown(o.pidfile);
+	return 0;
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "guard.h"
 #include "metrics.h"
 
 #define MAX_KEYS 256
@@ -28,7 +29,7 @@ struct named {
 };
 
 enum { V_ACTIVE, V_TOTAL, V_PP_ERRORS };	/* listeners; the others count in v[0] */
-enum { T_LISTENERS, T_REQUESTS, T_BERRORS, T_COUNT };
+enum { T_LISTENERS, T_REQUESTS, T_BERRORS, T_FILTERS, T_COUNT };
 enum { S_BYTES_IN, S_BYTES_OUT, S_RPC_IN, S_RPC_OUT, S_COUNT };
 
 struct table {
@@ -157,6 +158,12 @@ metrics_rpc_channel(const char *method, int delta)
 }
 
 void
+metrics_filter_blocked(const char *rule)
+{
+	add(&slot(&block()->t[T_FILTERS], rule, "", 0)->v[0], 1);
+}
+
+void
 metrics_backend_error(const char *backend, const char *kind)
 {
 	add(&slot(&block()->t[T_BERRORS], backend, kind, 0)->v[0], 1);
@@ -209,6 +216,29 @@ put_series(char *out, size_t cap, const char *help, const char *metric, const ch
 	return n;
 }
 
+/* The authentication guard's counters (shared by all workers, kept by guard.c). */
+static size_t
+metrics_format_guard(char *out, size_t cap)
+{
+	size_t n = 0;
+
+	PUT("# HELP exrelay_auth_failures_total Logins the backend refused (401 to credentials).\n"
+	    "# TYPE exrelay_auth_failures_total counter\nexrelay_auth_failures_total %llu\n"
+	    "# HELP exrelay_auth_successes_total Logins the backend accepted.\n"
+	    "# TYPE exrelay_auth_successes_total counter\nexrelay_auth_successes_total %llu\n",
+	    (unsigned long long)guard_count(GUARD_FAILURES), (unsigned long long)guard_count(GUARD_SUCCESSES));
+	PUT("# HELP exrelay_auth_blocks_total Blocks started by the authentication guard.\n"
+	    "# TYPE exrelay_auth_blocks_total counter\n"
+	    "exrelay_auth_blocks_total{scope=\"user\"} %llu\nexrelay_auth_blocks_total{scope=\"client\"} %llu\n",
+	    (unsigned long long)guard_count(GUARD_BLOCKS_USER), (unsigned long long)guard_count(GUARD_BLOCKS_CLIENT));
+	PUT("# HELP exrelay_auth_blocked_requests_total Logins answered by exrelay while blocked.\n"
+	    "# TYPE exrelay_auth_blocked_requests_total counter\n"
+	    "exrelay_auth_blocked_requests_total{scope=\"user\"} %llu\n"
+	    "exrelay_auth_blocked_requests_total{scope=\"client\"} %llu\n",
+	    (unsigned long long)guard_count(GUARD_BLOCKED_USER), (unsigned long long)guard_count(GUARD_BLOCKED_CLIENT));
+	return n;
+}
+
 /*
  * Writes the Prometheus text exposition of all counters, summed over the workers, into
  * out[0..cap); returns its length (what fits, when cap is short).
@@ -216,12 +246,13 @@ put_series(char *out, size_t cap, const char *help, const char *metric, const ch
 size_t
 metrics_format(char *out, size_t cap)
 {
-	static __thread struct table l, r, e;
+	static __thread struct table l, r, e, f;
 	size_t n = 0;
 
 	sum_table(&l, T_LISTENERS);
 	sum_table(&r, T_REQUESTS);
 	sum_table(&e, T_BERRORS);
+	sum_table(&f, T_FILTERS);
 	n += put_series(out + n, cap - n, "Client connections open, per listener.",
 	    "exrelay_connections_active", "listener", &l, V_ACTIVE);
 	n += put_series(out + n, cap - n, "Client connections accepted, per listener.",
@@ -247,5 +278,7 @@ metrics_format(char *out, size_t cap)
 	for (int i = 0; i < e.n; i++)
 		PUT("exrelay_backend_errors_total{backend=\"%s\",kind=\"%s\"} %lld\n", e.e[i].name,
 		    e.e[i].kind, (long long)e.e[i].v[0]);
-	return n;
+	n += put_series(out + n, cap - n, "Requests refused by a filter, a rule or allow_from, per rule.",
+	    "exrelay_filter_blocked_total", "rule", &f, 0);
+	return n + metrics_format_guard(out + n, cap - n);
 }

@@ -20,6 +20,7 @@ void metrics_request(const char *route, int code);
 void metrics_bytes(uint64_t in, uint64_t out);
 void metrics_rpc_channel(const char *method, int delta);
 void metrics_backend_error(const char *backend, const char *kind);
+void metrics_filter_blocked(const char *rule);
 
 size_t metrics_format(char *out, size_t cap);
 

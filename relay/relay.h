@@ -17,6 +17,7 @@
 #include <ev.h>
 
 #include "buf.h"
+#include "cred.h"
 #include "check.h"
 #include "cfg.h"
 #include "http1.h"
@@ -143,7 +144,9 @@ struct conn {
 	uint64_t resp_bytes_start;	/* client->nwritten when the request began */
 	double req_start;		/* wall clock when the request head began */
 	char *loginfo;			/* access.c: method, target, proto, referer, user-agent, user */
-	const char *route_name;
+	const char *route_name;		/* the access log's ROUTE field: a backend, or route_tag */
+	char route_tag[48];		/* "filter:proxyshell", "guard:user": who refused the request */
+	char *auth_key;			/* edge.c: the account of credentials sent on, until the answer */
 
 	/* The backend connection (upstream.c). */
 	int bidx;			/* backend index in cfg, -1 none */
@@ -234,8 +237,20 @@ int txn_resp_head(struct conn *c);
 int txn_resp_body(struct conn *c);
 void txn_end(struct conn *c, const char *termination);
 
+/* edge.c: Exchange protection for one request; txn.c answers what it refuses. */
+struct edge_refusal {
+	int status;			/* 403, 401 or 429 */
+	bool close;			/* close the connection after the answer (NTLM) */
+	char tag[48];			/* the access log's ROUTE field: "filter:<rule>", "guard:user" */
+	char extra[160];		/* header lines for the answer (WWW-Authenticate, Retry-After) */
+};
+int edge_filter(struct conn *c, const struct http1_request *req, struct edge_refusal *r);
+int edge_route(struct conn *c, const struct http1_request *req, size_t route, const struct cred *cr,
+    struct edge_refusal *r);
+void edge_response(struct conn *c, int status);
+
 /* access.c: the access-log record of a request. */
-void access_save(struct conn *c, const struct http1_request *req);
+void access_save(struct conn *c, const struct http1_request *req, const struct cred *cr);
 void access_log(struct conn *c, const char *termination);
 double access_clock(void);
 

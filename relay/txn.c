@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
 
@@ -24,7 +25,7 @@ ENUM_STR(txn_state_str, enum resp_state, RESP_STATES)
 
 /* --- writing heads ---------------------------------------------------------------------- */
 
-struct status_args { int status; bool close; bool head_only; };
+struct status_args { int status; bool close; bool head_only; const char *extra; };
 struct request_args { const struct http1_request *req; const struct rewrite_request_ctx *ctx; };
 struct admin_args { enum admin_answer a; bool head_only; bool close; };
 
@@ -33,7 +34,7 @@ write_status(char *out, size_t room, const void *arg)
 {
 	const struct status_args *s = arg;
 
-	return rewrite_status_response(out, room, s->status, s->close, NULL, NULL, s->head_only);
+	return rewrite_status_response(out, room, s->status, s->close, s->extra, NULL, s->head_only);
 }
 
 static ssize_t
@@ -59,8 +60,17 @@ write_admin(char *out, size_t room, const void *arg)
  * closes the client connection once it is written; the backend connection is closed.
  * STEP_GOTO(PH_CLOSING), or STEP_CLOSE when no answer can be sent.
  */
+static int txn_fail_with(struct conn *c, int status, const char *why, const char *extra);
+
 int
 txn_fail(struct conn *c, int status, const char *why)
+{
+	return txn_fail_with(c, status, why, NULL);
+}
+
+/* txn_fail, with extra header lines in the answer (WWW-Authenticate, Retry-After). */
+static int
+txn_fail_with(struct conn *c, int status, const char *why, const char *extra)
 {
 	if (why != c->reason)
 		snprintf(c->reason, sizeof(c->reason), "%s", why);
@@ -72,7 +82,7 @@ txn_fail(struct conn *c, int status, const char *why)
 	c->client.fwd = 0;
 	if (c->resp_started)
 		return STEP_CLOSE;
-	struct status_args a = { status, true, c->req_head_method };
+	struct status_args a = { status, true, c->req_head_method, extra };
 	if (pump_put(&c->client, write_status, &a) < 0)
 		return STEP_CLOSE;
 	c->status = status;
@@ -113,28 +123,36 @@ has_body(const struct http1_request *req)
 }
 
 /*
- * Answers a request exrelay handles itself: health and metrics (keeping the connection when
- * it can), or a refusal (no route, method not allowed, ambiguous target). A refused request
- * with a body is answered and closed, so the body is never read as a request.
+ * Refuses a request with exrelay's own answer (no route, method not allowed, ambiguous
+ * target, a filter, the guard). A refused request with a body is answered and closed, so
+ * the body is never read as a request; close forces that too (NTLM).
  */
+static int
+txn_refuse(struct conn *c, const struct http1_request *req, int status, const char *why,
+    const char *extra, bool close)
+{
+	int n;
+
+	if (close || !req->keep_alive || has_body(req) || relay_draining())
+		return txn_fail_with(c, status, why, extra);
+	struct status_args s = { status, false, c->req_head_method, extra };
+	n = pump_put(&c->client, write_status, &s);
+	if (n < 0)
+		return errno == ENOSPC && buf_len(c->client.out) > 0 ? 0 : txn_fail_with(c, status, why, extra);
+	log_info("client=%s %d: %s", c->client_ip, status, why);
+	return local_answered(c, req, n, status, false, why);
+}
+
+/* Answers health or metrics, keeping the connection when it can; refuses other admin requests. */
 static int
 answer_local(struct conn *c, const struct http1_request *req, enum admin_answer a, int status,
     const char *why)
 {
-	bool refusal = a == ADMIN_NOT_FOUND || a == ADMIN_BAD_METHOD || a == ADMIN_NONE;
 	bool close = !req->keep_alive || has_body(req) || relay_draining();
 	int n;
 
-	if (refusal && close)
-		return txn_fail(c, status, why);
-	if (refusal) {
-		struct status_args s = { status, false, c->req_head_method };
-		n = pump_put(&c->client, write_status, &s);
-		if (n < 0)
-			return errno == ENOSPC && buf_len(c->client.out) > 0 ? 0 : txn_fail(c, status, why);
-		log_info("client=%s %d: %s", c->client_ip, status, why);
-		return local_answered(c, req, n, status, false, why);
-	}
+	if (a == ADMIN_NOT_FOUND || a == ADMIN_BAD_METHOD || a == ADMIN_NONE)
+		return txn_refuse(c, req, status, why, NULL, false);
 	struct admin_args aa = { a, c->req_head_method, close };
 	if ((n = pump_put(&c->client, write_admin, &aa)) < 0)
 		return local_no_room(c, errno);
@@ -155,9 +173,9 @@ is_rpc_method(const struct http1_request *req)
 	return method_is(req, "RPC_IN_DATA") || method_is(req, "RPC_OUT_DATA");
 }
 
-/* Resets the per-request state for a newly parsed head. */
+/* Resets the per-request state for a newly parsed head; cr gets its credentials. */
 static void
-txn_begin(struct conn *c, const struct http1_request *req)
+txn_begin(struct conn *c, const struct http1_request *req, struct cred *cr)
 {
 	c->req_start = access_clock();
 	c->status = 0;
@@ -171,7 +189,8 @@ txn_begin(struct conn *c, const struct http1_request *req)
 	c->req_upgrade = req->upgrade;
 	snprintf(c->method_buf, sizeof(c->method_buf), "%.*s", (int)req->method.len, req->method.p);
 	c->resp_bytes_start = c->client.nwritten;
-	access_save(c, req);
+	cred_read(req, cr);
+	access_save(c, req, cr);
 }
 
 /* Routes the request: its route index, or a refusal already answered (*step). */
@@ -232,27 +251,43 @@ txn_backend(struct conn *c, const struct http1_request *req, const struct route 
 	return 0;
 }
 
+/* Answers what edge.c refused; the access log's ROUTE field names who refused it. */
+static int
+txn_edge_refused(struct conn *c, const struct http1_request *req, const struct edge_refusal *r)
+{
+	snprintf(c->route_tag, sizeof(c->route_tag), "%s", r->tag);
+	c->route_name = c->route_tag;
+	return txn_refuse(c, req, r->status, r->tag, r->extra[0] ? r->extra : NULL, r->close);
+}
+
 /* Starts relaying a parsed request: local answers, route, backend connection, rewritten head. */
 static int
 txn_start(struct conn *c, struct http1_request *req)
 {
+	struct edge_refusal refusal;
+	struct cred cr;
 	int step;
 
-	txn_begin(c, req);
+	txn_begin(c, req, &cr);
 	enum admin_answer a = admin_route(c->lcfg, req);
 	if (a != ADMIN_NONE)
 		return answer_local(c, req, a, a == ADMIN_NOT_FOUND ? 404 : 405, "unknown admin request");
 	if (req->is_connect)
 		return txn_fail(c, 501, "CONNECT is not supported");
+	if (edge_filter(c, req, &refusal))
+		return txn_edge_refused(c, req, &refusal);
 	int ri = txn_route(c, req, &step);
 	if (ri < 0)
 		return step;
+	if (edge_route(c, req, (size_t)ri, &cr, &refusal))
+		return txn_edge_refused(c, req, &refusal);
 	const struct route *rt = &c->cfg->routes[ri];
 	const struct cfg_backend *b = &c->cfg->backends[rt->backend];
 	c->route_name = rt->backend_name;
 	if ((step = txn_backend(c, req, rt)) != 0)
 		return step;
-	struct rewrite_request_ctx rc = { c->client_ip, c->https, b->add_headers, b->nadd };
+	struct rewrite_request_ctx rc = { .client_addr = c->client_ip, .https = c->https,
+	    .add_headers = b->add_headers, .nadd = b->nadd };
 	struct request_args ra = { req, &rc };
 	if (pump_put(&c->backend, write_request, &ra) < 0)
 		return errno == ENOSPC ? txn_fail(c, 431, "request head too large after rewriting") :
@@ -396,6 +431,8 @@ txn_request_body(struct conn *c)
 void
 txn_end(struct conn *c, const char *termination)
 {
+	free(c->auth_key);
+	c->auth_key = NULL;
 	if (c->loginfo)
 		access_log(c, termination);
 	if (c->rpc_channel) {

@@ -60,6 +60,7 @@ txn_resp_final(struct conn *c, const struct http1_response *resp, size_t head_le
 	if (r != 1)
 		return r;
 	be->in->r += head_len;
+	edge_response(c, resp->status);	/* the guard counts a login's answer */
 	c->status = resp->status;
 	c->resp_started = true;
 	http1_body_init(&c->respb, resp->body, resp->content_length);

@@ -78,9 +78,9 @@ main(void)
 	/* The administrator's rules. */
 	static const char *const post[] = { "POST" };
 	struct filter_rule rules[] = {
-		{ "rule1", NULL, 0, "/autodiscover", "powershell" },
-		{ "no-ecp-post", post, 1, "/ecp", NULL },
-		{ "any-q", NULL, 0, NULL, "evil=1" },
+		{ .name = "rule1", .path = "/autodiscover", .query = "powershell" },
+		{ .name = "no-ecp-post", .methods = post, .nmethods = 1, .path = "/ecp" },
+		{ .name = "any-q", .query = "evil=1" },
 	};
 	struct filter_config adm = { false, rules, 3 };
 	is_str(filter_request(parse_req("GET /Autodiscover/x?a=PowerShell HTTP/1.1\r\nHost: m\r\n\r\n"), &adm),
