@@ -39,7 +39,9 @@ backends = (
 routes = ( { backend = "exchange"; paths = [ "/rpc", "/mapi", "/ews", "/auth" ]; } );
 '''
 
-ex = start_standin(ping_interval=0, notify_interval=30)
+# accounts user0..user19 for the concurrent NTLM logins (the stand-in checks NTLMv2 passwords)
+ex = start_standin(ping_interval=0, notify_interval=30,
+                   extra_args=[a for i in range(20) for a in ("--user", "user%d:Pw-%d" % (i, i))])
 relay = start_exrelay(CONFIG % dict(sport=ex.port))
 PORT, ADMIN = relay.port("public"), relay.port("admin")
 
@@ -240,7 +242,7 @@ def check_ntlm_concurrent(n=20):
                 challenge = resp.header("WWW-Authenticate")
                 user = "EX\\user%d" % i
                 resp, body = c.request("GET", "/auth/whoami", [("Host", "mail.example.com"), (
-                    "Authorization", "NTLM " + rpch.ntlm_type3(challenge, user))], timeout=10)
+                    "Authorization", "NTLM " + rpch.ntlm_type3(challenge, user, "Pw-%d" % i))], timeout=10)
                 if resp.status != 200:
                     results[i] = "leg3 %d" % resp.status
                     return

@@ -9,7 +9,8 @@ What is here:
   * The deterministic byte pattern used by the Exchange stand-in ("source" mode and `?len=N`):
     `Pattern` generates it at memcpy speed, `PatternVerifier` checks a stream of it byte for byte
     without storing it.
-  * Fake NTLM tokens understood by the stand-in (`ntlm_type1`, `ntlm_type3`).
+  * NTLM tokens for leg 1 and leg 3 (`ntlm_type1`, `ntlm_type3`): real NEGOTIATE and NTLMv2
+    AUTHENTICATE messages from ntlm.py, which the stand-in verifies against per-user passwords.
   * `HttpConn`: a raw HTTP/1.x client over one socket (optionally TLS) where every read has a
     deadline: send heads and bodies byte for byte, read response heads (1xx included), exact byte
     counts, chunked bodies chunk by chunk.
@@ -24,6 +25,8 @@ import os
 import socket
 import struct
 import time
+
+import ntlm
 
 # ----------------------------------------------------------------------------------------------
 # RTS PDUs
@@ -357,36 +360,52 @@ class PatternVerifier:
 
 
 # ----------------------------------------------------------------------------------------------
-# Fake NTLM tokens (the stand-in's NTLM is a stand-in too)
+# NTLM tokens (real NTLMv2 messages, built by ntlm.py)
 # ----------------------------------------------------------------------------------------------
-#
-# type 1: "NTLMSSP\0" + u32le 1 + u32le flags.
-# type 2: "NTLMSSP\0" + u32le 2 + 8 zero bytes (target name fields) + u32le flags + 8-byte nonce at 24,
-#         as in real NTLM where the server challenge sits at offset 24.
-# type 3: "NTLMSSP\0" + u32le 3 + the 8-byte nonce of the challenge it answers + UTF-8 user name.
-#         (Real type-3 messages carry no challenge; this one does so that the stand-in can tell a
-#         leg 3 that lands on the wrong TCP connection from a garbage token.)
 
-NTLM_SIG = b"NTLMSSP\x00"
+NTLM_SIG = ntlm.SIGNATURE
 
 
 def ntlm_type1():
-    """Returns the value of an `Authorization: NTLM ...` header for leg 1 (without the scheme)."""
-    return base64.b64encode(NTLM_SIG + struct.pack("<II", 1, 0xE2088297)).decode()
+    """Returns the value of an `Authorization: NTLM ...` header for leg 1 (without the scheme):
+    a NEGOTIATE_MESSAGE ([MS-NLMP] §2.2.1.1)."""
+    return ntlm.b64(ntlm.negotiate_message())
 
 
 def ntlm_nonce(www_authenticate):
-    """Extracts the 8-byte nonce from a stand-in `WWW-Authenticate: NTLM <b64>` value."""
-    token = base64.b64decode(www_authenticate.split(None, 1)[1])
-    if not token.startswith(NTLM_SIG) or struct.unpack_from("<I", token, 8)[0] != 2:
-        raise ValueError("not an NTLM type-2 token")
-    return token[24:32]
+    """Extracts the 8-byte server challenge from a `WWW-Authenticate: NTLM <b64>` value."""
+    return ntlm.parse_challenge(ntlm.challenge_from_header(www_authenticate))["server_challenge"]
 
 
-def ntlm_type3(www_authenticate, user="EXAMPLE\\alice"):
-    """Returns the leg-3 token (without the scheme) answering the challenge header value given."""
-    return base64.b64encode(NTLM_SIG + struct.pack("<I", 3) + ntlm_nonce(www_authenticate)
-                            + user.encode()).decode()
+def ntlm_type3(www_authenticate, user="EXAMPLE\\alice", password=None, channel_binding=None):
+    """Returns the leg-3 token (without the scheme) answering the challenge header value given:
+    an AUTHENTICATE_MESSAGE with an NTLMv2 response for `user` ("DOMAIN\\name" or "name").
+    `password` defaults to the account's password in ntlm.DEFAULT_USERS (the stand-in's default
+    set); `channel_binding` (16 bytes, ntlm.channel_binding_hash()) adds MsvAvChannelBindings."""
+    if password is None:
+        password = ntlm.DEFAULT_USERS[ntlm.split_user(user)[1].partition("@")[0].lower()]
+    return ntlm.b64(ntlm.authenticate_message(ntlm.challenge_from_header(www_authenticate), user, password,
+                                              channel_binding=channel_binding))
+
+
+def ntlm_login(conn, method, target, user, password=None, scheme="NTLM", headers=(), channel_binding=None,
+               timeout=10):
+    """Runs NTLM legs 1 and 3 of `method target` on HttpConn `conn` (the same TCP connection, as
+    NTLM requires); `headers` go on both legs. Returns (leg-1 Response, leg-3 Response, leg-3 body);
+    when leg 1 is not a 401 with a `scheme` challenge, leg 3 is not sent and (resp1, None, None)
+    comes back. channel_binding: 16 bytes, or True to compute it from the certificate `conn` sees."""
+    resp1, _ = conn.request(method, target, list(headers) + [("Authorization", "%s %s" % (scheme, ntlm_type1()))],
+                            timeout=timeout)
+    challenge = [v for n, v in resp1.headers if n.lower() == "www-authenticate"
+                 and v.lower().startswith(scheme.lower() + " ")]
+    if resp1.status != 401 or not challenge:
+        return resp1, None, None
+    if channel_binding is True:
+        channel_binding = ntlm.channel_binding_hash(conn.sock.getpeercert(binary_form=True))
+    token = ntlm_type3(challenge[0], user, password, channel_binding)
+    resp3, body = conn.request(method, target, list(headers) + [("Authorization", "%s %s" % (scheme, token))],
+                               timeout=timeout)
+    return resp1, resp3, body
 
 
 # ----------------------------------------------------------------------------------------------

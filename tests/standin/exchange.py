@@ -12,7 +12,8 @@ to a JSON-lines log (--log) that the tests assert on.
 Usage:
   exchange.py --listen 127.0.0.1:PORT [--listen ...] [--port-file FILE] [--log FILE]
               [--ping-interval S] [--notify-interval S]
-              [--tls-cert C --tls-key K [--require-client-cert CA]]
+              [--tls-cert C --tls-key K [--require-client-cert CA] [--extended-protection]]
+              [--user NAME:PASSWORD ...] [--no-default-users]
 
 Port 0 picks a free port; the bound addresses ("host:port", one line per --listen, in order) are
 written to --port-file atomically (temp file + rename) once every socket listens.
@@ -34,17 +35,33 @@ Requests (query parameters are parsed from the target; bare words like "server:6
                                            then close.
         The header "X-Standin-Mode: sink|echo" works like ?mode=.
     Every IN channel logs "in_closed" {bytes, sha256, complete} over its whole body (B1 included).
-  NTLM (path prefix /auth/, or ?auth=ntlm, or header "X-Standin-Auth: ntlm"; scheme NTLM or
-    Negotiate): no Authorization -> 401 offering NTLM; type 1 -> 401 with a type-2 challenge bound
-    to this TCP connection; type 3 for that challenge on the same connection -> the request proceeds
-    (generic answer carries "ntlm_user"); type 3 on another connection -> 401 and event
-    "ntlm_wrong_connection". An authenticated connection stays authenticated. Tokens: rpch.ntlm_*.
+  Authentication (any request that carries Authorization: Basic, NTLM or Negotiate is checked, as
+    IIS does; accounts from --user NAME:PASSWORD, added to the default set ntlm.DEFAULT_USERS unless
+    --no-default-users; names match case-insensitively as "user", "DOMAIN\\user" or "user@domain"):
+    Required without credentials on /auth/ (401 offering NTLM, Negotiate and Basic), ?auth=ntlm or
+      "X-Standin-Auth: ntlm" (NTLM, Negotiate), ?auth=basic or "X-Standin-Auth: basic" (Basic).
+    Basic: right password -> the request proceeds; wrong password, unknown user or a malformed
+      token -> 401 with `WWW-Authenticate: Basic realm="<Host without port>"`.
+    NTLM per [MS-NLMP] (tests/lib/ntlm.py; scheme NTLM, or Negotiate carrying a bare NTLM token):
+      NEGOTIATE -> 401 with a CHALLENGE (server challenge, TargetInfo AV pairs with MsvAvTimestamp)
+      bound to this TCP connection; AUTHENTICATE -> the NTLMv2 response is verified with the
+      user's password against that challenge: right -> the request proceeds and the connection
+      stays authenticated (later requests without Authorization pass); wrong password, unknown
+      user, no challenge on this connection -> 401 `WWW-Authenticate: <scheme>`. A response that
+      is right for a challenge issued on another connection logs "ntlm_wrong_connection".
+    --extended-protection (with TLS): on /rpc /owa /ecp /mapi /oab /powershell an NTLMv2 response
+      must carry MsvAvChannelBindings = MD5 of the RFC 2743 channel bindings with application data
+      "tls-server-end-point:" + the RFC 5929 hash of our own certificate ([MS-NLMP] §2.2.2.1,
+      §3.1.5.1.2); missing (or all zero) or different -> 401, as IIS with Extended Protection
+      "Required". Basic is not bound (as in IIS).
+    The generic answer carries "ntlm_user" (the connection's NTLM user), "auth_user" and
+    "auth_scheme" (who this request authenticated as).
   MAPI NotificationWait (POST /mapi/... with "NotificationWait" in the target, or header
     "X-RequestType: NotificationWait"): 200, chunked; chunk "PROCESSING\r\n" at once, then a
     "PENDING\r\n" chunk every --notify-interval seconds (?interval=S overrides), after ?pending=N
     (default 3) of them a final "DONE\r\n..." chunk with the result, then the last chunk.
   Anything else: 200 with a JSON body {method, target, version, headers, conn, peer, body_bytes,
-    body_sha256, ntlm_user}, Content-Length framed, keep-alive as the client asked. Knobs:
+    body_sha256, ntlm_user, auth_user, auth_scheme}, Content-Length framed, keep-alive as the client asked. Knobs:
         ?status=NNN      status code (204/304 send no body)
         ?len=N[&seed=S]  body is N bytes of rpch.Pattern(S) instead of JSON
         ?chunked=1       chunked framing (HTTP/1.0 clients get a read-until-close body instead)
@@ -66,7 +83,10 @@ Log events (one JSON object per line, each with "ev", "t" (epoch seconds) and us
   continue_sent, body {bytes, sha256, complete}, response {status}, out_open {cookie},
   in_open {cookie, mode}, paired {cookie, out_conn, in_conn}, pair_timeout, source_done {bytes},
   in_closed {cookie, bytes, sha256, complete, mode}, in_error {status}, out_closed {cookie},
-  ntlm_challenge, ntlm_ok {user}, ntlm_wrong_connection {issued_on}, ntlm_bad_token,
+  ntlm_challenge {nonce}, ntlm_ok {user}, ntlm_wrong_connection {issued_on}, ntlm_bad_token {reason},
+  auth_ok {user, scheme}, auth_fail {user, scheme, reason} (reason: bad_password, unknown_user,
+  malformed, no_challenge, wrong_connection, not_ntlmv2, channel_binding_missing,
+  channel_binding_wrong),
   notify_chunk {n, kind}, ping {channels}, bad_request {reason}, close, conn_error {error}.
   Cookies are logged in hex.
 
@@ -77,6 +97,7 @@ large reads go through recv_into() a pooled 1 MiB buffer and are hashed on the f
 import argparse
 import base64
 import hashlib
+import hmac
 import http
 import itertools
 import json
@@ -96,6 +117,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import rpch  # noqa: E402  (shared PDU and pattern definitions)
+import ntlm  # noqa: E402  (NTLMv2, MD4, channel bindings: shared with the test clients)
 
 MAX_HEAD = 256 * 1024          # Negotiate tokens make heads over 48 KiB
 SMALL = 65536                  # recv size for heads and interactive streams
@@ -106,6 +128,9 @@ OUT_LENGTH = 1073741824        # Content-Length announced on OUT channels
 TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 REQLINE_RE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP/(1\.[01])")
 HEX_RE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+# Virtual directories where Exchange 2019 CU14+ sets IIS Extended Protection to "Required"
+# (Microsoft, "Exchange Server Support for Windows Extended Protection").
+EP_VDIRS = ("rpc", "owa", "ecp", "mapi", "oab", "powershell")
 
 
 class HttpError(Exception):
@@ -223,6 +248,7 @@ class Request:
     def __init__(self, method, target, version, headers):
         """Parses the target's path and query; computes framing and keep-alive (raises HttpError)."""
         self.method, self.target, self.version, self.headers = method, target, version, headers
+        self.auth_user = self.auth_scheme = None     # set when this request's credentials passed
         path, _, query = target.partition("?")
         if path.startswith("http://") or path.startswith("https://"):   # absolute-form
             path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
@@ -487,6 +513,13 @@ class Server:
         self.ids = itertools.count(1)
         self.ntlm_issued = {}            # nonce -> connection id that issued it
         self.ntlm_lock = threading.Lock()
+        self.users = {} if args.no_default_users else dict(ntlm.DEFAULT_USERS)
+        for spec in args.user or ():
+            name, sep, password = spec.partition(":")
+            if not sep or not name:
+                raise SystemExit("--user wants NAME:PASSWORD, got %r" % spec)
+            self.users[name.lower()] = password
+        self.cb_expected = None          # MsvAvChannelBindings required (--extended-protection)
         self.tls = None
         if args.tls_cert:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -495,6 +528,11 @@ class Server:
                 ctx.verify_mode = ssl.CERT_REQUIRED
                 ctx.load_verify_locations(args.require_client_cert)
             self.tls = ctx
+            if args.extended_protection:
+                with open(args.tls_cert) as f:
+                    pem = f.read()
+                first = pem[:pem.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")]
+                self.cb_expected = ntlm.channel_binding_hash(ssl.PEM_cert_to_DER_cert(first))
         self.listeners = []
 
     # -- sockets and threads -------------------------------------------------------------------
@@ -607,6 +645,7 @@ class Server:
         finally:
             if conn is not None:
                 conn.release_big()
+                self.forget_challenge(conn)
                 conn.closed.set()
             try:
                 sock.close()
@@ -626,10 +665,9 @@ class Server:
         if req.header("Expect", "").lower() == "100-continue":
             conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
             self.log("continue_sent", conn=conn.id)
-        if self.wants_ntlm(req):
-            passed = self.ntlm_gate(conn, req)
-            if passed is not None:
-                return passed
+        passed = self.auth_gate(conn, req)
+        if passed is not None:
+            return passed
         path = req.path.lower()
         if req.method in ("RPC_IN_DATA", "RPC_OUT_DATA") and (
                 path.startswith("/rpc/rpcproxy.dll") or path.startswith("/rpcwithcert/rpcproxy.dll")):
@@ -673,66 +711,178 @@ class Server:
         conn.drain_and_close()
         return False
 
-    # -- NTLM ----------------------------------------------------------------------------------
+    # -- authentication ------------------------------------------------------------------------
 
     @staticmethod
-    def wants_ntlm(req):
-        """True when this request must be NTLM-authenticated (/auth/, ?auth=ntlm, X-Standin-Auth)."""
-        return (req.path.lower().startswith("/auth/") or req.q("auth", "").lower() == "ntlm"
-                or req.header("X-Standin-Auth", "").lower() == "ntlm")
+    def auth_required(req):
+        """The scheme family this request must authenticate with regardless of what it carries:
+        "any" (/auth/), "ntlm" (?auth=ntlm, X-Standin-Auth: ntlm), "basic" (?auth=basic,
+        X-Standin-Auth: basic), or None (anonymous allowed)."""
+        want = (req.q("auth") or req.header("X-Standin-Auth") or "").lower()
+        if want in ("ntlm", "basic"):
+            return want
+        return "any" if req.path.lower().startswith("/auth/") else None
 
-    def ntlm_gate(self, conn, req):
-        """Runs the NTLM exchange. Returns None when the request may proceed, else the
-        keep-alive decision after a 401 was sent."""
+    def extended_protection_applies(self, req):
+        """True when --extended-protection is on and the path is under one of the virtual
+        directories IIS protects by default (/rpc /owa /ecp /mapi /oab /powershell)."""
+        if not self.cb_expected:
+            return False
+        first = req.path.lower().split("/")[1] if req.path.startswith("/") else ""
+        return first in EP_VDIRS
+
+    def lookup_user(self, name):
+        """The password of account `name` ("DOMAIN\\user", "user@domain" or "user",
+        case-insensitive), or None for an unknown account."""
+        short = name.rpartition("\\")[2].partition("@")[0].lower()
+        return self.users.get(short)
+
+    def auth_gate(self, conn, req):
+        """Checks the request's credentials like IIS would. Returns None when the request may
+        proceed, else the keep-alive decision after a 401 was sent."""
         auth = req.header("Authorization")
-        if auth is None and conn.ntlm_user is not None:
-            return None                                    # connection already authenticated
+        required = self.auth_required(req)
         scheme, _, token = (auth or "").partition(" ")
-        scheme = scheme if scheme.lower() in ("ntlm", "negotiate") else "NTLM"
+        kind = scheme.lower()
+        if kind == "basic":
+            return self.basic_check(conn, req, scheme, token.strip())
+        if kind in ("ntlm", "negotiate"):
+            return self.ntlm_step(conn, req, scheme, token.strip())
+        if required is None or (conn.ntlm_user is not None and required != "basic"):
+            return None                                    # anonymous, or an authenticated connection
+        return self.auth_401(conn, req, self.offers(req, required))
+
+    def offers(self, req, required="any"):
+        """WWW-Authenticate values of a 401 (one field each), for the schemes `required` allows."""
+        host = re.sub(r":[0-9]*$", "", req.header("Host") or "") or "mail.example.com"
+        out = []
+        if required in ("any", "ntlm", None):
+            out += ["NTLM", "Negotiate"]
+        if required in ("any", "basic", None):
+            out.append('Basic realm="%s"' % host)
+        return out
+
+    def basic_check(self, conn, req, scheme, token):
+        """Authorization: Basic: the user's password must match (401 with a Basic challenge,
+        event auth_fail, otherwise); on success the request proceeds as that user."""
         try:
-            raw = base64.b64decode(token.strip(), validate=True) if token else b""
+            user, sep, password = base64.b64decode(token, validate=True).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            user, sep, password = "", "", ""
+        known = self.lookup_user(user) if sep else None
+        if known is None or not hmac.compare_digest(known.encode(), password.encode()):
+            reason = "malformed" if not sep else ("unknown_user" if known is None else "bad_password")
+            self.log("auth_fail", conn=conn.id, user=user, scheme="Basic", reason=reason)
+            return self.auth_401(conn, req, self.offers(req, "basic"))
+        req.auth_user, req.auth_scheme = user, "Basic"
+        self.log("auth_ok", conn=conn.id, user=user, scheme="Basic")
+        return None
+
+    def ntlm_step(self, conn, req, scheme, token):
+        """One NTLM leg (bare, or a bare NTLM token inside Negotiate): NEGOTIATE -> 401 with a
+        CHALLENGE bound to this TCP connection; AUTHENTICATE -> NTLMv2 verified with the user's
+        password against this connection's challenge (and, under Extended Protection, the
+        channel binding); success authenticates the connection."""
+        try:
+            raw = base64.b64decode(token, validate=True) if token else b""
         except ValueError:
             raw = b""
-        mtype = struct.unpack_from("<I", raw, 8)[0] if raw.startswith(rpch.NTLM_SIG) and len(raw) >= 12 else 0
-        if mtype == 1:
-            nonce = os.urandom(8)
-            conn.ntlm_nonce, conn.ntlm_user = nonce, None
-            with self.ntlm_lock:
-                self.ntlm_issued[nonce] = conn.id
-            challenge = (rpch.NTLM_SIG + struct.pack("<I", 2) + bytes(8)
-                         + struct.pack("<I", 0xE2898215) + nonce)
-            self.log("ntlm_challenge", conn=conn.id, nonce=nonce.hex())
-            return self.ntlm_401(conn, req, "%s %s" % (scheme, base64.b64encode(challenge).decode()))
-        if mtype == 3 and len(raw) >= 20:
-            nonce, user = raw[12:20], raw[20:].decode("utf-8", "replace")
-            if conn.ntlm_nonce is not None and nonce == conn.ntlm_nonce:
-                conn.ntlm_user, conn.ntlm_nonce = user, None
-                with self.ntlm_lock:
-                    self.ntlm_issued.pop(nonce, None)
-                self.log("ntlm_ok", conn=conn.id, user=user)
+        mtype = ntlm.message_type(raw)
+        if mtype == ntlm.NEGOTIATE:
+            return self.ntlm_challenge(conn, req, scheme)
+        if mtype != ntlm.AUTHENTICATE:
+            if not token and conn.ntlm_user is not None:
                 return None
-            with self.ntlm_lock:
-                issuer = self.ntlm_issued.get(nonce)
-            if issuer is not None and issuer != conn.id:
-                self.log("ntlm_wrong_connection", conn=conn.id, issued_on=issuer)
-            else:
-                self.log("ntlm_bad_token", conn=conn.id, reason="no challenge pending on this connection")
-            return self.ntlm_401(conn, req, scheme)
-        if auth is not None:
-            self.log("ntlm_bad_token", conn=conn.id, reason="not an NTLM type 1 or 3 token")
-        return self.ntlm_401(conn, req, "NTLM")
+            self.log("ntlm_bad_token", conn=conn.id, reason="not an NTLM NEGOTIATE or AUTHENTICATE message"
+                     if raw[:1] != b"\x60" else "SPNEGO-wrapped token (only bare NTLM is understood)")
+            return self.auth_401(conn, req, [scheme if scheme.lower() == "negotiate" else "NTLM"])
+        try:
+            msg = ntlm.parse_authenticate(raw)
+        except ntlm.NtlmError as e:
+            self.log("ntlm_bad_token", conn=conn.id, reason=str(e))
+            return self.auth_401(conn, req, [scheme])
+        user = ("%s\\%s" % (msg["domain"], msg["user"])) if msg["domain"] else msg["user"]
+        reason, av = self.ntlm_verify(conn, msg)
+        if reason is None and self.extended_protection_applies(req):
+            cb = dict(av).get(ntlm.MSV_AV_CHANNEL_BINDINGS)
+            if cb is None or cb == bytes(16):
+                reason = "channel_binding_missing"
+            elif not hmac.compare_digest(cb, self.cb_expected):
+                reason = "channel_binding_wrong"
+        if reason is not None:
+            self.log("auth_fail", conn=conn.id, user=user, scheme=scheme, reason=reason)
+            return self.auth_401(conn, req, [scheme])
+        conn.ntlm_user = user
+        req.auth_user, req.auth_scheme = user, scheme
+        self.log("ntlm_ok", conn=conn.id, user=user)
+        self.log("auth_ok", conn=conn.id, user=user, scheme=scheme)
+        return None
 
-    def ntlm_401(self, conn, req, www_authenticate):
-        """Sends 401 with the given WWW-Authenticate value; small bodies are read first so the
-        connection stays usable, large ones are not read and the connection closes."""
+    def ntlm_challenge(self, conn, req, scheme):
+        """Answers a NEGOTIATE with 401 and a CHALLENGE_MESSAGE ([MS-NLMP] §2.2.1.2): a fresh
+        server challenge and TargetInfo (NetBIOS and DNS names, MsvAvTimestamp)."""
+        self.forget_challenge(conn)
+        nonce = os.urandom(8)
+        info = ntlm.av_pairs([
+            (ntlm.MSV_AV_NB_DOMAIN_NAME, "EXAMPLE".encode("utf-16-le")),
+            (ntlm.MSV_AV_NB_COMPUTER_NAME, "EXCH01".encode("utf-16-le")),
+            (ntlm.MSV_AV_DNS_DOMAIN_NAME, "example.com".encode("utf-16-le")),
+            (ntlm.MSV_AV_DNS_COMPUTER_NAME, "exch01.example.com".encode("utf-16-le")),
+            (ntlm.MSV_AV_DNS_TREE_NAME, "example.com".encode("utf-16-le")),
+            (ntlm.MSV_AV_TIMESTAMP, struct.pack("<Q", ntlm.filetime_now()))])
+        challenge = ntlm.challenge_message(nonce, info)
+        conn.ntlm_nonce, conn.ntlm_user = nonce, None
+        with self.ntlm_lock:
+            self.ntlm_issued[nonce] = conn.id
+        self.log("ntlm_challenge", conn=conn.id, nonce=nonce.hex())
+        return self.auth_401(conn, req, ["%s %s" % (scheme, ntlm.b64(challenge))])
+
+    def forget_challenge(self, conn):
+        """Drops the challenge pending on conn (answered, replaced, or the connection closed)."""
+        if conn.ntlm_nonce is not None:
+            with self.ntlm_lock:
+                self.ntlm_issued.pop(conn.ntlm_nonce, None)
+            conn.ntlm_nonce = None
+
+    def ntlm_verify(self, conn, msg):
+        """Checks an AUTHENTICATE against conn's challenge. Returns (None, client AV pairs) on
+        success, else (reason, None); the pending challenge is used up either way. A response
+        that is right for a challenge issued on another connection logs ntlm_wrong_connection."""
+        password = self.lookup_user(msg["user"])
+        nonce = conn.ntlm_nonce
+        self.forget_challenge(conn)
+        if password is None:
+            return "unknown_user", None
+        try:
+            if nonce is not None:
+                av = ntlm.verify_ntlmv2(msg, nonce, password)
+                if av is not None:
+                    return None, av
+            with self.ntlm_lock:
+                others = list(self.ntlm_issued.items())
+            for other, issuer in others:
+                if issuer != conn.id and ntlm.verify_ntlmv2(msg, other, password) is not None:
+                    self.log("ntlm_wrong_connection", conn=conn.id, issued_on=issuer)
+                    return "wrong_connection", None
+        except ntlm.NtlmError as e:
+            self.log("ntlm_bad_token", conn=conn.id, reason=str(e))
+            return "not_ntlmv2", None
+        if nonce is None:
+            self.log("ntlm_bad_token", conn=conn.id, reason="no challenge pending on this connection")
+            return "no_challenge", None
+        return "bad_password", None
+
+    def auth_401(self, conn, req, www_authenticate):
+        """Sends 401 with one WWW-Authenticate field per value given; small bodies are read first
+        so the connection stays usable, large ones are not read and the connection closes."""
         if req.chunked or req.length <= BIG:
             conn.consume_body(req)
             keep = True
         else:
             keep = req.keep_alive = False
         body = b"401 - Unauthorized\n"
-        keep = self.respond(conn, req, 401, [("WWW-Authenticate", www_authenticate),
-                                             ("Content-Type", "text/plain")], body) and keep
+        keep = self.respond(conn, req, 401, [("WWW-Authenticate", v) for v in www_authenticate]
+                            + [("Content-Type", "text/plain")], body) and keep
         if not keep and not req.chunked and req.length > BIG:
             conn.drain_and_close()
         return keep
@@ -924,6 +1074,7 @@ class Server:
                 "method": req.method, "target": req.target, "version": req.version,
                 "headers": [[k, v] for k, v in req.headers], "conn": conn.id, "peer": conn.peer,
                 "body_bytes": n, "body_sha256": digest, "ntlm_user": conn.ntlm_user,
+                "auth_user": req.auth_user or conn.ntlm_user, "auth_scheme": req.auth_scheme,
             }).encode() + b"\n"
             headers.insert(0, ("Content-Type", "application/json"))
             pieces, total = [body], len(body)
@@ -989,9 +1140,16 @@ def main(argv=None):
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--require-client-cert", metavar="CA")
+    ap.add_argument("--user", action="append", metavar="NAME:PASSWORD",
+                    help="an account (repeatable; added to the default set)")
+    ap.add_argument("--no-default-users", action="store_true", help="only the --user accounts")
+    ap.add_argument("--extended-protection", action="store_true",
+                    help="require NTLM channel binding to our certificate on /rpc /owa /ecp /mapi /oab /powershell")
     args = ap.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         ap.error("--tls-cert and --tls-key go together")
+    if args.extended_protection and not args.tls_cert:
+        ap.error("--extended-protection needs TLS (--tls-cert)")
 
     threading.stack_size(512 * 1024)               # thousands of connection threads
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
