@@ -43,7 +43,13 @@
 	X(SEND_PROXY_V1, "v1")		/* value 1: PROXY protocol version 1 */ \
 	X(SEND_PROXY_V2, "v2")		/* value 2: PROXY protocol version 2 */
 
+#define SRV_ADMIN_STATES(X) \
+	X(SRV_READY, "ready")		/* takes new requests */ \
+	X(SRV_DRAIN, "drain")		/* only requests pinned to it (RPC channels already open there) */ \
+	X(SRV_MAINT, "maint")		/* nothing new at all */
+
 #define CFG_ENUM_VALUE(e, kw) e,
+enum srv_admin { SRV_ADMIN_STATES(CFG_ENUM_VALUE) };
 enum listener_role { LISTENER_ROLES(CFG_ENUM_VALUE) };
 enum pp_mode { PP_MODES(CFG_ENUM_VALUE) };
 enum send_proxy { SEND_PROXY_MODES(CFG_ENUM_VALUE) };
@@ -53,6 +59,8 @@ enum send_proxy { SEND_PROXY_MODES(CFG_ENUM_VALUE) };
 const char *config_role_str(enum listener_role r);
 const char *config_pp_mode_str(enum pp_mode m);
 const char *config_send_proxy_str(enum send_proxy s);
+const char *config_srv_admin_str(enum srv_admin a);
+int config_srv_admin_parse(const char *kw);	/* the state of a keyword, or -1 */
 
 struct cfg_listener {
 	const char *name;
@@ -68,10 +76,27 @@ struct cfg_listener {
 	int line;
 };
 
+struct srv;
+
 struct cfg_server {
 	const char *text;		/* "host:port" as written */
+	const char *name;		/* its name: the group's `name`, or text */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
+	int weight;			/* 0..256 (default 100) */
+	enum srv_admin state;		/* configured state (default ready) */
+	struct srv *rt;			/* its run-time state (servers.c), bound when the config goes live */
+};
+
+/* Protocols: the virtual directories a backend's health checks tell apart ("rpc", "owa"). */
+#define CFG_MAX_PROTOS 16
+
+/* backends[].check: active health checks (absent: none). */
+struct cfg_check {
+	bool enabled;
+	double interval, timeout;
+	int rise, fall;
+	const char *path;		/* "auto": per protocol, /<vdir>/healthcheck.htm; else one path */
 };
 
 struct cfg_backend {
@@ -83,6 +108,9 @@ struct cfg_backend {
 	const char **add_headers;
 	size_t nadd;
 	struct tls_client *tls;		/* NULL: plaintext */
+	struct cfg_check check;
+	const char *protos[CFG_MAX_PROTOS];	/* lower case, from the routes' paths ("rpc", "owa") */
+	size_t nprotos;
 };
 
 struct config {
@@ -96,6 +124,11 @@ struct config {
 	double drain_timeout;
 	const char *error_log;
 	enum log_level log_level;
+	struct {			/* global.admin_socket: HAProxy's runtime API (path NULL: none) */
+		const char *path;
+		int mode;		/* permissions (default 0660) */
+		const char *group;	/* owner group, or NULL */
+	} admin_socket;
 
 	const char *access_log;		/* NULL: off */
 	enum access_format access_format;

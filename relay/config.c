@@ -20,6 +20,7 @@
 const char *const config_role_kw[] = { LISTENER_ROLES(CONFIG_KW) NULL };
 const char *const config_pp_mode_kw[] = { PP_MODES(CONFIG_KW) NULL };
 const char *const config_send_proxy_kw[] = { SEND_PROXY_MODES(CONFIG_KW) NULL };
+const char *const config_srv_admin_kw[] = { SRV_ADMIN_STATES(CONFIG_KW) NULL };
 static const char *const config_log_level_kw[] = { LOG_LEVELS(CONFIG_KW) NULL };
 #undef CONFIG_KW
 
@@ -62,6 +63,21 @@ const char *
 config_send_proxy_str(enum send_proxy s)
 {
 	return config_kw_str(config_send_proxy_kw, (int)s);
+}
+
+const char *
+config_srv_admin_str(enum srv_admin a)
+{
+	return config_kw_str(config_srv_admin_kw, (int)a);
+}
+
+int
+config_srv_admin_parse(const char *kw)
+{
+	for (int i = 0; config_srv_admin_kw[i]; i++)
+		if (strcmp(config_srv_admin_kw[i], kw) == 0)
+			return i;
+	return -1;
 }
 
 int
@@ -280,7 +296,7 @@ static int
 config_load_global(struct config_ctx *x, const config_setting_t *root)
 {
 	static const char *const known[] = { "user", "group", "pidfile", "workers", "max_connections",
-	    "drain_timeout", "error_log", "log_level", NULL };
+	    "drain_timeout", "error_log", "log_level", "admin_socket", NULL };
 	struct config *c = x->cfg;
 	config_setting_t *g = config_setting_get_member(root, "global");
 	const char *lvl = NULL;
@@ -305,6 +321,8 @@ config_load_global(struct config_ctx *x, const config_setting_t *root)
 		    "'log_level' must be %s, not \"%s\"", list, lvl);
 	}
 	c->log_level = (enum log_level)level;
+	if (config_admin_socket_load(x, g) == -1)
+		return -1;
 	if (c->user && !*c->user)
 		c->user = NULL;
 	if (c->group && !*c->group)
@@ -449,7 +467,7 @@ config_check_whole(struct config_ctx *x, const config_setting_t *root)
 				    "backend name \"%s\" is used twice", c->backends[i].name);
 	if (c->nroutes == 0)
 		return config_fail(x, NULL, "at least one entry is needed in 'routes'");
-	return 0;
+	return config_protos_load(x);
 }
 
 /* A new configuration with one reference and every default set (DESIGN.md). */
@@ -565,6 +583,7 @@ static void
 config_free_lists(struct config *c)
 {
 	config_security_free(c);
+	config_protos_free(c);
 	for (size_t i = 0; i < c->nlisteners + 1 && c->listeners; i++) {
 		free(c->listeners[i].trusted);
 		if (c->listeners[i].tls) {

@@ -46,25 +46,6 @@ config_backend_tls(struct config_ctx *x, config_setting_t *g, struct cfg_backend
 	return 0;
 }
 
-/* Resolves the servers entries servers[0..ns) (ns > 0) into b->servers. */
-static int
-config_backend_servers(struct config_ctx *x, config_setting_t *g, struct cfg_backend *b,
-    const char **servers, size_t ns)
-{
-	b->servers = calloc(ns, sizeof(*b->servers));
-	for (size_t i = 0; b->servers && i < ns; i++) {
-		struct cfg_server *s = &b->servers[i];
-
-		s->text = servers[i];
-		if (addr_parse_hostport(servers[i], &s->addr, &s->addrlen, false) == -1)
-			return config_fail(x, config_elem(g, "servers", i),
-			    "backend '%s': cannot resolve server \"%s\" (want \"host:port\")",
-			    b->name, s->text);
-	}
-	b->nservers = ns;
-	return 0;
-}
-
 /* Checks that every add_headers entry is "Name: value" with a token name, on one line. */
 static int
 config_backend_headers(struct config_ctx *x, config_setting_t *g, const struct cfg_backend *b)
@@ -79,13 +60,12 @@ config_backend_headers(struct config_ctx *x, config_setting_t *g, const struct c
 	return 0;
 }
 
-/* Reads the settings of one backend (servers into *servers, *ns, freed by the caller). */
+/* Reads the settings of one backend. */
 static int
-config_backend_read(struct config_ctx *x, config_setting_t *g, struct cfg_backend *b,
-    const char ***servers, size_t *ns)
+config_backend_read(struct config_ctx *x, config_setting_t *g, struct cfg_backend *b)
 {
 	static const char *const known[] = { "name", "servers", "tls", "send_proxy", "idle_timeout",
-	    "add_headers", NULL };
+	    "add_headers", "check", NULL };
 	int send_proxy = SEND_PROXY_OFF;
 
 	b->idle_timeout = 3600;
@@ -93,14 +73,13 @@ config_backend_read(struct config_ctx *x, config_setting_t *g, struct cfg_backen
 	    config_get_str(x, g, "name", &b->name, true) ||
 	    config_get_enum(x, g, "send_proxy", &send_proxy, config_send_proxy_kw) ||
 	    config_get_duration(x, g, "idle_timeout", &b->idle_timeout, 0, 7 * 86400) ||
-	    config_get_strings(x, g, "add_headers", &b->add_headers, &b->nadd) ||
-	    config_get_strings(x, g, "servers", servers, ns))
+	    config_get_strings(x, g, "add_headers", &b->add_headers, &b->nadd))
 		return -1;
 	b->send_proxy = (enum send_proxy)send_proxy;
 	if (!b->name)
 		return config_fail(x, g, "a backend needs a 'name'");
-	if (*ns == 0)
-		return config_fail(x, g, "backend '%s' needs at least one entry in 'servers'", b->name);
+	if (config_servers_load(x, g, b) == -1 || config_check_load(x, g, b) == -1)
+		return -1;
 	if (config_setting_get_member(g, "tls") &&
 	    config_backend_tls(x, config_setting_get_member(g, "tls"), b) == -1)
 		return -1;
@@ -111,14 +90,7 @@ config_backend_read(struct config_ctx *x, config_setting_t *g, struct cfg_backen
 int
 config_backend_load(struct config_ctx *x, config_setting_t *g, void *p)
 {
-	size_t ns = 0;
-	const char **servers = NULL;
-	int rc = config_backend_read(x, g, p, &servers, &ns);
-
-	if (rc == 0)
-		rc = config_backend_servers(x, g, p, servers, ns);
-	free(servers);
-	return rc == 0 ? config_backend_headers(x, g, p) : rc;
+	return config_backend_read(x, g, p) == 0 ? config_backend_headers(x, g, p) : -1;
 }
 
 /* The index of the backend named name, or -1. */

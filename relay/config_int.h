@@ -60,11 +60,19 @@ int config_get_prefixes(struct config_ctx *x, const config_setting_t *g, const c
 extern const char *const config_role_kw[];
 extern const char *const config_pp_mode_kw[];
 extern const char *const config_send_proxy_kw[];
+extern const char *const config_srv_admin_kw[];
 
 /* Section loaders, one element of a list each (p: the element to fill); 0 or -1. */
 int config_listener_load(struct config_ctx *x, config_setting_t *g, void *p);
 int config_backend_load(struct config_ctx *x, config_setting_t *g, void *p);
 int config_backend_route_load(struct config_ctx *x, config_setting_t *g, void *p);
+
+/* config_server.c */
+int config_servers_load(struct config_ctx *x, config_setting_t *g, struct cfg_backend *b);
+int config_check_load(struct config_ctx *x, config_setting_t *g, struct cfg_backend *b);
+int config_protos_load(struct config_ctx *x);
+int config_admin_socket_load(struct config_ctx *x, const config_setting_t *global);
+void config_protos_free(struct config *c);
 
 /* config_security.c */
 int config_security_load(struct config_ctx *x, const config_setting_t *root);

@@ -1,0 +1,423 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * servers.c: the run-time state of backend servers, and rendezvous hashing over them
+ * (servers.h has the contracts). State changes are logged, one line each:
+ *   server exchange/ex1 protocol rpc is DOWN (L7STS 503, 3 failed checks)
+ *   server exchange/ex1 state drain (runtime API)
+ */
+#include "autoconf.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "log.h"
+#include "servers.h"
+
+#define COOKIES 64	/* open RPC channel cookies remembered per server */
+
+struct cookie_slot { uint64_t key; int count; };
+
+static struct srv table[SRV_MAX];
+static struct cookie_slot cookies[SRV_MAX][COOKIES];
+static int nsrv;
+static struct srv *order[SRV_MAX];	/* the live entries, in configuration order */
+static int norder;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+
+static double
+wall(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int
+get(const int *v)
+{
+	return __atomic_load_n(v, __ATOMIC_RELAXED);
+}
+
+static void
+put(int *v, int x)
+{
+	__atomic_store_n(v, x, __ATOMIC_RELAXED);
+}
+
+/* The entry for backend/name, made when new (lock held); NULL when the table is full. */
+static struct srv *
+entry(const char *backend, const char *name)
+{
+	for (int i = 0; i < nsrv; i++)
+		if (strcmp(table[i].backend, backend) == 0 && strcmp(table[i].name, name) == 0)
+			return &table[i];
+	if (nsrv == SRV_MAX)
+		return NULL;
+	struct srv *s = &table[nsrv++];
+	snprintf(s->backend, sizeof(s->backend), "%s", backend);
+	snprintf(s->name, sizeof(s->name), "%s", name);
+	s->admin_rt = s->weight_rt = -1;
+	s->admin_change = wall();
+	return s;
+}
+
+/* Sets the protocols of s from its backend, keeping the health of those it had. */
+static void
+bind_protos(struct srv *s, const struct cfg_backend *b)
+{
+	struct srv_health old[CFG_MAX_PROTOS];
+	char names[CFG_MAX_PROTOS][32];
+	int n = s->nprotos;
+
+	memcpy(old, s->health, sizeof(old));
+	memcpy(names, s->protos, sizeof(names));
+	s->per_proto = b->check.enabled && strcmp(b->check.path, "auto") == 0 && b->nprotos > 0;
+	s->nprotos = s->per_proto ? (int)b->nprotos : 1;
+	for (int p = 0; p < s->nprotos; p++) {
+		snprintf(s->protos[p], sizeof(s->protos[p]), "%s", s->per_proto ? b->protos[p] : "*");
+		s->health[p] = (struct srv_health){ .up = 1, .last_change = wall() };
+		snprintf(s->health[p].last_status, sizeof(s->health[p].last_status), "INI");
+		for (int q = 0; q < n; q++)
+			if (strcmp(names[q], s->protos[p]) == 0)
+				s->health[p] = old[q];
+	}
+}
+
+int
+servers_bind(struct config *cfg)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&lock);
+	for (int i = 0; i < nsrv; i++)
+		put(&table[i].live, 0);
+	norder = 0;
+	for (size_t b = 0; b < cfg->nbackends; b++) {
+		struct cfg_backend *be = &cfg->backends[b];
+		for (size_t k = 0; k < be->nservers; k++) {
+			struct cfg_server *cs = &be->servers[k];
+			struct srv *s = entry(be->name, cs->name);
+			if (!(cs->rt = s)) {
+				rc = -1;
+				continue;
+			}
+			snprintf(s->addr, sizeof(s->addr), "%s", cs->text);
+			s->admin_cfg = (int)cs->state;
+			s->weight_cfg = cs->weight;
+			s->checked = be->check.enabled;
+			s->fall = be->check.fall;
+			bind_protos(s, be);
+			put(&s->live, 1);
+			order[norder++] = s;
+		}
+	}
+	pthread_mutex_unlock(&lock);
+	return rc;
+}
+
+struct srv *
+servers_find(const char *backend, const char *server)
+{
+	struct srv *found = NULL;
+
+	pthread_mutex_lock(&lock);
+	for (int i = 0; i < norder && !found; i++)
+		if (strcmp(order[i]->backend, backend) == 0 && strcmp(order[i]->name, server) == 0)
+			found = order[i];
+	pthread_mutex_unlock(&lock);
+	return found;
+}
+
+void
+servers_foreach(void (*fn)(struct srv *s, void *arg), void *arg)
+{
+	pthread_mutex_lock(&lock);
+	for (int i = 0; i < norder; i++)
+		fn(order[i], arg);
+	pthread_mutex_unlock(&lock);
+}
+
+enum srv_admin
+servers_admin(const struct srv *s)
+{
+	int rt = get(&s->admin_rt);
+
+	return (enum srv_admin)(rt >= 0 ? rt : get(&s->admin_cfg));
+}
+
+int
+servers_weight(const struct srv *s)
+{
+	int rt = get(&s->weight_rt);
+
+	return rt >= 0 ? rt : get(&s->weight_cfg);
+}
+
+void
+servers_set_admin(struct srv *s, enum srv_admin a)
+{
+	put(&s->admin_rt, (int)a);
+	s->admin_change = wall();
+	log_warn("server %s/%s state %s (runtime API)", s->backend, s->name, config_srv_admin_str(a));
+}
+
+void
+servers_set_weight(struct srv *s, int w)
+{
+	put(&s->weight_rt, w < 0 ? 0 : w > 256 ? 256 : w);
+	log_info("server %s/%s weight %d (runtime API)", s->backend, s->name, servers_weight(s));
+}
+
+bool
+servers_up(const struct srv *s, int proto)
+{
+	if (!get(&s->checked))
+		return true;
+	if (s->per_proto && proto >= 0 && proto < s->nprotos)
+		return get(&s->health[proto].up) != 0;
+	for (int p = 0; p < s->nprotos; p++)
+		if (get(&s->health[p].up))
+			return true;
+	return false;
+}
+
+void
+servers_status(const struct srv *s, char *out, size_t cap)
+{
+	enum srv_admin a = servers_admin(s);
+	int up = 0, n = s->nprotos;
+
+	if (a == SRV_MAINT) {
+		snprintf(out, cap, "MAINT");
+		return;
+	}
+	if (!get(&s->checked)) {
+		snprintf(out, cap, a == SRV_DRAIN ? "DRAIN" : "no check");
+		return;
+	}
+	for (int p = 0; p < n; p++)
+		up += get(&s->health[p].up) != 0;
+	if (up == 0)
+		snprintf(out, cap, "DOWN");
+	else if (a == SRV_DRAIN || servers_weight(s) == 0)
+		snprintf(out, cap, a == SRV_DRAIN ? "DRAIN" : "NOLB");
+	else if (up < n)
+		snprintf(out, cap, "UP %d/%d", up, n);
+	else
+		snprintf(out, cap, "UP");
+}
+
+int
+servers_proto(const struct cfg_backend *b, const char *path, size_t len)
+{
+	size_t i = len > 0 && path[0] == '/' ? 1 : 0, n = 0;
+
+	while (i + n < len && path[i + n] != '/')
+		n++;
+	for (size_t p = 0; p < b->nprotos; p++)
+		if (strlen(b->protos[p]) == n && strncasecmp(b->protos[p], path + i, n) == 0)
+			return (int)p;
+	return -1;
+}
+
+/* --- rendezvous hashing ----------------------------------------------------------------- */
+
+static uint64_t
+fnv1a(const void *p, size_t n, uint64_t h)
+{
+	const unsigned char *c = p;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= c[i];
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+/* splitmix64's finaliser: spreads the bits of a combined hash. */
+static uint64_t
+mix(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+double
+servers_score(const char *server, int weight, const char *key, size_t keylen)
+{
+	uint64_t h = mix(fnv1a(key, keylen, fnv1a(server, strlen(server) + 1, 1469598103934665603ULL)));
+	double u = ((double)(h >> 11) + 0.5) / 9007199254740992.0;	/* (0, 1) */
+
+	return weight <= 0 ? -INFINITY : -(double)weight / log(u);
+}
+
+static uint64_t
+cookie_key(const uint8_t *cookie)
+{
+	uint64_t k = fnv1a(cookie, 16, 1469598103934665603ULL);
+
+	return k ? k : 1;
+}
+
+static bool
+has_cookie(const struct srv *s, uint64_t k)
+{
+	const struct cookie_slot *t = cookies[s - table];
+
+	for (int i = 0; i < COOKIES; i++)
+		if (t[i].key == k && t[i].count > 0)
+			return true;
+	return false;
+}
+
+size_t
+servers_rank(const struct cfg_backend *b, int proto, const char *key, size_t keylen,
+    const uint8_t *cookie, size_t *out)
+{
+	double score[SRV_PER_BACKEND];
+	size_t n = 0;
+	uint64_t ck = cookie ? cookie_key(cookie) : 0;
+
+	if (cookie)
+		pthread_mutex_lock(&lock);
+	for (size_t i = 0; i < b->nservers && i < SRV_PER_BACKEND; i++) {
+		const struct srv *s = b->servers[i].rt;
+		enum srv_admin a = s ? servers_admin(s) : SRV_READY;
+		bool pinned = cookie && s && a != SRV_MAINT && has_cookie(s, ck);
+		if (s && !pinned && (a != SRV_READY || servers_weight(s) == 0 || !servers_up(s, proto)))
+			continue;
+		double sc = servers_score(b->servers[i].name, s ? servers_weight(s) : b->servers[i].weight, key, keylen);
+		if (pinned)
+			sc = INFINITY;
+		size_t j = n++;
+		for (; j > 0 && score[j - 1] < sc; j--) {
+			score[j] = score[j - 1];
+			out[j] = out[j - 1];
+		}
+		score[j] = sc;
+		out[j] = i;
+	}
+	if (cookie)
+		pthread_mutex_unlock(&lock);
+	return n;
+}
+
+/* --- counting --------------------------------------------------------------------------- */
+
+void
+servers_conn(struct srv *s, int delta)
+{
+	__atomic_add_fetch(&s->conns_active, delta, __ATOMIC_RELAXED);
+	if (delta > 0)
+		__atomic_add_fetch(&s->conns_total, delta, __ATOMIC_RELAXED);
+}
+
+void
+servers_failure(struct srv *s, const char *kind)
+{
+	int64_t *c = strcmp(kind, "tls") == 0 ? &s->tls_errors : strcmp(kind, "5xx") == 0 ? &s->resp_5xx :
+	    &s->connect_errors;
+
+	__atomic_add_fetch(c, 1, __ATOMIC_RELAXED);
+	/* Between active checks, passive failures count toward fall: fall in a row takes it down. */
+	if (__atomic_add_fetch(&s->passive, 1, __ATOMIC_RELAXED) != get(&s->fall) || !get(&s->checked))
+		return;
+	for (int p = 0; p < s->nprotos; p++)
+		if (get(&s->health[p].up)) {
+			put(&s->health[p].up, 0);
+			s->health[p].last_change = wall();
+			snprintf(s->health[p].last_status, sizeof(s->health[p].last_status), "passive %s", kind);
+		}
+	log_warn("server %s/%s is DOWN (%d %s failures in a row)", s->backend, s->name, get(&s->fall), kind);
+}
+
+void
+servers_success(struct srv *s)
+{
+	if (get(&s->passive))
+		put(&s->passive, 0);
+}
+
+void
+servers_rpc_open(struct srv *s, const uint8_t *cookie)
+{
+	uint64_t k = cookie_key(cookie);
+	struct cookie_slot *t = cookies[s - table];
+	int free_slot = -1;
+
+	pthread_mutex_lock(&lock);
+	for (int i = 0; i < COOKIES; i++) {
+		if (t[i].key == k && t[i].count > 0) {
+			t[i].count++;
+			pthread_mutex_unlock(&lock);
+			return;
+		}
+		if (t[i].count == 0 && free_slot < 0)
+			free_slot = i;
+	}
+	if (free_slot >= 0)
+		t[free_slot] = (struct cookie_slot){ k, 1 };
+	pthread_mutex_unlock(&lock);
+}
+
+void
+servers_rpc_close(struct srv *s, const uint8_t *cookie)
+{
+	uint64_t k = cookie_key(cookie);
+	struct cookie_slot *t = cookies[s - table];
+
+	pthread_mutex_lock(&lock);
+	for (int i = 0; i < COOKIES; i++)
+		if (t[i].key == k && t[i].count > 0) {
+			t[i].count--;
+			break;
+		}
+	pthread_mutex_unlock(&lock);
+}
+
+void
+servers_check_result(struct srv *s, int proto, bool ok, double duration, const char *status,
+    int rise, int fall)
+{
+	struct srv_health *h = &s->health[proto];
+
+	__atomic_add_fetch(ok ? &s->checks_ok : &s->checks_failed, 1, __ATOMIC_RELAXED);
+	h->last_duration = duration;
+	snprintf(h->last_status, sizeof(h->last_status), "%s", status);
+	if (ok == (get(&h->up) != 0)) {
+		h->streak = 0;
+		return;
+	}
+	if (++h->streak < (ok ? rise : fall))
+		return;
+	h->streak = 0;
+	put(&h->up, ok);
+	h->last_change = wall();
+	log_warn("server %s/%s protocol %s is %s (%s)", s->backend, s->name, s->protos[proto],
+	    ok ? "UP" : "DOWN", status);
+}
+
+bool
+servers_all_down(const struct config *cfg)
+{
+	bool any = false;
+
+	for (size_t b = 0; b < cfg->nbackends; b++) {
+		const struct cfg_backend *be = &cfg->backends[b];
+		if (!be->check.enabled)
+			continue;
+		for (size_t k = 0; k < be->nservers; k++) {
+			const struct srv *s = be->servers[k].rt;
+			if (s && servers_admin(s) == SRV_READY && servers_up(s, -1))
+				return false;
+			any = true;
+		}
+	}
+	return any;
+}

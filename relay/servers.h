@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * servers.h: the run-time state of every backend server (servers.c): its administrative
+ * state and weight (configuration, or set at run time through the runtime API, which survives
+ * reloads), its health per protocol (the health checker, passive failures), its counters, and
+ * the open RPC channels pinned to it. Entries are keyed by backend and server name, never
+ * freed, and shared by the workers, the health checker and the main thread: fields that
+ * change are read and written with atomics; binding a configuration takes a lock.
+ *
+ * Server choice is rendezvous (highest random weight) hashing over the servers usable for the
+ * request's protocol: the same key gives the same server on every instance with the same
+ * configuration and health view, and a server leaving moves only the keys that were on it.
+ */
+#ifndef EXRELAY_SERVERS_H
+#define EXRELAY_SERVERS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cfg.h"
+
+#define SRV_MAX 1024		/* backend servers over all configurations of a run */
+#define SRV_PER_BACKEND 256	/* servers in one backend */
+#define SRV_WHOLE 0		/* the protocol index used when check.path is a single path */
+
+/* The health of one protocol of one server (index: the backend's protos; or SRV_WHOLE). */
+struct srv_health {
+	int up;				/* atomic: 1 usable, 0 down */
+	int streak;			/* checker only: consecutive results against the state */
+	double last_change;		/* wall clock of the last up/down change */
+	double last_duration;		/* seconds the last check took */
+	char last_status[48];		/* "L7OK 200", "L7STS 503", "L4TOUT", "L4CON", "L6RSP" (HAProxy's words) */
+};
+
+struct srv {
+	char backend[64], name[64];	/* the key */
+	char addr[96];			/* "host:port" as configured */
+	int live;			/* atomic: named by the current configuration */
+	int admin_cfg, admin_rt;	/* configured state; run-time state or -1 (enum srv_admin) */
+	int weight_cfg, weight_rt;	/* configured weight; run-time weight or -1 */
+	int checked;			/* active checks are configured */
+	int per_proto;			/* check.path = "auto": one health per protocol */
+	int nprotos;
+	char protos[CFG_MAX_PROTOS][32];
+	struct srv_health health[CFG_MAX_PROTOS];
+	int passive;			/* atomic: consecutive passive failures (connect, TLS, 5xx) */
+	int fall;			/* check.fall: passive failures in a row that take it down */
+	int64_t conns_active, conns_total, connect_errors, tls_errors, resp_5xx;	/* atomic */
+	int64_t checks_ok, checks_failed;	/* atomic */
+	double admin_change;		/* wall clock of the last state change */
+};
+
+/* Binds the servers of cfg (main thread; at start and at each reload before the hand-over). */
+int servers_bind(struct config *cfg);
+
+/* The entry of backend/server, or NULL (runtime API). */
+struct srv *servers_find(const char *backend, const char *server);
+/* Visits every entry named by the current configuration, in configuration order. */
+void servers_foreach(void (*fn)(struct srv *s, void *arg), void *arg);
+
+enum srv_admin servers_admin(const struct srv *s);
+int servers_weight(const struct srv *s);
+void servers_set_admin(struct srv *s, enum srv_admin a);
+void servers_set_weight(struct srv *s, int w);
+/* "UP", "DOWN", "DRAIN", "MAINT", "no check", or "UP 1/3" / "DOWN 1/2" on the way. */
+void servers_status(const struct srv *s, char *out, size_t cap);
+/* True when the protocol (or any, proto < 0) is up, or the server is not checked. */
+bool servers_up(const struct srv *s, int proto);
+
+/* The backend's protocol of a normalised path ("/rpc/rpcproxy.dll" -> index of "rpc"), or -1. */
+int servers_proto(const struct cfg_backend *b, const char *path, size_t len);
+
+/*
+ * Orders the servers of b for key, best first, into order (at most b->nservers): those
+ * usable for protocol proto (ready, weight > 0, up). An RPC channel passes its cookie (16
+ * bytes, else NULL): a server where a channel with that cookie is open comes first even
+ * while draining, so an IN/OUT pair is never split. Returns how many.
+ */
+size_t servers_rank(const struct cfg_backend *b, int proto, const char *key, size_t keylen,
+    const uint8_t *cookie, size_t *order);
+/* The rendezvous score of a server for a key (exposed for the tests). */
+double servers_score(const char *server, int weight, const char *key, size_t keylen);
+
+/* Counting, from the workers. */
+void servers_conn(struct srv *s, int delta);
+void servers_failure(struct srv *s, const char *kind);	/* "connect", "tls", "5xx": passive */
+void servers_success(struct srv *s);
+void servers_rpc_open(struct srv *s, const uint8_t *cookie);
+void servers_rpc_close(struct srv *s, const uint8_t *cookie);
+
+/* A health check's result (the checker): moves the protocol up or down by rise and fall. */
+void servers_check_result(struct srv *s, int proto, bool ok, double duration, const char *status,
+    int rise, int fall);
+
+/* True when no server of any backend reached by Exchange-like routes is usable (the agent). */
+bool servers_all_down(const struct config *cfg);
+
+#endif
