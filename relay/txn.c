@@ -252,7 +252,7 @@ txn_start(struct conn *c, struct http1_request *req)
 	c->route_name = rt->backend_name;
 	if ((step = txn_backend(c, req, rt)) != 0)
 		return step;
-	struct rewrite_request_ctx rc = { c->client_ip, c->https, b->add_headers, b->nadd };
+	struct rewrite_request_ctx rc = { .client_addr = c->client_ip, .https = c->https, .add_headers = b->add_headers, .nadd = b->nadd, .strip_internal = true };
 	struct request_args ra = { req, &rc };
 	if (pump_put(&c->backend, write_request, &ra) < 0)
 		return errno == ENOSPC ? txn_fail(c, 431, "request head too large after rewriting") :
