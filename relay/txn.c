@@ -304,8 +304,13 @@ txn_parse_head(struct conn *c)
 			return step_why(c, STEP_CLOSE, "draining");
 		c->resp_started = false;	/* a 400/408/431 for this head may still be sent */
 		c->status = 0;
+		c->head_scanned = 0;		/* a new head starts at buf_head(cl->in) */
 		return STEP_GOTO(PH_HEAD);
 	}
+	/* Parse only once the head can be complete (or must be judged now): no quadratic re-parse. */
+	if (!cl->eof && n < c->cfg->limits.max_head_size &&
+	    !http1_head_end(buf_head(cl->in), n, &c->head_scanned))
+		return 0;
 	memset(&req, 0, sizeof(req));
 	req.headers = hdrs;
 	ssize_t r = http1_parse_request(buf_head(cl->in), n, &c->cfg->limits, &req);
