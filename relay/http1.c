@@ -104,6 +104,28 @@ http1_list_has(struct http1_slice value, const char *token)
 	return http1_list_has_n(value, token, strlen(token));
 }
 
+bool
+http1_upgrade_allowed(struct http1_slice value, const char *const *protocols, size_t n)
+{
+	struct http1_slice el;
+	size_t pos = 0, k, nlen, seen = 0;
+	const char *slash;
+	bool known;
+
+	while (http1_list_next(value, &pos, &el)) {
+		if (el.len == 0)
+			continue;
+		slash = memchr(el.p, '/', el.len);
+		nlen = slash != NULL ? (size_t)(slash - el.p) : el.len;
+		for (known = false, k = 0; k < n && !known; k++)
+			known = http1_ci_is(el.p, nlen, protocols[k]);
+		if (!known)
+			return false;
+		seen++;
+	}
+	return seen > 0;
+}
+
 const struct http1_header *
 http1_find_header(const struct http1_header *h, size_t n, const char *name)
 {
@@ -239,6 +261,9 @@ http1_parse_absolute(struct http1_request *req, const char **err)
 		return http1_target_fail(err, "bad authority in absolute-form target");
 	req->absolute_form = true;
 	http1_split_path(req, a, (size_t)(end - a));
+	if (req->path.len == 0)		/* RFC 9112 3.2.2 (and 3.2.4 for OPTIONS) */
+		req->path = req->query.len == 0 && http1_slice_is(req->method, "OPTIONS") ?
+		    http1_mkslice("*", 1) : http1_mkslice("/", 1);
 	return 0;
 }
 
@@ -252,6 +277,8 @@ http1_parse_target(struct http1_request *req, const char **err)
 	const char *p = req->target.p;
 	size_t n = req->target.len;
 
+	if (memchr(p, '#', n) != NULL)
+		return http1_target_fail(err, "fragment in request target");
 	if (http1_slice_is(req->method, "CONNECT")) {
 		req->is_connect = true;
 		if (!http1_valid_authority(p, n, true))
@@ -429,7 +456,8 @@ http1_request_semantics(struct http1_request *req)
 		return HTTP1_ERROR;
 	req->keep_alive = req->minor == 1 ? !f.conn_close : (f.conn_keep_alive && !f.conn_close);
 	req->expect_continue = f.expect_continue && req->minor == 1;
-	req->upgrade = f.upgrade_field && f.conn_upgrade;
+	req->upgrade_requested = f.upgrade_field && f.conn_upgrade;
+	req->upgrade = req->upgrade_requested && !f.upgrade_refused;
 	return (ssize_t)req->head_len;
 }
 
@@ -446,4 +474,55 @@ http1_parse_request(const char *buf, size_t len, const struct http1_limits *lim,
 	if (n == HTTP1_ERROR)
 		return http1_req_fail(req, f.status, f.error);
 	return n > 0 ? http1_request_semantics(req) : n;
+}
+
+/* True when c is neither CR nor LF. */
+static inline bool
+http1_not_crlf(char c)
+{
+	return c != '\r' && c != '\n';
+}
+
+/*
+ * The search of http1_head_end (see http1.h). Invariant between calls: every byte before
+ * *scanned was looked at, and *scanned is never inside a CRLF CRLF that could still end the
+ * head (it stops on the CR where such a run begins but is not complete yet).
+ */
+bool
+http1_head_end(const char *buf, size_t len, size_t *scanned)
+{
+	size_t i;
+
+	for (i = *scanned; i < len; i++) {
+		if (buf[i] == '\n') {
+			if (i == 0 || buf[i - 1] != '\r')
+				break;				/* bare LF: an error */
+			continue;
+		}
+		if (buf[i] != '\r')
+			continue;
+		if (i + 1 == len) {
+			*scanned = i;			/* its LF may come next */
+			return false;
+		}
+		if (buf[i + 1] != '\n')
+			break;				/* bare CR: an error */
+		if (i > 0 && http1_not_crlf(buf[i - 1]) && (i + 2 == len || buf[i + 2] == '\r')) {
+			if (i + 3 >= len) {
+				*scanned = i;		/* "x CR LF [CR]": the end may come next */
+				return false;
+			}
+			if (buf[i + 3] == '\n') {
+				*scanned = i + 4;
+				return true;		/* the end of the head */
+			}
+		}
+		i++;					/* past the LF */
+	}
+	if (i >= len) {
+		*scanned = len;
+		return false;
+	}
+	*scanned = i + 1;
+	return true;
 }

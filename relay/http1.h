@@ -4,8 +4,9 @@
  *
  * Parsers are pure: they read a buffer that holds the start of a head, never copy header
  * text, and describe the head as slices (pointer + length) into that buffer. The caller
- * re-parses from the start when more bytes arrive (heads are small and bounded by
- * limits.max_head_size). Body framing is a small state machine fed with whatever bytes
+ * parses from the start once the head can be complete: http1_head_end finds the end of a
+ * head incrementally (each byte looked at once however the head is trickled in), so a head
+ * is parsed once, not once per read. Body framing is a small state machine fed with whatever bytes
  * arrived; it says how many of them belong to the body and when the body ended, so bytes
  * can be forwarded as-is (chunked bodies are passed through, not re-encoded).
  *
@@ -59,8 +60,10 @@ struct http1_request {
 	struct http1_slice method;	/* any RFC 9110 token, e.g. RPC_IN_DATA */
 	struct http1_slice target;	/* as sent */
 	struct http1_slice path;	/* origin-form part of target: from its first '/' (before '?') */
-					/* len 0 for CONNECT and for absolute-form without a path
-					 * ("http://h" or "http://h?q"): send "/" then; "*" for OPTIONS * */
+					/* len 0 for CONNECT; "*" for OPTIONS *; for absolute-form without
+					 * a path (RFC 9112 3.2.2) a static "/" ("http://h", "http://h?q"),
+					 * or "*" for OPTIONS without path and query (RFC 9112 3.2.4):
+					 * the only slice that may point outside buf */
 	struct http1_slice query;	/* after '?', without it; len 0 if none */
 	struct http1_slice authority;	/* absolute-form: host[:port] of the target, else len 0 */
 	struct http1_slice host;	/* Host header value (or authority for absolute-form) */
@@ -70,10 +73,16 @@ struct http1_request {
 	size_t head_len;		/* bytes of the head including the final CRLF */
 
 	enum http1_body_kind body;	/* BODY_NONE, BODY_LENGTH or BODY_CHUNKED */
-	uint64_t content_length;	/* for BODY_LENGTH (up to 2^63-1; 0 is BODY_LENGTH too) */
+	uint64_t content_length;	/* for BODY_LENGTH (up to 2^63-1; 0 is BODY_LENGTH too); the
+					 * value of every Content-Length element ("5, 5" is 5) */
 	bool keep_alive;		/* by version and Connection tokens */
 	bool expect_continue;		/* Expect: 100-continue (HTTP/1.1 only; other values ignored) */
-	bool upgrade;			/* Upgrade header present and Connection names "upgrade" */
+	bool upgrade_requested;		/* Upgrade header present and Connection names "upgrade" */
+	bool upgrade;			/* upgrade_requested, and every protocol Upgrade lists is one of
+					 * HTTP1_UPGRADE_PROTOCOLS (websocket): the upgrade is forwarded.
+					 * Otherwise the request goes on as plain HTTP/1.1 (Upgrade and
+					 * HTTP2-Settings dropped). A per-route list would call
+					 * http1_upgrade_allowed after routing and set upgrade from it. */
 	bool is_connect;		/* CONNECT method (refused by the relay with 501/405) */
 	bool absolute_form;
 
@@ -90,7 +99,8 @@ struct http1_response {
 	size_t head_len;
 
 	enum http1_body_kind body;	/* any kind */
-	uint64_t content_length;
+	uint64_t content_length;	/* the Content-Length value when has_content_length (any kind) */
+	bool has_content_length;	/* a valid Content-Length: one value, or a list of equal ones */
 	bool keep_alive;		/* the backend is willing to keep the connection */
 
 	const char *error;		/* on HTTP1_ERROR: short static reason (the relay answers 502) */
@@ -103,8 +113,10 @@ struct http1_response {
  * HTTP1_NEED_MORE when buf is a valid proper prefix and shorter than lim->max_head_size;
  * HTTP1_ERROR with req->status and req->error otherwise:
  *   400 malformed line or field (whitespace before ':', obs-fold, bare CR/LF, NUL or CTL in a
- *       value, bad token, bad version), missing/repeated/invalid Host on HTTP/1.1, invalid or
- *       conflicting Content-Length, Content-Length together with Transfer-Encoding,
+ *       value, bad token, bad version), a '#' (fragment) in the target (RFC 9112 3.2),
+ *       missing/repeated/invalid Host on HTTP/1.1, invalid or conflicting Content-Length
+ *       (a list of equal values, "5, 5", is one value: RFC 9110 8.6), Content-Length together
+ *       with Transfer-Encoding,
  *   414 request line longer than max_head_size (no CRLF yet at the limit),
  *   431 head longer than max_head_size or more than max_headers fields,
  *   501 Transfer-Encoding other than "chunked" (e.g. gzip, or chunked not last),
@@ -113,6 +125,21 @@ struct http1_response {
  */
 ssize_t http1_parse_request(const char *buf, size_t len, const struct http1_limits *lim,
     struct http1_request *req);
+
+/*
+ * Incremental search for the end of a request head, so that a head trickled in pieces is
+ * looked at once per byte rather than parsed again from its start on every read.
+ * buf[0..len) is the start of a head that grows between calls; *scanned is where the last
+ * call stopped (0 for a new head; reset it whenever buf stops being that same head).
+ * Returns true when http1_parse_request has something to decide: a CRLF CRLF right after a
+ * byte other than CR and LF (the only way a valid head ends), or a bare LF or bare CR (an
+ * error the parser reports at once). *scanned is then past that point, so a parse that still
+ * says HTTP1_NEED_MORE resumes the search after it. Returns false (*scanned advanced) when
+ * buf cannot be a complete head yet. Other errors (a bad byte in a line) are found when the
+ * head ends, reaches max_head_size, or the client stops: the caller parses in those cases
+ * whatever this says. Never reads past len.
+ */
+bool http1_head_end(const char *buf, size_t len, size_t *scanned);
 
 /*
  * Parses a response head at the start of buf[0..len); req_method is the method of the request
@@ -127,6 +154,16 @@ ssize_t http1_resp_parse(const char *buf, size_t len, const struct http1_limits 
 
 /* True when a[0..an) and b[0..bn) are equal, ASCII case-insensitively (the locale plays no part). */
 bool http1_ci_eq(const char *a, size_t an, const char *b, size_t bn);
+
+/* Upgrade protocols (RFC 9110 7.8) forwarded to a backend; others are dropped (RFC 9113 3.1:
+ * exrelay cannot follow h2c after a 101). Names compare case-insensitively. */
+#define HTTP1_UPGRADE_PROTOCOLS { "websocket" }
+
+/*
+ * True when the Upgrade value lists at least one protocol and the name of every one (before
+ * an optional "/version") is among protocols[0..n), case-insensitively.
+ */
+bool http1_upgrade_allowed(struct http1_slice value, const char *const *protocols, size_t n);
 
 /* Finds the first header named name (case-insensitive); NULL if none. */
 const struct http1_header *http1_find_header(const struct http1_header *h, size_t n, const char *name);

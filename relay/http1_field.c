@@ -81,7 +81,11 @@ http1_field_scan_one(const char *np, size_t nl, struct http1_slice v, struct htt
 	} else if (http1_ci_is(np, nl, "expect")) {
 		f->expect_continue |= http1_ci_is(v.p, v.len, "100-continue");
 	} else if (http1_ci_is(np, nl, "upgrade")) {
+		static const char *const allowed[] = HTTP1_UPGRADE_PROTOCOLS;
+
 		f->upgrade_field = true;
+		if (!http1_upgrade_allowed(v, allowed, sizeof(allowed) / sizeof(allowed[0])))
+			f->upgrade_refused = true;
 	}
 }
 

@@ -90,6 +90,7 @@ struct http1_fields {
 	bool conn_close, conn_keep_alive, conn_upgrade;
 	bool expect_continue;
 	bool upgrade_field;
+	bool upgrade_refused;		/* an Upgrade field lists a protocol not in HTTP1_UPGRADE_PROTOCOLS */
 };
 
 /* Collects the framing and connection facts of n header fields into f. */

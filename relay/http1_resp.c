@@ -128,8 +128,9 @@ http1_resp_semantics(struct http1_response *resp, struct http1_slice req_method)
 		return http1_resp_fail(resp, "chunked applied more than once");
 	resp->keep_alive = resp->minor == 1 ? !f.conn_close : (f.conn_keep_alive && !f.conn_close);
 	resp->body = http1_resp_kind(resp->status, req_method, &f);
-	if (resp->body == HTTP1_BODY_LENGTH)
-		resp->content_length = f.cl;
+	resp->has_content_length = f.cl_seen;
+	if (f.cl_seen)
+		resp->content_length = f.cl;	/* also for HEAD/304: rewrite_response writes it once */
 	/* RFC 9112 6.1: TE in an HTTP/1.0 message means faulty framing: close after it. */
 	if (resp->body == HTTP1_BODY_CLOSE || resp->body == HTTP1_BODY_TUNNEL ||
 	    (f.te_seen && resp->minor == 0))

@@ -139,6 +139,7 @@ struct conn {
 	bool got_continue;
 	bool close_after;		/* close the client connection once this response is sent */
 	bool rpc_channel;		/* RPC_IN_DATA / RPC_OUT_DATA counted as an open channel */
+	size_t head_scanned;		/* http1_head_end: bytes of the request head searched so far */
 	char method_buf[24];		/* the method, for response framing (HEAD) and metrics */
 	uint64_t req_bytes;		/* request bytes from the client (head + body) */
 	uint64_t resp_bytes_start;	/* client->nwritten when the request began */

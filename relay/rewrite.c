@@ -72,6 +72,16 @@ rw_field(struct rw_buf *b, struct http1_slice name, struct http1_slice value)
 	rw_put(b, "\r\n", 2);
 }
 
+/* Appends "name: v\r\n" (v in decimal). */
+static void
+rw_field_uint(struct rw_buf *b, struct http1_slice name, unsigned long long v)
+{
+	rw_slice(b, name);
+	rw_put(b, ": ", 2);
+	rw_uint(b, v);
+	rw_put(b, "\r\n", 2);
+}
+
 /* The writer's result: bytes written, or -1 when it ran out of room. */
 static ssize_t
 rw_done(const struct rw_buf *b)
@@ -107,7 +117,8 @@ static bool
 rw_always_hop(struct http1_slice name)
 {
 	return rw_is(name, "Connection") || rw_is(name, "Keep-Alive") ||
-	    rw_is(name, "Proxy-Connection") || rw_is(name, "TE");
+	    rw_is(name, "Proxy-Connection") || rw_is(name, "TE") ||
+	    rw_is(name, "HTTP2-Settings");	/* connection-specific (RFC 9113 3.2.1 of RFC 7540) */
 }
 
 /* True for fields that Connection may not remove (see rw_always_hop). */
@@ -118,21 +129,115 @@ rw_protected(struct http1_slice name)
 	    rw_is(name, "Transfer-Encoding");
 }
 
-/* True when an add_headers entry ("Name: value") sets the field name. */
-static bool
-rw_added(const struct rewrite_request_ctx *ctx, struct http1_slice name)
+/*
+ * Headers that only Exchange's own front end (CAFE, the Client Access front end) sets on the
+ * requests it proxies to a mailbox server, which trusts them there: a client that sends them
+ * speaks to the backend as CAFE would. Where each name comes from:
+ *   [I] issue 11 of this project (X-CommonAccessToken, X-IsFromCafe, X-SourceCafeServer,
+ *       msExchProxyUri, X-MSExchangeProxyLogonToken);
+ *   [M] Microsoft's CVE-2021-26855 mitigations (EOMT, CSS-Exchange BackendCookieMitigation.ps1:
+ *       X-AnonResource-Backend and X-BEResource, which it filters as cookies);
+ *   [P] public analyses of ProxyLogon (CVE-2021-26855/27065) and ProxyShell (CVE-2021-34473/
+ *       34523/31207) and their proof-of-concept requests.
+ * Compared case-insensitively with '_' read as '-' (rw_fold_eq).
+ */
+static const char *const rw_internal[] = {
+	"X-CommonAccessToken",		/* [I][P] CAFE's serialized identity (ProxyShell: X-Rps-CAT) */
+	"X-IsFromCafe",			/* [I] marks a request as proxied by CAFE */
+	"X-SourceCafeServer",		/* [I] the CAFE server that proxied it */
+	"msExchProxyUri",		/* [I][P] the URI CAFE received */
+	"X-MSExchangeProxyLogonToken",	/* [I] */
+	"X-BEResource",			/* [M][P] the backend CAFE chose (ProxyLogon SSRF) */
+	"X-AnonResource",		/* [P] ProxyLogon: anonymous-resource routing */
+	"X-AnonResource-Backend",	/* [M][P] ProxyLogon SSRF target */
+	"msExchLogonAccount",		/* [P] ProxyLogon: the logon identity (/ecp/proxyLogon.ecp) */
+	"msExchLogonMailbox",		/* [P] ProxyLogon PoCs send "msExchLogonMailbox: S-1-5-20" */
+	"msExchTargetMailbox",		/* [P] */
+};
+
+/*
+ * Names with a '-' that exrelay sets or strips itself (besides add_headers, rw_added): a
+ * client's spelling with '_' (X-Forwarded_For, X_Real_IP) is a look-alike, dropped.
+ */
+static const char *const rw_lookalike[] = {
+	"X-Forwarded-For", "X-Forwarded-Proto", "X-Real-IP", "Front-End-Https",
+	"Keep-Alive", "Proxy-Connection", "HTTP2-Settings",
+};
+
+/* ASCII lower case with '_' read as '-'. */
+static unsigned char
+rw_fold(unsigned char c)
 {
-	const char *colon;
+	if (c == '_')
+		return '-';
+	return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+}
+
+/* True when p[0..n) equals s[0..sn), case-insensitively and with '_' and '-' the same. */
+static bool
+rw_fold_eq(const char *p, size_t n, const char *s, size_t sn)
+{
 	size_t i;
 
+	if (n != sn)
+		return false;
+	for (i = 0; i < n; i++)
+		if (rw_fold((unsigned char)p[i]) != rw_fold((unsigned char)s[i]))
+			return false;
+	return true;
+}
+
+/* True when name equals one of names[0..n) by rw_fold_eq. */
+static bool
+rw_fold_in(struct http1_slice name, const char *const *names, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (rw_fold_eq(name.p, name.len, names[i], strlen(names[i])))
+			return true;
+	return false;
+}
+
+/*
+ * True when an add_headers entry ("Name: value") sets the field name: compared
+ * case-insensitively, or with '_' and '-' read as one when fold.
+ */
+static bool
+rw_added(const struct rewrite_request_ctx *ctx, struct http1_slice name, bool fold)
+{
+	const char *colon, *a;
+	size_t i, n;
+
 	for (i = 0; i < ctx->nadd; i++) {
-		colon = strchr(ctx->add_headers[i], ':');
-		if (colon != NULL && http1_ci_eq(ctx->add_headers[i], (size_t)(colon - ctx->add_headers[i]),
-		    name.p, name.len))
+		a = ctx->add_headers[i];
+		if ((colon = strchr(a, ':')) == NULL)
+			continue;
+		n = (size_t)(colon - a);
+		if (fold ? rw_fold_eq(a, n, name.p, name.len) : http1_ci_eq(a, n, name.p, name.len))
 			return true;
 	}
 	return false;
 }
+
+/*
+ * True when ctx->strip_internal drops the client's field name: an Exchange-internal header
+ * (any spelling), or a '_' look-alike of a name exrelay sets or strips.
+ * Structured as lists so that a configured list could be added beside them.
+ */
+static bool
+rw_stripped(const struct rewrite_request_ctx *ctx, struct http1_slice name)
+{
+	if (!ctx->strip_internal)
+		return false;
+	if (rw_fold_in(name, rw_internal, sizeof(rw_internal) / sizeof(rw_internal[0])))
+		return true;
+	if (memchr(name.p, '_', name.len) == NULL)
+		return false;
+	return rw_fold_in(name, rw_lookalike, sizeof(rw_lookalike) / sizeof(rw_lookalike[0])) ||
+	    rw_added(ctx, name, true);
+}
+
 
 /* True when the client's field h must not reach the backend. */
 static bool
@@ -141,13 +246,31 @@ rw_request_drops(const struct http1_request *req, const struct rewrite_request_c
 {
 	if (rw_always_hop(h->name) || rw_is(h->name, "X-Forwarded-For") ||
 	    rw_is(h->name, "X-Forwarded-Proto") || rw_is(h->name, "Forwarded") ||
-	    rw_is(h->name, "X-Real-IP"))
+	    rw_is(h->name, "X-Real-IP") || rw_stripped(ctx, h->name))
 		return true;
 	if (rw_is(h->name, "Upgrade"))
 		return !req->upgrade;
 	if (rw_protected(h->name))
 		return false;
-	return rw_named_by_connection(req->headers, req->nheaders, h->name) || rw_added(ctx, h->name);
+	return rw_named_by_connection(req->headers, req->nheaders, h->name) ||
+	    rw_added(ctx, h->name, false);
+}
+
+/*
+ * Writes a Content-Length field h of a head whose length is known (has_cl, cl): the first one
+ * as one number, later ones not at all (RFC 9110 8.6: "5, 5" and repeated equal fields become
+ * one value, never a list). Without a known length the field goes on as sent. *done: a
+ * Content-Length was written.
+ */
+static void
+rw_content_length(struct rw_buf *b, const struct http1_header *h, bool has_cl, uint64_t cl,
+    bool *done)
+{
+	if (!has_cl)
+		rw_field(b, h->name, h->value);
+	else if (!*done)
+		rw_field_uint(b, h->name, (unsigned long long)cl);
+	*done = true;
 }
 
 /* Writes the request line, origin-form for an absolute-form target. */
@@ -219,7 +342,7 @@ rewrite_request(char *out, size_t cap, const struct http1_request *req,
     const struct rewrite_request_ctx *ctx)
 {
 	struct rw_buf b = { out, cap, 0, false };
-	bool new_host, has_host = false;
+	bool new_host, has_host = false, cl_done = false;
 	size_t i;
 
 	rw_request_line(&b, req);
@@ -234,7 +357,11 @@ rewrite_request(char *out, size_t cap, const struct http1_request *req,
 
 		if (rw_request_drops(req, ctx, h))
 			continue;
-		rw_field(&b, h->name, new_host && rw_is(h->name, "Host") ? req->authority : h->value);
+		if (rw_is(h->name, "Content-Length"))
+			rw_content_length(&b, h, req->body == HTTP1_BODY_LENGTH, req->content_length,
+			    &cl_done);
+		else
+			rw_field(&b, h->name, new_host && rw_is(h->name, "Host") ? req->authority : h->value);
 	}
 	rw_forwarded(&b, ctx);
 	for (i = 0; i < ctx->nadd; i++) {
@@ -271,6 +398,7 @@ rewrite_response(char *out, size_t cap, const struct http1_response *resp,
     const struct rewrite_response_ctx *ctx)
 {
 	struct rw_buf b = { out, cap, 0, false };
+	bool cl_done = false;
 	size_t i;
 
 	rw_put(&b, resp->minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ", 9);
@@ -278,9 +406,16 @@ rewrite_response(char *out, size_t cap, const struct http1_response *resp,
 	rw_put(&b, " ", 1);
 	rw_slice(&b, resp->reason);
 	rw_put(&b, "\r\n", 2);
-	for (i = 0; i < resp->nheaders; i++)
-		if (!rw_response_drops(resp, &resp->headers[i]))
-			rw_field(&b, resp->headers[i].name, resp->headers[i].value);
+	for (i = 0; i < resp->nheaders; i++) {
+		const struct http1_header *h = &resp->headers[i];
+
+		if (rw_response_drops(resp, h))
+			continue;
+		if (rw_is(h->name, "Content-Length"))
+			rw_content_length(&b, h, resp->has_content_length, resp->content_length, &cl_done);
+		else
+			rw_field(&b, h->name, h->value);
+	}
 	if (resp->status == 101)
 		rw_str(&b, "Connection: Upgrade\r\n");
 	else if (resp->status >= 200 && ctx->close)

@@ -20,6 +20,7 @@ struct rewrite_request_ctx {
 	bool https;			/* TLS ended at exrelay, or the PROXY v2 SSL TLV said so */
 	const char *const *add_headers;	/* complete "Name: value" fields from the backend's add_headers */
 	size_t nadd;
+	bool strip_internal;		/* drop Exchange-internal headers and `_` look-alikes (below) */
 };
 
 /*
@@ -28,8 +29,16 @@ struct rewrite_request_ctx {
  *   (path and query) and its authority replaces the Host field (or becomes one);
  * - every header field in order, names and values as sent, minus hop-by-hop fields
  *   (Connection and every field it names, Keep-Alive, Proxy-Connection, TE, Trailer-less
- *   Upgrade unless req->upgrade) and minus the client's X-Forwarded-For, X-Forwarded-Proto,
- *   Forwarded and X-Real-IP;
+ *   Upgrade unless req->upgrade, HTTP2-Settings) and minus the client's X-Forwarded-For,
+ *   X-Forwarded-Proto, Forwarded and X-Real-IP; Content-Length written once, as one number
+ *   (a client's "Content-Length: 5, 5" or repeated equal fields become "Content-Length: 5",
+ *   at the place and with the name case of the first: RFC 9110 8.6);
+ * - with ctx->strip_internal, minus the headers only Exchange's own front end (CAFE) may set
+ *   (X-CommonAccessToken, X-IsFromCafe, msExchProxyUri, ...; the table in rewrite.c says where
+ *   each comes from) and minus names that equal, with '_' read as '-', one of those, one that
+ *   exrelay sets or strips (X-Forwarded_For, X_Real_IP, Front_End_Https, Keep_Alive, ...) or an
+ *   add_headers name: IIS and CGI-style backends fold '_' and '-' into one variable. Cookie
+ *   values are never looked at;
  * - then "X-Forwarded-For: ADDR", "X-Forwarded-Proto: http|https", "X-Real-IP: ADDR",
  *   "Forwarded: for=ADDR;proto=http|https" (IPv6 quoted and bracketed: for="[2001:db8::1]"),
  *   the add_headers fields, and
@@ -49,7 +58,7 @@ struct rewrite_response_ctx {
 /*
  * Writes the response head for the client into out[0..cap): the status line as sent, header
  * fields in order minus hop-by-hop ones (as above; Upgrade and "Connection: upgrade" kept on
- * a 101), then "Connection: close" when ctx->close, else "Connection: keep-alive" for an
+ * a 101), Content-Length written once as one number (a backend's "5, 5" becomes "5"), then "Connection: close" when ctx->close, else "Connection: keep-alive" for an
  * HTTP/1.0 client; the final CRLF. Returns bytes written or -1 when cap is too small.
  */
 ssize_t rewrite_response(char *out, size_t cap, const struct http1_response *resp,

@@ -97,6 +97,8 @@ route_decode_segment(const char *path, size_t len, size_t *ip, char *out, size_t
 		c = (unsigned char)path[i];
 		if (c == '\\')
 			return route_refuse(why, "backslash in path");
+		if (c == '#')
+			return route_refuse(why, "fragment in path");
 		if (c < 0x20 || c >= 0x7f)
 			return route_refuse(why, "control or non-ASCII byte in path");
 		if (c == '%') {
@@ -116,14 +118,22 @@ route_decode_segment(const char *path, size_t len, size_t *ip, char *out, size_t
 /*
  * Applies the segment of n bytes just decoded at out[*o]: "." is dropped, ".." removes the
  * segment before it, any other is kept, followed by '/' when more (path bytes) follow.
- * Returns 0, or -1 with *why (".." above the root, out too small).
+ * after_empty: an empty segment ("//") came earlier in the path, collapsed already.
+ * Returns 0, or -1 with *why (".." above the root or after an empty segment, out too small).
  */
 static ssize_t
-route_apply_segment(char *out, size_t *o, size_t n, size_t cap, bool more, const char **why)
+route_apply_segment(char *out, size_t *o, size_t n, size_t cap, bool more, bool after_empty,
+    const char **why)
 {
 	if (n == 1 && out[*o] == '.')
 		return 0;		/* "." : drop it (and the '/' after it, if any) */
 	if (n == 2 && out[*o] == '.' && out[*o + 1] == '.') {
+		/*
+		 * RFC 3986 5.2.4 resolves ".." against the empty segment that we collapsed:
+		 * "/powershell//../owa/" is "/powershell/owa/" there and "/owa/" here.
+		 */
+		if (after_empty)
+			return route_refuse(why, "'..' after an empty segment");
 		if (*o == 1)
 			return route_refuse(why, "'..' above the root");
 		(*o)--;			/* past the '/' ending the previous segment */
@@ -153,6 +163,7 @@ route_normalize_path(const char *path, size_t len, char *out, size_t cap, const 
 	size_t i, o;
 	ssize_t n;
 	const char *q;
+	bool after_empty = false;
 
 	if (why != NULL)
 		*why = NULL;
@@ -174,11 +185,12 @@ route_normalize_path(const char *path, size_t len, char *out, size_t cap, const 
 	i = 1;
 	while (i < len) {
 		if (path[i] == '/') {		/* empty segment: collapse "//" */
+			after_empty = true;
 			i++;
 			continue;
 		}
 		n = route_decode_segment(path, len, &i, out, o, cap, why);
-		if (n < 0 || route_apply_segment(out, &o, (size_t)n, cap, i < len, why) < 0)
+		if (n < 0 || route_apply_segment(out, &o, (size_t)n, cap, i < len, after_empty, why) < 0)
 			return -1;
 		if (i < len)
 			i++;			/* the '/' */

@@ -287,7 +287,7 @@ txn_start(struct conn *c, struct http1_request *req)
 	if ((step = txn_backend(c, req, rt)) != 0)
 		return step;
 	struct rewrite_request_ctx rc = { .client_addr = c->client_ip, .https = c->https,
-	    .add_headers = b->add_headers, .nadd = b->nadd };
+	    .add_headers = b->add_headers, .nadd = b->nadd, .strip_internal = c->cfg->strip_internal };
 	struct request_args ra = { req, &rc };
 	if (pump_put(&c->backend, write_request, &ra) < 0)
 		return errno == ENOSPC ? txn_fail(c, 431, "request head too large after rewriting") :
@@ -339,8 +339,13 @@ txn_parse_head(struct conn *c)
 			return step_why(c, STEP_CLOSE, "draining");
 		c->resp_started = false;	/* a 400/408/431 for this head may still be sent */
 		c->status = 0;
+		c->head_scanned = 0;		/* a new head starts at buf_head(cl->in) */
 		return STEP_GOTO(PH_HEAD);
 	}
+	/* Parse only once the head can be complete (or must be judged now): no quadratic re-parse. */
+	if (!cl->eof && n < c->cfg->limits.max_head_size &&
+	    !http1_head_end(buf_head(cl->in), n, &c->head_scanned))
+		return 0;
 	memset(&req, 0, sizeof(req));
 	req.headers = hdrs;
 	ssize_t r = http1_parse_request(buf_head(cl->in), n, &c->cfg->limits, &req);

@@ -6,8 +6,10 @@
  * method chosen from its last byte), then the bytes after the head (or the whole input) are
  * fed to the body framer in pieces whose sizes derive from the input, each piece in its own
  * exact-size allocation so ASan catches any read past len. Invariants are checked with
- * abort(): counts never exceed len, slices stay inside the head, done stays done, errors are
- * sticky, a prefix never disagrees with the whole, and any split gives the same framing.
+ * abort(): counts never exceed len, slices stay inside the head (but the "/" or "*" implied by
+ * an absolute-form target without a path), no target holds a '#', done stays done, errors are
+ * sticky, a prefix never disagrees with the whole, reading in pieces through http1_head_end
+ * gives the whole's verdict, and any split gives the same framing.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -88,7 +90,11 @@ run_request(const uint8_t *data, size_t n, const struct http1_limits *lim,
 		CHECK(!req->absolute_form || req->authority.len > 0);
 		check_slice(req->method, buf, (size_t)rc);
 		check_slice(req->target, buf, (size_t)rc);
-		check_slice(req->path, buf, (size_t)rc);
+		if (req->absolute_form && req->path.len == 1 && (req->path.p < buf || req->path.p >= buf + rc))
+			CHECK(req->path.p[0] == '/' || req->path.p[0] == '*');	/* the implied path */
+		else
+			check_slice(req->path, buf, (size_t)rc);
+		CHECK(memchr(req->target.p, '#', req->target.len) == NULL);
 		check_slice(req->query, buf, (size_t)rc);
 		check_slice(req->authority, buf, (size_t)rc);
 		check_slice(req->host, buf, (size_t)rc);
@@ -124,6 +130,39 @@ run_response(const uint8_t *data, size_t n, const struct http1_limits *lim, cons
 	}
 	free(buf);
 	return rc;
+}
+
+/*
+ * Reads the request as exrelay does when it trickles in pieces (sizes from seed): a parse only
+ * when http1_head_end says so or the limit is reached, and once more at the end (the client
+ * stopped). The verdict must be the whole input's: a head is never missed nor found early.
+ */
+static void
+check_head_end(const uint8_t *data, size_t n, const struct http1_limits *lim, ssize_t whole,
+    int whole_status, uint32_t seed, struct http1_header *h)
+{
+	struct http1_request req;
+	size_t k = 0, scanned = 0, piece;
+	ssize_t rc = HTTP1_NEED_MORE;
+	bool decided = false;
+
+	while (k < n && !decided) {
+		seed = seed * 1103515245u + 12345u;
+		piece = 1 + (seed >> 16) % 7;
+		k = piece < n - k ? k + piece : n;
+		if (k < lim->max_head_size && !http1_head_end((const char *)data, k, &scanned)) {
+			CHECK(scanned <= k);
+			continue;
+		}
+		CHECK(scanned <= k);
+		rc = run_request(data, k, lim, &req, h);
+		decided = rc != HTTP1_NEED_MORE;
+	}
+	if (!decided)
+		rc = run_request(data, n, lim, &req, h);
+	CHECK(rc == whole);
+	if (rc == HTTP1_ERROR)
+		CHECK(req.status == whole_status);
 }
 
 struct feed_result {
@@ -228,6 +267,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(rc == HTTP1_ERROR && req.status == req2.status);
 	if (rc2 > 0)
 		CHECK(rc == rc2);
+	check_head_end(data, size, &lim, rc, req.status, seed, h);
 	if (rc > 0)
 		feed_all_ways(req.body, req.content_length, data + rc, size - (size_t)rc, seed);
 

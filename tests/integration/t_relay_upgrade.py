@@ -3,7 +3,7 @@
 """
 t_relay_upgrade.py: Upgrade / 101 Switching Protocols tunnels through exrelay (TAP).
 
-A small backend written here answers `Upgrade: echo` requests with 101 and then echoes
+A small backend written here answers `Upgrade: websocket` requests with 101 and then echoes
 every byte, passing a half-close on; exrelay must relay the 101 with its Upgrade and
 Connection fields, then carry raw bytes both ways until each side ends. A 101 to a request
 that did not ask to upgrade is a broken backend: 502. A refused upgrade (plain 200) is an
@@ -43,13 +43,13 @@ def serve(conn):
             target = lines[0].split(" ")[1]
             hdrs = {k.lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:] if ":" in l)}
             if target == "/rogue":
-                conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+                conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
                 return
-            if hdrs.get("upgrade") != "echo" or target == "/refuse":
+            if hdrs.get("upgrade") != "websocket" or target == "/refuse":
                 body = b"no upgrade\n"
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
                 continue
-            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n" + rest)
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n" + rest)
             while True:
                 data = conn.recv(65536)
                 if not data:
@@ -86,10 +86,10 @@ port = relay.port("public")
 
 # 1. A tunnel: 101 relayed, bytes both ways, half-close passed on.
 with rpch.HttpConn("127.0.0.1", port, timeout=10) as c:
-    c.send(b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nearly")
+    c.send(b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nearly")
     resp = c.read_head()
     is_(resp.status, 101, "101 Switching Protocols reaches the client")
-    is_((resp.header("Upgrade"), (resp.header("Connection") or "").lower()), ("echo", "upgrade"),
+    is_((resp.header("Upgrade"), (resp.header("Connection") or "").lower()), ("websocket", "upgrade"),
         "the 101 keeps Upgrade and Connection: Upgrade")
     is_(c.read_exact(5), b"early", "bytes sent right behind the request head go through the tunnel")
     for i in range(3):
@@ -101,7 +101,7 @@ with rpch.HttpConn("127.0.0.1", port, timeout=10) as c:
 
 # 2. A refused upgrade is an ordinary response; the connection stays usable.
 with rpch.HttpConn("127.0.0.1", port, timeout=10) as c:
-    resp, body = c.request("GET", "/refuse", [("Host", "x"), ("Upgrade", "echo"), ("Connection", "Upgrade")])
+    resp, body = c.request("GET", "/refuse", [("Host", "x"), ("Upgrade", "websocket"), ("Connection", "Upgrade")])
     is_((resp.status, body), (200, b"no upgrade\n"), "a refused upgrade is a plain 200")
     resp, body = c.request("GET", "/again", [("Host", "x")])
     is_(resp.status, 200, "and the connection carries the next request")

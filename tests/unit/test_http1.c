@@ -7,6 +7,7 @@
  * which must say NEED_MORE until the first error, and the same error from then on.
  */
 #include <stdint.h>
+#include <time.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -327,9 +328,18 @@ test_request_line(void)
 	REQ("absolute-form HTTPS upper case", "RPC_OUT_DATA HTTPS://x/rpc/rpcproxy.dll HTTP/1.1\r\nHost: x\r\nContent-Length: 76\r\n\r\n", 0);
 	is_slice(R.path, "/rpc/rpcproxy.dll", "https path");
 	REQ("absolute-form no path", "GET http://x HTTP/1.1\r\nHost: x\r\n\r\n", 0);
-	ok(R.path.len == 0 && slice_eq(R.authority, "x"), "no path: len 0");
+	ok(slice_eq(R.path, "/") && slice_eq(R.authority, "x"), "no path: / (RFC 9112 3.2.2)");
 	REQ("absolute-form query no path", "GET http://x?q HTTP/1.1\r\nHost: x\r\n\r\n", 0);
-	ok(R.path.len == 0 && slice_eq(R.query, "q"), "no path, query q");
+	ok(slice_eq(R.path, "/") && slice_eq(R.query, "q"), "no path, query q: path /");
+	REQ("absolute-form OPTIONS no path", "OPTIONS http://x:80 HTTP/1.1\r\nHost: x\r\n\r\n", 0);
+	is_slice(R.path, "*", "OPTIONS without path and query: * (RFC 9112 3.2.4)");
+	REQ("absolute-form OPTIONS query", "OPTIONS http://x?q HTTP/1.1\r\nHost: x\r\n\r\n", 0);
+	is_slice(R.path, "/", "OPTIONS with a query: /");
+	REQ("fragment", "GET /ecp#/../index.html HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+	REQ("fragment in query", "GET /owa/?a=b#c HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+	REQ("empty fragment", "GET /# HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+	REQ("fragment absolute-form", "GET http://x/a#b HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+	REQ("fragment after authority", "GET http://x#b HTTP/1.1\r\nHost: x\r\n\r\n", 400);
 	REQ("absolute-form IPv6", "GET http://[::1]:80/ HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", 0);
 	REQ("absolute-form HTTP/1.0 no Host", "GET http://x/ HTTP/1.0\r\n\r\n", 0);
 	is_slice(R.host, "x", "1.0 absolute-form host");
@@ -424,6 +434,19 @@ test_request_framing(void)
 	ok(R.upgrade, "Upgrade + Connection: upgrade");
 	REQ("Upgrade without Connection", "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n", 0);
 	ok(!R.upgrade, "Upgrade without Connection: upgrade");
+	REQ("Upgrade WebSocket/13", "GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: WebSocket/13\r\n\r\n", 0);
+	ok(R.upgrade && R.upgrade_requested, "WebSocket/13: any case, a version: upgrade");
+	REQ("Upgrade h2c", "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+	    "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", 0);
+	ok(!R.upgrade && R.upgrade_requested && R.keep_alive, "h2c: requested, not upgraded, plain HTTP/1.1 goes on");
+	REQ("Upgrade websocket, h2c", "GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket, h2c\r\n\r\n", 0);
+	ok(!R.upgrade, "a list with another protocol: not upgraded");
+	REQ("Upgrade two fields", "GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\nUpgrade: TLS/1.2\r\n\r\n", 0);
+	ok(!R.upgrade, "a second Upgrade field with another protocol: not upgraded");
+	REQ("Upgrade empty", "GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: ,\r\n\r\n", 0);
+	ok(!R.upgrade, "an empty Upgrade list: not upgraded");
+	REQ("Upgrade websocketx", "GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocketx\r\n\r\n", 0);
+	ok(!R.upgrade, "websocketx is not websocket");
 }
 
 static void
@@ -537,6 +560,135 @@ test_response(void)
 	ok(S.reason.len == 0, "no reason: len 0");
 	rc = presp_m("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1", 49, "GET");
 	is_int(rc, 38, "response head_len excludes the body");
+	static const char cl3[] = "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\ncontent-length: 5\r\n\r\n";
+	static const char cl7[] = "HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n";
+
+	presp_m(cl3, sizeof(cl3) - 1, "GET");
+	ok(S.has_content_length && S.content_length == 5 && S.body == HTTP1_BODY_LENGTH,
+	    "response Content-Length 5, 5 and 5: one length 5");
+	presp_m(cl7, sizeof(cl7) - 1, "HEAD");
+	ok(S.has_content_length && S.content_length == 7 && S.body == HTTP1_BODY_NONE,
+	    "HEAD response Content-Length 7, 7: length 7 kept, no body");
+	presp_m("HTTP/1.1 200 OK\r\n\r\n", 19, "GET");
+	ok(!S.has_content_length, "no Content-Length: has_content_length false");
+}
+
+/*
+ * How a caller reads a head trickled in `step`-byte pieces: with use_end, it parses only when
+ * http1_head_end says so (or at the limit); without, at every read (the old way). Returns the
+ * parse result and sets *at to the prefix length it was decided at (n when undecided) and
+ * *parses to the number of full parses run.
+ */
+static ssize_t
+trickle(const char *s, size_t n, size_t step, bool use_end, size_t max_head, size_t *at, size_t *parses)
+{
+	struct http1_limits lim = { max_head, MAXH };
+	const char *buf = place(s, n);		/* the bytes stay put; only the length grows */
+	size_t k = 0, scanned = 0;
+	ssize_t rc = HTTP1_NEED_MORE;
+
+	*parses = 0;
+	while (k < n) {
+		k = k + step < n ? k + step : n;
+		if (use_end && k < max_head && !http1_head_end(buf, k, &scanned))
+			continue;
+		(*parses)++;
+		R.headers = hdrs;
+		rc = http1_parse_request(buf, k, &lim, &R);
+		if (rc != HTTP1_NEED_MORE)
+			break;
+	}
+	*at = k;
+	return rc;
+}
+
+/* http1_head_end: found exactly where a parse would be, never misses a head, and is linear. */
+static void
+test_head_end(void)
+{
+	static const char *const same[] = {	/* decided at the same byte as parsing every read */
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET / HTTP/1.0\r\n\r\n",
+		"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nX:\r\nY: \t\r\n\r\nGET",
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n\r\n\r\n",
+		"GET / HTTP/1.1\nHost: x\r\n\r\n",		/* bare LF: 400 at once */
+		"GET / HTTP/1.1\r\nHost: x\rY: z\r\n\r\n",	/* bare CR */
+		"GET / HTTP/1.1\r\nHost: x\r\n\n",
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\r\n",
+		"\n",
+		"\r\r",
+		"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\n",
+	};
+	static const char *const later[] = {	/* same verdict, decided at the end of the head */
+		"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\nA b: c\r\n\r\n",
+	};
+	size_t i, n, at0, at1, p0, p1, step;
+	ssize_t rc0, rc1;
+	int st0;
+	bool good = true;
+
+	for (i = 0; i < sizeof(same) / sizeof(same[0]); i++)
+		for (step = 1; step <= 3; step++) {
+			n = strlen(same[i]);
+			rc0 = trickle(same[i], n, step, false, DEF_HEAD, &at0, &p0);
+			st0 = R.status;
+			rc1 = trickle(same[i], n, step, true, DEF_HEAD, &at1, &p1);
+			if (rc0 != rc1 || at0 != at1 || (rc0 == HTTP1_ERROR && st0 != R.status) || p1 != 1) {
+				diag("  case %zu step %zu: rc %zd/%zd at %zu/%zu parses %zu", i, step, rc0, rc1,
+				    at0, at1, p1);
+				good = false;
+			}
+		}
+	ok(good, "head_end: heads and bare CR/LF decided at the same byte, with one parse");
+	good = true;
+	for (i = 0; i < sizeof(later) / sizeof(later[0]); i++) {
+		n = strlen(later[i]);
+		rc0 = trickle(later[i], n, 1, false, DEF_HEAD, &at0, &p0);
+		st0 = R.status;
+		rc1 = trickle(later[i], n, 1, true, DEF_HEAD, &at1, &p1);
+		if (rc0 != HTTP1_ERROR || rc1 != HTTP1_ERROR || st0 != R.status || at1 != n || p1 != 1)
+			good = false;
+	}
+	ok(good, "head_end: other errors get the same status once the head ends");
+	rc1 = trickle("GET / HTTP/1.1\r\nHost: x\r\nX: aaaaaaaaaaaaaaaa", 42, 1, true, 32, &at1, &p1);
+	ok(rc1 == HTTP1_ERROR && R.status == 431 && at1 == 32, "head_end: the limit still gives 431 at max_head_size");
+}
+
+/* Nanoseconds of a monotonic clock. */
+static double
+now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+/* A 60 KiB head (a Negotiate token) trickled one byte at a time: one parse instead of 61,000. */
+static void
+test_head_end_trickle(void)
+{
+	static char head[62000];
+	size_t n = 0, at0, at1, p0, p1;
+	ssize_t rc0, rc1;
+	double t0, t1, t2;
+
+	n += (size_t)snprintf(head, sizeof(head), "POST /ews/exchange.asmx HTTP/1.1\r\nHost: mail.example.com\r\n"
+	    "Authorization: Negotiate ");
+	while (n < 60 * 1024)
+		head[n++] = 'Q';
+	n += (size_t)snprintf(head + n, sizeof(head) - n, "\r\nContent-Length: 0\r\n\r\n");
+	t0 = now_ns();
+	rc0 = trickle(head, n, 1, false, DEF_HEAD + 1024, &at0, &p0);
+	t1 = now_ns();
+	rc1 = trickle(head, n, 1, true, DEF_HEAD + 1024, &at1, &p1);
+	t2 = now_ns();
+	ok(rc0 == (ssize_t)n && rc1 == (ssize_t)n && at0 == n && at1 == n, "60 KiB head, 1 byte a read: parsed both ways");
+	is_int(p1, 1, "with http1_head_end: one parse (was %zu)", p0);
+	diag("60 KiB head fed 1 byte at a time: parse every read %.1f ms (%zu parses), "
+	    "head_end + one parse %.3f ms", (t1 - t0) / 1e6, p0, (t2 - t1) / 1e6);
 }
 
 static void
@@ -745,6 +897,8 @@ main(void)
 	test_request_framing();
 	test_request_limits();
 	test_response();
+	test_head_end();
+	test_head_end_trickle();
 	test_helpers();
 	test_bodies();
 	return done_testing();

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "reqparse.h"
 #include "rewrite.h"
 #include "tap.h"
 
@@ -111,8 +112,8 @@ st(int status, bool close, const char *extra, const char *body, bool head_only)
 	return out;
 }
 
-static const struct rewrite_request_ctx ctx4 = { "203.0.113.7", false, NULL, 0 };
-static const struct rewrite_request_ctx ctx4s = { "203.0.113.7", true, NULL, 0 };
+static const struct rewrite_request_ctx ctx4 = { "203.0.113.7", false, NULL, 0, false };
+static const struct rewrite_request_ctx ctx4s = { "203.0.113.7", true, NULL, 0, false };
 
 #define FWD4 "X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: http\r\nX-Real-IP: 203.0.113.7\r\n" \
 	"Forwarded: for=203.0.113.7;proto=http\r\n"
@@ -196,9 +197,9 @@ test_request_hop_by_hop(void)
 static void
 test_request_forwarded(void)
 {
-	static const struct rewrite_request_ctx ctx6 = { "2001:db8::1", true, NULL, 0 };
-	static const struct rewrite_request_ctx ctxnone = { NULL, false, NULL, 0 };
-	static const struct rewrite_request_ctx ctxempty = { "", true, NULL, 0 };
+	static const struct rewrite_request_ctx ctx6 = { "2001:db8::1", true, NULL, 0, false };
+	static const struct rewrite_request_ctx ctxnone = { NULL, false, NULL, 0, false };
+	static const struct rewrite_request_ctx ctxempty = { "", true, NULL, 0, false };
 	struct http1_request req;
 
 	req_init(&req, "GET", "/", 1, "X-Forwarded-For", "6.6.6.6", "Host", "h", "x-forwarded-proto", "https",
@@ -221,7 +222,7 @@ static void
 test_request_add_and_connection(void)
 {
 	static const char *const add[] = { "Front-End-Https: On", "X-Relay: exrelay" };
-	static const struct rewrite_request_ctx ctxadd = { "203.0.113.7", true, add, 2 };
+	static const struct rewrite_request_ctx ctxadd = { "203.0.113.7", true, add, 2, false };
 	struct http1_request req;
 
 	req_init(&req, "GET", "/owa/", 1, "Host", "h", "front-end-https", "Off", "X-Other", "1", NULL);
@@ -328,6 +329,115 @@ test_response(void)
 	is_str(rs(&resp, false, false), "HTTP/1.1 599 Custom Thing\r\n\r\n", "unknown status and reason kept");
 }
 
+/* Content-Length written once, as one number (RFC 9110 8.6), both ways. */
+static void
+test_content_length_once(void)
+{
+	const struct http1_request *req;
+	struct http1_response resp;
+
+	req = parse_req("POST /owa/ HTTP/1.1\r\nHost: h\r\ncontent-length: 5, 5\r\nX: 1\r\n"
+	    "Content-Length: 5\r\n\r\n");
+	ok(req != NULL, "request with Content-Length 5, 5 and 5 parses");
+	if (req != NULL)
+		is_str(rq(req, &ctx4), "POST /owa/ HTTP/1.1\r\nHost: h\r\ncontent-length: 5\r\nX: 1\r\n" FWD4 "\r\n",
+		    "request: one Content-Length 5, where and as the first was named");
+	req = parse_req("POST /owa/ HTTP/1.1\r\nHost: h\r\nContent-Length: 007\r\n\r\n");
+	if (req != NULL)
+		is_str(rq(req, &ctx4), "POST /owa/ HTTP/1.1\r\nHost: h\r\nContent-Length: 7\r\n" FWD4 "\r\n",
+		    "request: Content-Length 007 as the number 7");
+	req = parse_req("RPC_IN_DATA /rpc/rpcproxy.dll HTTP/1.1\r\nHost: h\r\nContent-Length: 2147483648\r\n\r\n");
+	if (req != NULL)
+		is_str(rq(req, &ctx4), "RPC_IN_DATA /rpc/rpcproxy.dll HTTP/1.1\r\nHost: h\r\n"
+		    "Content-Length: 2147483648\r\n" FWD4 "\r\n", "request: 2 GiB RPC length unchanged");
+
+	resp_init(&resp, 1, 200, "OK", "Content-Length", "5, 5", "X", "y", "content-length", "5", NULL);
+	resp.has_content_length = true;
+	resp.content_length = 5;
+	resp.body = HTTP1_BODY_LENGTH;
+	is_str(rs(&resp, false, false), "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: y\r\n\r\n",
+	    "response: a backend's Content-Length 5, 5 and 5 reach the client as one 5");
+	resp_init(&resp, 1, 200, "OK", "Content-Length", "9, 9", NULL);
+	resp.has_content_length = true;
+	resp.content_length = 9;
+	resp.body = HTTP1_BODY_NONE;		/* an answer to HEAD */
+	is_str(rs(&resp, false, false), "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
+	    "response to HEAD: Content-Length 9, 9 as one 9");
+}
+
+/* Upgrade only for websocket; h2c requests go on as plain HTTP/1.1; absolute-form without a path. */
+static void
+test_upgrade_and_absolute(void)
+{
+	const struct http1_request *req;
+
+	req = parse_req("GET /owa/ HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+	    "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nX-A: 1\r\n\r\n");
+	if (ok(req != NULL && !req->upgrade, "h2c: parsed, not an upgrade"))
+		is_str(rq(req, &ctx4), "GET /owa/ HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n" FWD4 "\r\n",
+		    "h2c: Upgrade, HTTP2-Settings and Connection dropped; plain HTTP/1.1");
+	req = parse_req("GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: h2c\r\nHTTP2-Settings: x\r\n\r\n");
+	if (req != NULL)
+		is_str(rq(req, &ctx4), "GET / HTTP/1.1\r\nHost: h\r\n" FWD4 "\r\n",
+		    "h2c: HTTP2-Settings dropped even when Connection does not name it");
+	req = parse_req("GET /chat HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: WebSocket\r\n"
+	    "Sec-WebSocket-Key: k\r\n\r\n");
+	if (ok(req != NULL && req->upgrade, "websocket: an upgrade"))
+		is_str(rq(req, &ctx4), "GET /chat HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\nSec-WebSocket-Key: k\r\n"
+		    FWD4 "Connection: Upgrade\r\n\r\n", "websocket: Upgrade kept, Connection: Upgrade added");
+
+	req = parse_req("GET http://h.example HTTP/1.1\r\nHost: h.example\r\n\r\n");
+	if (ok(req != NULL, "absolute-form without a path parses"))
+		is_str(rq(req, &ctx4), "GET / HTTP/1.1\r\nHost: h.example\r\n" FWD4 "\r\n",
+		    "absolute-form without a path: origin-form /");
+	req = parse_req("OPTIONS http://h.example:80 HTTP/1.1\r\nHost: h.example\r\n\r\n");
+	if (req != NULL)
+		is_str(rq(req, &ctx4), "OPTIONS * HTTP/1.1\r\nHost: h.example:80\r\n" FWD4 "\r\n",
+		    "absolute-form OPTIONS without a path: *");
+}
+
+/* strip_internal: Exchange-internal headers and '_' look-alikes dropped; Cookie and the rest kept. */
+static void
+test_strip_internal(void)
+{
+	static const char *const add[] = { "Front-End-Https: On", "X-Relay-Id: 1" };
+	static const struct rewrite_request_ctx strip = { "203.0.113.7", false, add, 2, true };
+	static const struct rewrite_request_ctx keep = { "203.0.113.7", false, NULL, 0, false };
+	static const char head[] = "GET /owa/ HTTP/1.1\r\nHost: h\r\n"
+	    "X-CommonAccessToken: a\r\nx-commonaccesstoken: a\r\nX_CommonAccessToken: a\r\n"
+	    "X-IsFromCafe: 1\r\nx_isfromcafe: 1\r\nX-SourceCafeServer: s\r\nmsExchProxyUri: u\r\n"
+	    "MSEXCHPROXYURI: u\r\nX-MSExchangeProxyLogonToken: t\r\nX_MSExchangeProxyLogonToken: t\r\n"
+	    "X-BEResource: localhost/owa/auth/x.js~1942062522\r\nX_BEResource: b\r\nX-AnonResource: true\r\n"
+	    "X-AnonResource-Backend: localhost/ecp/x.js~1\r\nX_AnonResource_Backend: b\r\n"
+	    "msExchLogonAccount: a\r\nmsExchLogonMailbox: S-1-5-20\r\nmsExchTargetMailbox: m\r\n"
+	    "X-Forwarded_For: 6.6.6.6\r\nX_Forwarded_For: 6.6.6.6\r\nX-Forwarded_Proto: https\r\n"
+	    "X_Real_IP: 6.6.6.6\r\nX-Real_IP: 6.6.6.6\r\nFront_End_Https: On\r\nKeep_Alive: 1\r\n"
+	    "Proxy_Connection: x\r\nHTTP2_Settings: x\r\nX_Relay_Id: forged\r\n"
+	    "X-AnchorMailbox: SMTP:alice@example.com\r\n"
+	    "Cookie: X-BackEndCookie=S-1-5-21=abc; X-BEResource=localhost~1; X-AnonResource-Backend=x\r\n"
+	    "X_Custom: kept\r\nX-Forwarded-Host: kept\r\nX-IsFromCafeX: kept\r\n\r\n";
+	const struct http1_request *req = parse_req(head);
+	const char *got;
+
+	if (!ok(req != NULL, "strip_internal: the head parses"))
+		return;
+	is_str(rq(req, &strip), "GET /owa/ HTTP/1.1\r\nHost: h\r\nX-AnchorMailbox: SMTP:alice@example.com\r\n"
+	    "Cookie: X-BackEndCookie=S-1-5-21=abc; X-BEResource=localhost~1; X-AnonResource-Backend=x\r\n"
+	    "X_Custom: kept\r\nX-Forwarded-Host: kept\r\nX-IsFromCafeX: kept\r\n"
+	    "X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: http\r\nX-Real-IP: 203.0.113.7\r\n"
+	    "Forwarded: for=203.0.113.7;proto=http\r\nFront-End-Https: On\r\nX-Relay-Id: 1\r\n\r\n",
+	    "strip_internal: every internal name in any case and spelling, every '_' look-alike (add_headers "
+	    "too) dropped; Cookie values, X-AnchorMailbox, other '_' names kept");
+	got = rq(req, &keep);
+	ok(strstr(got, "X-CommonAccessToken: a\r\n") != NULL && strstr(got, "X_Real_IP: 6.6.6.6\r\n") != NULL &&
+	    strstr(got, "msExchLogonMailbox: S-1-5-20\r\n") != NULL, "strip_internal false: nothing of it dropped");
+	req = parse_req("GET / HTTP/1.1\r\nHost: h\r\nFront-End-Https: On\r\n\r\n");
+	if (req != NULL)
+		is_str(rq(req, &(struct rewrite_request_ctx){ "203.0.113.7", false, NULL, 0, true }),
+		    "GET / HTTP/1.1\r\nHost: h\r\nFront-End-Https: On\r\n" FWD4 "\r\n",
+		    "strip_internal: Front-End-Https itself is only replaced when add_headers sets it");
+}
+
 /* exrelay's own responses and the reason table. */
 static void
 test_status_response(void)
@@ -375,7 +485,7 @@ static ssize_t
 gen(char *buf, size_t cap, int which)
 {
 	static const char *const add[] = { "Front-End-Https: On" };
-	static const struct rewrite_request_ctx ctx = { "2001:db8::1", true, add, 1 };
+	static const struct rewrite_request_ctx ctx = { "2001:db8::1", true, add, 1, false };
 	struct rewrite_response_ctx rctx = { true, false };
 	struct http1_request req;
 	struct http1_response resp;
@@ -444,6 +554,9 @@ main(void)
 	test_request_add_and_connection();
 	test_request_absolute();
 	test_response();
+	test_content_length_once();
+	test_upgrade_and_absolute();
+	test_strip_internal();
 	test_status_response();
 	test_caps();
 	return done_testing();

@@ -89,6 +89,21 @@ static const struct norm_case norm_cases[] = {
 	{ "/Microsoft-Server-ActiveSync?Cmd=Sync", 0, "/Microsoft-Server-ActiveSync" },
 	{ "/a;b/c", 0, "/a;b/c" },
 	{ "/a/%2e%2e%2e", 0, "/a/..." },
+	/* '..' after an empty segment: RFC 3986 5.2.4 pops the empty one, collapsing pops another */
+	{ "/powershell//../owa/", 0, NULL },
+	{ "//../owa/", 0, NULL },
+	{ "/a//%2e%2e/b", 0, NULL },
+	{ "/a//.%2E/b", 0, NULL },
+	{ "/a//b/../..", 0, NULL },			/* RFC: "/a/", collapsed first: "/" */
+	{ "/a//b/../c", 0, NULL },			/* refused too: any '..' after a '//' */
+	{ "/a//./../b", 0, NULL },
+	{ "/a/..//b", 0, "/b" },			/* '..' before the empty segment: same either way */
+	{ "/a//b/./c", 0, "/a/b/c" },			/* '.' after one: harmless */
+	{ "/a//...", 0, "/a/..." },
+	/* a fragment is no part of a request target (RFC 9112 3.2) */
+	{ "/ecp#/../index.html", 0, NULL },
+	{ "/owa#", 0, NULL },
+	{ "/a?b#c", 0, "/a" },				/* the query is not the path's business */
 };
 
 /* Runs the normalisation table. */
@@ -132,7 +147,7 @@ test_normalize_table(void)
 static void
 test_normalize_cap(void)
 {
-	static const char *const paths[] = { "/owa/%7euser/%e2%82%ac//x/./y/../z", "/a", "*" };
+	static const char *const paths[] = { "/owa/%7euser/%e2%82%ac/x/./y/../z//w", "/a", "*" };
 	char want[64], buf[64];
 	size_t i, cap, bad;
 	ssize_t need, n;
