@@ -262,7 +262,7 @@ def cpu_s(pid):
 
 def check_trickle():
     """6. A head trickled one byte per write is answered when complete; a bare LF at once."""
-    head = (b"GET /owa/trickle HTTP/1.1\r\nHost: x\r\nAuthorization: Negotiate " + b"Q" * (60 * 1024)
+    head = (b"GET /owa/trickle HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"Q" * (60 * 1024)
             + b"\r\nX-Last: 1\r\n\r\n")
     with socket.create_connection(("127.0.0.1", PORT), timeout=20) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
