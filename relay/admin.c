@@ -13,6 +13,7 @@
 
 #include "relay.h"
 #include "rewrite.h"
+#include "servers.h"
 
 ENUM_STR(admin_answer_str, enum admin_answer, ADMIN_ANSWERS)
 
@@ -70,11 +71,14 @@ admin_write(enum admin_answer a, char *out, size_t cap, bool head_only, bool clo
 	return a == ADMIN_HEALTH ? admin_health(out, cap, head_only, close) : admin_metrics(out, cap, head_only, close);
 }
 
-/* Answers an agent-check connection with one line, then closes it. */
+/*
+ * Answers an agent-check connection with one line, then closes it: "drain" while draining, or
+ * while no server of a checked backend is usable (HAProxy then sends this host nothing new).
+ */
 void
-admin_agent_reply(int fd)
+admin_agent_reply(int fd, const struct config *cfg)
 {
-	const char *line = relay_draining() ? "drain\n" : "up ready\n";
+	const char *line = relay_draining() || servers_all_down(cfg) ? "drain\n" : "up ready\n";
 
 	(void)!send(fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
 	close(fd);

@@ -44,7 +44,7 @@ conn_close(struct conn *c, const char *reason)
 		    conn_phase_str(c->phase), reason, (unsigned long long)c->handled);
 	txn_end(c, reason);
 	metrics_bytes(c->client.nread, c->client.nwritten);
-	pump_close_half(c, &c->backend);
+	upstream_close(c);
 	pump_close_half(c, &c->client);
 	ev_timer_stop(c->loop, &c->timer);
 	struct worker *w = c->w;
@@ -392,6 +392,7 @@ conn_backend_setup(struct conn *c)
 		/* A TLS failure (verification, handshake) is the server's answer: no other server is tried. */
 		bool tls = c->backend.tls != NULL;
 		metrics_backend_error(c->bcfg->backends[c->bidx].name, tls ? "tls" : "connect");
+		upstream_failed(c, tls ? "tls" : "connect");
 		if (!tls && upstream_retry(c) == 0) {
 			log_info("client=%s %s; trying the next server", c->client_ip, c->reason);
 			conn_set_phase(c, PH_ACTIVE);	/* the connect timer starts over */

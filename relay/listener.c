@@ -76,7 +76,7 @@ listener_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 			return;
 		}
 		if (l->lcfg->role == ROLE_AGENT) {
-			admin_agent_reply(fd);
+			admin_agent_reply(fd, l->cfg);
 			continue;
 		}
 		conn_accept(l, fd, &peer);

@@ -26,6 +26,7 @@
 #include <libconfig.h>
 
 #include "relay.h"
+#include "servers.h"
 #include "tls.h"
 
 #ifndef SYSCONFDIR
@@ -216,6 +217,8 @@ reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		log_warn("reload: 'workers' changes need a restart; keeping %d", relay.nworkers);
 	if (guard_init(cfg->guard.max_entries, NULL) == -1)
 		log_warn("reload: 'auth_guard.max_entries' changes need a restart; keeping the current tables");
+	if (servers_bind(cfg) == -1)
+		log_warn("reload: more than %d backend servers over this run; the last ones are not tracked", SRV_MAX);
 	struct config *old = relay.cfg;
 	relay.cfg = cfg;
 	__atomic_store_n(&relay.max_conns, cfg->max_connections, __ATOMIC_RELAXED);
@@ -401,6 +404,10 @@ main_configure(const struct main_options *o)
 	}
 	relay.cfg = cfg;
 	relay.max_conns = cfg->max_connections;
+	if (servers_bind(cfg) == -1) {
+		fprintf(stderr, "exrelay: more than %d backend servers\n", SRV_MAX);
+		return 2;
+	}
 	relay.loop = ev_default_loop(EVFLAG_AUTO);
 	if (apply_logs(cfg) == -1)
 		return 2;

@@ -25,6 +25,9 @@
 #include "transport.h"
 
 #define CONN_MAGIC 0x636f6e6eU	/* "conn" */
+#define UPSTREAM_TRIES 16		/* servers a request tries at most, in rendezvous order */
+
+struct srv;
 #define WORKER_MAGIC 0x776f726bU	/* "work" */
 #define LISTENER_MAGIC 0x6c69736eU	/* "lisn" */
 
@@ -155,7 +158,13 @@ struct conn {
 	int server;			/* server index */
 	bool breusable;			/* the backend connection may carry another request */
 	bool await_cookie;		/* RPC channel: server chosen by its cookie, once 48 body bytes are in */
-	int tries;			/* servers tried for this connection */
+	bool srv_counted;		/* counted in its server's active connections */
+	int proto;			/* the request's protocol in its backend's protos, -1 none */
+	int tries;			/* servers of order tried */
+	int norder;
+	uint8_t order[UPSTREAM_TRIES];	/* the servers to try, best first (rendezvous hashing) */
+	uint8_t cookie[16];		/* an RPC channel's VirtualConnectionCookie, while pinned */
+	struct srv *cookie_srv;		/* the server it is pinned to (servers.c), or NULL */
 	uint64_t handled;		/* requests handled on this connection */
 };
 
@@ -300,12 +309,15 @@ void worker_wake_all(void);
 void worker_join_all(void);
 
 /* upstream.c: the backend half: server choice, connect, TLS, PROXY header. */
-int upstream_open(struct conn *c, size_t first);
+#define UPSTREAM_NONE_USABLE (-2)	/* no server of the backend may take the request */
+int upstream_open(struct conn *c, const char *key, size_t keylen, const uint8_t *cookie);
 int upstream_retry(struct conn *c);
 int upstream_connected(struct conn *c);
+void upstream_failed(struct conn *c, const char *kind);
+void upstream_release(struct conn *c);
+void upstream_unpin(struct conn *c);
 void upstream_close(struct conn *c);
 const char *upstream_name(const struct conn *c);
-size_t upstream_pick(const struct cfg_backend *b, const char *key, size_t keylen);
 
 /* admin.c: what exrelay answers itself. */
 #define ADMIN_ANSWERS(X) \
@@ -323,7 +335,7 @@ enum admin_answer {
 const char *admin_answer_str(enum admin_answer a);
 enum admin_answer admin_route(const struct cfg_listener *l, const struct http1_request *req);
 ssize_t admin_write(enum admin_answer a, char *out, size_t cap, bool head_only, bool close);
-void admin_agent_reply(int fd);
+void admin_agent_reply(int fd, const struct config *cfg);
 
 /* sock.c */
 int sock_set_nodelay(int fd);

@@ -14,6 +14,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "hrw.h"
 #include "log.h"
 #include "servers.h"
 
@@ -228,39 +229,9 @@ servers_proto(const struct cfg_backend *b, const char *path, size_t len)
 /* --- rendezvous hashing ----------------------------------------------------------------- */
 
 static uint64_t
-fnv1a(const void *p, size_t n, uint64_t h)
-{
-	const unsigned char *c = p;
-
-	for (size_t i = 0; i < n; i++) {
-		h ^= c[i];
-		h *= 1099511628211ULL;
-	}
-	return h;
-}
-
-/* splitmix64's finaliser: spreads the bits of a combined hash. */
-static uint64_t
-mix(uint64_t z)
-{
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
-double
-servers_score(const char *server, int weight, const char *key, size_t keylen)
-{
-	uint64_t h = mix(fnv1a(key, keylen, fnv1a(server, strlen(server) + 1, 1469598103934665603ULL)));
-	double u = ((double)(h >> 11) + 0.5) / 9007199254740992.0;	/* (0, 1) */
-
-	return weight <= 0 ? -INFINITY : -(double)weight / log(u);
-}
-
-static uint64_t
 cookie_key(const uint8_t *cookie)
 {
-	uint64_t k = fnv1a(cookie, 16, 1469598103934665603ULL);
+	uint64_t k = hrw_hash(cookie, 16);
 
 	return k ? k : 1;
 }
@@ -292,7 +263,7 @@ servers_rank(const struct cfg_backend *b, int proto, const char *key, size_t key
 		bool pinned = cookie && s && a != SRV_MAINT && has_cookie(s, ck);
 		if (s && !pinned && (a != SRV_READY || servers_weight(s) == 0 || !servers_up(s, proto)))
 			continue;
-		double sc = servers_score(b->servers[i].name, s ? servers_weight(s) : b->servers[i].weight, key, keylen);
+		double sc = hrw_score(b->servers[i].name, s ? servers_weight(s) : b->servers[i].weight, key, keylen);
 		if (pinned)
 			sc = INFINITY;
 		size_t j = n++;

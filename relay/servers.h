@@ -79,8 +79,6 @@ int servers_proto(const struct cfg_backend *b, const char *path, size_t len);
  */
 size_t servers_rank(const struct cfg_backend *b, int proto, const char *key, size_t keylen,
     const uint8_t *cookie, size_t *order);
-/* The rendezvous score of a server for a key (exposed for the tests). */
-double servers_score(const char *server, int weight, const char *key, size_t keylen);
 
 /* Counting, from the workers. */
 void servers_conn(struct srv *s, int delta);

@@ -20,6 +20,7 @@
 #include "relay.h"
 #include "rewrite.h"
 #include "route.h"
+#include "servers.h"
 
 ENUM_STR(txn_state_str, enum resp_state, RESP_STATES)
 
@@ -78,8 +79,7 @@ txn_fail_with(struct conn *c, int status, const char *why, const char *extra)
 		log_warn("client=%s %d: %s", c->client_ip, status, c->reason);
 	else
 		log_info("client=%s %d: %s", c->client_ip, status, c->reason);
-	pump_close_half(c, &c->backend);
-	c->client.fwd = 0;
+	upstream_release(c);
 	if (c->resp_started)
 		return STEP_CLOSE;
 	struct status_args a = { status, true, c->req_head_method, extra };
@@ -212,14 +212,25 @@ txn_route(struct conn *c, const struct http1_request *req, int *step)
 		    ri == ROUTE_NOT_FOUND ? "no route" : "method not allowed");
 		return -1;
 	}
+	/* The protocol (virtual directory) decides which health counts for the server choice. */
+	c->proto = servers_proto(&c->cfg->backends[c->cfg->routes[ri].backend], npath, (size_t)nlen);
 	return ri;
 }
 
-/* Picks the backend server by the client's address: the same on every instance. */
-static size_t
-choose_server(const struct conn *c, const struct cfg_backend *b)
+/* Opens a connection to the backend's best server for the client's address (any instance agrees). */
+static int
+open_by_client(struct conn *c)
 {
-	return upstream_pick(b, c->client_ip, strlen(c->client_ip));
+	return upstream_open(c, c->client_ip, strlen(c->client_ip), NULL);
+}
+
+/* The answer when no server could be reached: 503 when none was usable, else 502. */
+static int
+txn_no_server(struct conn *c, int r)
+{
+	metrics_backend_error(upstream_name(c), r == UPSTREAM_NONE_USABLE ? "no_server" : "connect");
+	return r == UPSTREAM_NONE_USABLE ? txn_fail(c, 503, "no server available") :
+	    txn_fail(c, 502, "backend connect failed");
 }
 
 /*
@@ -244,11 +255,8 @@ txn_backend(struct conn *c, const struct http1_request *req, const struct route 
 	 */
 	c->await_cookie = b->nservers > 1 && req->body == HTTP1_BODY_LENGTH && req->content_length >= 48 &&
 	    !req->expect_continue && is_rpc_method(req);
-	if (!c->await_cookie && upstream_open(c, choose_server(c, b)) == -1) {
-		metrics_backend_error(b->name, "connect");
-		return txn_fail(c, 502, "backend connect failed");
-	}
-	return 0;
+	int r = c->await_cookie ? 0 : open_by_client(c);
+	return r < 0 ? txn_no_server(c, r) : 0;
 }
 
 /* Answers what edge.c refused; the access log's ROUTE field names who refused it. */
@@ -378,14 +386,15 @@ static int
 txn_cookie_server(struct conn *c)
 {
 	struct half *cl = &c->client, *be = &c->backend;
-	const struct cfg_backend *b = &c->bcfg->backends[c->bidx];
-	size_t first = be->fwd >= 48 ? upstream_pick(b, buf_head(cl->in) + 32, 16) : choose_server(c, b);
+	int r;
 
 	c->await_cookie = false;
-	if (upstream_open(c, first) == -1) {
-		metrics_backend_error(b->name, "connect");
-		return txn_fail(c, 502, "backend connect failed");
-	}
+	if (be->fwd >= 48)
+		r = upstream_open(c, buf_head(cl->in) + 32, 16, (const uint8_t *)buf_head(cl->in) + 32);
+	else
+		r = open_by_client(c);
+	if (r < 0)
+		return txn_no_server(c, r);
 	return STEP_GOTO(PH_ACTIVE);	/* the connect timer starts now */
 }
 
@@ -438,6 +447,7 @@ txn_end(struct conn *c, const char *termination)
 {
 	free(c->auth_key);
 	c->auth_key = NULL;
+	upstream_unpin(c);
 	if (c->loginfo)
 		access_log(c, termination);
 	if (c->rpc_channel) {

@@ -61,6 +61,8 @@ txn_resp_final(struct conn *c, const struct http1_response *resp, size_t head_le
 		return r;
 	be->in->r += head_len;
 	edge_response(c, resp->status);	/* the guard counts a login's answer */
+	if (resp->status >= 502 && resp->status <= 504)
+		upstream_failed(c, "5xx");	/* a gateway error storm counts toward the server's fall */
 	c->status = resp->status;
 	c->resp_started = true;
 	http1_body_init(&c->respb, resp->body, resp->content_length);

@@ -16,29 +16,8 @@
 #include "addr.h"
 #include "proxyproto.h"
 #include "relay.h"
+#include "servers.h"
 #include "tls.h"
-
-/* FNV-1a: a stable hash, the same on every instance and every run. */
-static uint64_t
-fnv1a(const char *p, size_t n)
-{
-	uint64_t h = 1469598103934665603ULL;
-
-	for (size_t i = 0; i < n; i++) {
-		h ^= (unsigned char)p[i];
-		h *= 1099511628211ULL;
-	}
-	return h;
-}
-
-/* The server for key: the same on every instance and every run. */
-size_t
-upstream_pick(const struct cfg_backend *b, const char *key, size_t keylen)
-{
-	if (b->nservers <= 1)
-		return 0;
-	return (size_t)(fnv1a(key, keylen) % b->nservers);
-}
 
 /* Encodes the PROXY header describing this client into out[0..cap); its length or -1. */
 static ssize_t
@@ -126,39 +105,79 @@ drop_socket(struct conn *c)
 	h->connecting = h->handshaking = false;
 }
 
-/*
- * Opens the backend connection, starting with server first and trying the next servers in
- * order when a connect fails at once (the order is the same on every instance). 0 or -1.
- */
-int
-upstream_open(struct conn *c, size_t first)
+/* The run-time state of the current server, or NULL. */
+static struct srv *
+current(const struct conn *c)
+{
+	return c->bidx >= 0 && c->bcfg && c->server >= 0 ? c->bcfg->backends[c->bidx].servers[c->server].rt : NULL;
+}
+
+/* Tries the servers of c's order from c->tries on until a connect starts. 0 or -1. */
+static int
+connect_next(struct conn *c)
 {
 	const struct cfg_backend *b = &c->bcfg->backends[c->bidx];
 
-	c->server = (int)first;
-	c->tries = 0;
-	while (upstream_connect(c) == -1) {
-		if (++c->tries >= (int)b->nservers)
-			return -1;
-		c->server = (c->server + 1) % (int)b->nservers;
+	for (; c->tries < c->norder; c->tries++) {
+		c->server = c->order[c->tries];
+		if (upstream_connect(c) == 0)
+			return 0;
+		if (current(c))
+			servers_failure(current(c), "connect");
 		log_info("client=%s backend %s: trying the next server", c->client_ip, b->name);
+	}
+	c->server = c->norder ? c->order[c->norder - 1] : -1;
+	return -1;
+}
+
+/*
+ * Opens the backend connection: ranks the backend's servers usable for c->proto by key (and
+ * an RPC channel's cookie, which keeps an IN/OUT pair on one server even while it drains),
+ * then connects to the first, moving to the next when a connect fails at once (the same
+ * order on every instance). 0, UPSTREAM_NONE_USABLE, or -1 when every server failed.
+ */
+int
+upstream_open(struct conn *c, const char *key, size_t keylen, const uint8_t *cookie)
+{
+	const struct cfg_backend *b = &c->bcfg->backends[c->bidx];
+	size_t order[SRV_PER_BACKEND];
+	size_t n = servers_rank(b, c->proto, key, keylen, cookie, order);
+
+	if (n > UPSTREAM_TRIES)
+		n = UPSTREAM_TRIES;
+	c->norder = (int)n;
+	for (size_t i = 0; i < n; i++)
+		c->order[i] = (uint8_t)order[i];
+	c->tries = 0;
+	if (n == 0) {
+		c->server = -1;
+		return UPSTREAM_NONE_USABLE;
+	}
+	if (connect_next(c) == -1)
+		return -1;
+	if (cookie && current(c)) {
+		memcpy(c->cookie, cookie, sizeof(c->cookie));
+		c->cookie_srv = current(c);
+		servers_rpc_open(c->cookie_srv, c->cookie);
 	}
 	return 0;
 }
 
-/* After a connect failed late (refused, reset): the next server, if any is left. 0 or -1. */
+/* After a connect failed late (refused, reset): the next server in the order, if any. 0 or -1. */
 int
 upstream_retry(struct conn *c)
 {
-	const struct cfg_backend *b = &c->bcfg->backends[c->bidx];
-
 	drop_socket(c);
-	while (++c->tries < (int)b->nservers) {
-		c->server = (c->server + 1) % (int)b->nservers;
-		if (upstream_connect(c) == 0)
-			return 0;
-	}
-	return -1;
+	c->tries++;
+	return connect_next(c);
+}
+
+/* A failure of the current server (connect, tls, 5xx) counts toward its passive health. */
+void
+upstream_failed(struct conn *c, const char *kind)
+{
+	if (current(c))
+		servers_failure(current(c), kind);
 }
 
 /* Sends the PROXY header in clear before a TLS handshake (a fresh socket takes 232 bytes). */
@@ -239,6 +258,11 @@ upstream_connected(struct conn *c)
 	}
 	h->connecting = false;
 	ev_io_stop(c->loop, &h->wio);
+	if (current(c)) {
+		servers_success(current(c));
+		servers_conn(current(c), 1);
+		c->srv_counted = true;
+	}
 	log_debug("client=%s connected to backend %s server %s", c->client_ip, b->name, b->servers[c->server].text);
 	return 1;
 }
@@ -250,11 +274,30 @@ upstream_name(const struct conn *c)
 	return c->bidx >= 0 && c->bcfg ? c->bcfg->backends[c->bidx].name : "-";
 }
 
+/* Closes the backend connection, keeping which server it was (for the access log). */
+void
+upstream_release(struct conn *c)
+{
+	if (c->srv_counted && current(c))
+		servers_conn(current(c), -1);
+	c->srv_counted = false;
+	pump_close_half(c, &c->backend);
+	c->client.fwd = 0;
+}
+
+/* Ends an RPC channel's pin to its server (the channel is over). */
+void
+upstream_unpin(struct conn *c)
+{
+	if (c->cookie_srv)
+		servers_rpc_close(c->cookie_srv, c->cookie);
+	c->cookie_srv = NULL;
+}
+
 void
 upstream_close(struct conn *c)
 {
-	pump_close_half(c, &c->backend);
-	c->client.fwd = 0;
+	upstream_release(c);
 	c->bidx = -1;
 	c->bcfg = NULL;
 	c->server = -1;

@@ -33,7 +33,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import run_checks, ok, is_, diag, free_port, wait_for, start_exrelay, exrelay_path, \
+from harness import hrw_pick, run_checks, ok, is_, diag, free_port, wait_for, start_exrelay, exrelay_path, \
     tmpdir  # noqa: E402
 from service import listen_queues  # noqa: E402
 
@@ -536,14 +536,6 @@ routes = ( { backend = "b"; } );
     ok(("%s:1:" % cfg) in out, "-t: the message gives FILE:LINE")
 
 
-def _fnv1a_pick(key, n):
-    """The server index exrelay tries first for a request keyed `key` (upstream_pick: FNV-1a % n)."""
-    h = 1469598103934665603
-    for b in key.encode():
-        h = ((h ^ b) * 1099511628211) & (2 ** 64 - 1)
-    return h % n
-
-
 def _tcp_rows(pid):
     """exrelay's TCP sockets from /proc/net/tcp: [(local port, remote port, state, rx_queue)]."""
     inodes = set()
@@ -612,13 +604,17 @@ def check_tls_first_step():
             pass
         c.close()
     sentinel = start_backend(sentinel_handler)
-    # Server order: the bad server first for this client (exrelay hashes the client address).
-    servers = [bad_port, sentinel] if _fnv1a_pick("127.0.0.1", 2) == 0 else [sentinel, bad_port]
+    # Server order: the bad server first for this client (rendezvous hashing of the client
+    # address over the server names; harness.hrw_pick computes what exrelay does).
+    names = ["s1", "s2"]
+    first = hrw_pick(names, "127.0.0.1")
+    servers = [bad_port, sentinel] if first == 0 else [sentinel, bad_port]
     r = start_exrelay('''
 global = { workers = 1; drain_timeout = 2; };
 timeouts = { connect = 8; };
 listeners = ( { name = "pub"; bind = "127.0.0.1:0"; } );
-backends = ( { name = "tlsb"; servers = [ "127.0.0.1:%d", "127.0.0.1:%d" ]; tls = { verify = false; }; },
+backends = ( { name = "tlsb"; servers = ( { name = "s1"; address = "127.0.0.1:%d"; },
+                                         { name = "s2"; address = "127.0.0.1:%d"; } ); tls = { verify = false; }; },
              { name = "sent"; servers = [ "127.0.0.1:%d" ]; } );
 routes = ( { backend = "sent"; paths = [ "/sentinel" ]; }, { backend = "tlsb"; } );
 ''' % (servers[0], servers[1], sentinel))

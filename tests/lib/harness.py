@@ -41,7 +41,7 @@ APACHE_BIN = "/usr/sbin/apache2"
 APACHE_MODULES = "/usr/lib/apache2/modules"
 HAPROXY_BIN = "/usr/sbin/haproxy"
 
-__all__ = ["ok", "is_", "diag", "done", "skip_all", "bail_out", "free_port", "wait_port", "wait_for",
+__all__ = ["hrw_pick", "ok", "is_", "diag", "done", "skip_all", "bail_out", "free_port", "wait_port", "wait_for",
            "start_standin", "start_apache", "start_exrelay", "start_haproxy", "exrelay_path", "exrelay_argv", "tmpdir",
            "cleanup"]
 
@@ -51,6 +51,33 @@ __all__ = ["ok", "is_", "diag", "done", "skip_all", "bail_out", "free_port", "wa
 
 _tap = {"n": 0, "failed": 0}
 _tap_lock = threading.Lock()
+
+
+def _fnv1a(data, h):
+    for b in data:
+        h = ((h ^ b) * 1099511628211) & (2 ** 64 - 1)
+    return h
+
+
+def _mix(z):
+    m = 2 ** 64 - 1
+    z = ((z ^ (z >> 30)) * 0xbf58476d1ce4e5b9) & m
+    z = ((z ^ (z >> 27)) * 0x94d049bb133111eb) & m
+    return z ^ (z >> 31)
+
+
+def hrw_pick(names, key, weights=None):
+    """The index of the server exrelay chooses first for `key` among servers `names` (relay/hrw.c:
+    weighted rendezvous hashing; key is the client address text or an RPC cookie's 16 bytes)."""
+    import math
+    key = key.encode() if isinstance(key, str) else bytes(key)
+    weights = weights or [100] * len(names)
+    def score(name, w):
+        h = _mix(_fnv1a(key, _fnv1a(name.encode() + b"\0", 1469598103934665603)))
+        u = ((h >> 11) + 0.5) / 9007199254740992.0
+        return -w / math.log(u) if w > 0 else -math.inf
+    scores = [score(n, w) for n, w in zip(names, weights)]
+    return max(range(len(names)), key=lambda i: scores[i])
 
 
 def ok(cond, name="", todo=None):
