@@ -26,7 +26,9 @@ Per run, the proxy's utime + stime (/proc/PID/stat, all threads) is read before 
 requests completed / CPU seconds = requests per CPU second. The three proxies run in turn
 (protected, unprotected, haproxy; repeated --runs times), after one short warm-up each. The table
 has every run and the medians; the overhead is 1 - median(protected) / median(unprotected) of
-requests per CPU second (and the same of requests per second, for information).
+requests per CPU second (and the same of requests per second, for information), and also the
+same for each round (protected run k against unprotected run k, which ran next to each other)
+with the median of those.
 
 Before measuring, a ProxyShell probe checks that the filters answer 403 in "protected" and that
 "unprotected" forwards it; after measuring, /metrics must show one guard success per request in
@@ -322,6 +324,9 @@ def print_table(proxies, args, summary):
     print("overhead of protection, 1 - protected/unprotected of the medians:")
     print("  requests per CPU second: %s%% (utime+stime), %s%% (CPU clock); requests per second: %s%%"
           % (summary["overhead_cpu_pct"], summary["overhead_clock_pct"], summary["overhead_rps_pct"]))
+    per_round = summary["overhead_per_round_pct"]
+    print("  per round (protected run k against unprotected run k, CPU clock): %s; median %s%%" % (
+        ", ".join("%s%%" % x for x in per_round), statistics.median(per_round)))
     print("Proxies pinned to CPU %d; wrk and the backend (HAProxy answering 200 itself) to CPU %d. "
           "cpu%% = proxy CPU time / wall time;" % (PROXY_CPU, CLIENT_CPU))
     print("cpu s = utime + stime (/proc/PID/stat, 10 ms ticks); (clock) = the same from the process "
@@ -405,6 +410,9 @@ def main():
                                                summary["unprotected"]["req_per_cpu_s"])
         summary["overhead_clock_pct"] = overhead(summary["protected"]["req_per_clock_cpu_s"],
                                                  summary["unprotected"]["req_per_clock_cpu_s"])
+        pairs = zip(proxies[0].runs, proxies[1].runs)
+        summary["overhead_per_round_pct"] = [overhead(a["req_per_clock_cpu_s"], b["req_per_clock_cpu_s"])
+                                             for a, b in pairs]
         summary["overhead_rps_pct"] = overhead(summary["protected"]["rps"], summary["unprotected"]["rps"])
         print_table(proxies, args, summary)
     except (RuntimeError, OSError, subprocess.SubprocessError) as e:
