@@ -115,7 +115,7 @@ exchange_cookie_rule(const char *v, size_t n)
 	static const char anon[] = "x-anonresource-backend", be[] = "x-beresource";
 
 	for (size_t i = 0; i + sizeof(anon) - 1 <= n; i++)
-		if (strncasecmp(v + i, anon, sizeof(anon) - 1) == 0)
+		if ((v[i] | 0x20) == 'x' && strncasecmp(v + i, anon, sizeof(anon) - 1) == 0)
 			return "proxylogon";
 	for (size_t i = 0; i < n;) {
 		size_t end = i;
