@@ -14,6 +14,21 @@
 
 static const struct guard_params P = { true, 5, 600, 900, 14, 30, 1000 };
 
+/* Resident memory of this process, in bytes (/proc/self/statm). */
+static long
+rss_bytes(void)
+{
+	long pages = 0, rss = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (f) {
+		if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+			rss = 0;
+		fclose(f);
+	}
+	return rss * 4096;
+}
+
 static void
 fail(const char *user, const char *ip, double now)
 {
@@ -107,6 +122,22 @@ main(void)
 	ok(guard_bytes() == P.max_entries * 72, "memory: %zu bytes for %zu slots per table", guard_bytes(), P.max_entries);
 	ok(guard_count(GUARD_FAILURES) > 1000000, "failures counted");
 	ok(guard_count(GUARD_BLOCKS_USER) >= 3, "user blocks counted");
+	guard_free();
+
+	/* The documented bound at the default size: 100,000 slots a table, 72 bytes a user and address. */
+	long rss0 = rss_bytes();
+	ok(guard_init(100000, key) == 0, "init with the default max_entries");
+	for (int i = 0; i < 1000000; i++) {
+		snprintf(u, sizeof(u), "name%d", i);
+		char ip[32];
+		snprintf(ip, sizeof(ip), "10.%d.%d.%d", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+		fail(u, ip, t + 3000);
+	}
+	long grew = rss_bytes() - rss0;
+	/* 7.2 MB of tables, an eighth more for AddressSanitizer's shadow when built with it, 1 MiB slack. */
+	ok(grew <= 7200000 + 7200000 / 8 + 1048576,
+	    "a million names and addresses: RSS grew %ld bytes (bound: 7.2 MB, +1/8 under ASan, +1 MiB)", grew);
+	is_int((long long)guard_bytes(), 7200000, "guard_bytes at the default size: 7.2 MB");
 	guard_free();
 	struct guard_params off = P;
 	off.enabled = false;
