@@ -105,7 +105,7 @@ challenge(const struct http1_request *req, const struct cred *cr, struct edge_re
 /*
  * After routing: the route's allow_from, then the guard for a request carrying credentials
  * (cr). Returns the refusal's status (403, 401, 429), or 0 to forward; a login to forward is
- * remembered in c->auth_key, for edge_response.
+ * remembered in c->auth_ukey (and its name in auth_user), for edge_response.
  */
 int
 edge_route(struct conn *c, const struct http1_request *req, size_t route, const struct cred *cr,
@@ -114,15 +114,17 @@ edge_route(struct conn *c, const struct http1_request *req, size_t route, const 
 	struct guard_event ev;
 
 	memset(r, 0, sizeof(*r));
-	free(c->auth_key);
-	c->auth_key = NULL;
+	c->auth_ukey = 0;
 	if (!config_route_allows(c->cfg, route, (const struct sockaddr *)&c->client_addr)) {
 		metrics_filter_blocked("allow_from");
 		return refuse(r, 403, "filter", "allow_from");
 	}
 	if (!c->cfg->guard.enabled || (cr->kind != CRED_BASIC && cr->kind != CRED_NTLM))
 		return 0;
-	enum guard_verdict v = guard_check(&c->cfg->guard, cr->key, c->client_ip, edge_clock(), &ev);
+	if (!c->auth_ckey)
+		c->auth_ckey = guard_key(c->client_ip);	/* once per connection */
+	uint64_t user = guard_key(cr->key);
+	enum guard_verdict v = guard_check(&c->cfg->guard, user, c->auth_ckey, edge_clock(), &ev);
 	edge_guard_log(c, &ev, cr->user);
 	if (v == GUARD_BLOCK_CLIENT) {
 		snprintf(r->extra, sizeof(r->extra), "Retry-After: %u\r\n", ev.retry_after);
@@ -132,7 +134,8 @@ edge_route(struct conn *c, const struct http1_request *req, size_t route, const 
 		challenge(req, cr, r);
 		return refuse(r, 401, "guard", "user");
 	}
-	c->auth_key = strdup(cr->key);
+	c->auth_ukey = user;
+	snprintf(c->auth_user, sizeof(c->auth_user), "%.*s", (int)sizeof(c->auth_user) - 1, cr->key);
 	return 0;
 }
 
@@ -142,12 +145,12 @@ edge_response(struct conn *c, int status)
 {
 	struct guard_event ev;
 
-	if (!c->auth_key)
+	if (!c->auth_ukey)
 		return;
 	if (status == 401 || (status >= 200 && status < 400)) {
-		guard_result(&c->cfg->guard, c->auth_key, c->client_ip, status != 401, edge_clock(), &ev);
-		edge_guard_log(c, &ev, c->auth_key);
+		guard_result(&c->cfg->guard, c->auth_ukey, c->auth_ckey, status != 401, edge_clock(), &ev);
+		if (ev.kind != GUARD_EV_NONE)
+			edge_guard_log(c, &ev, c->auth_user);
 	}
-	free(c->auth_key);
-	c->auth_key = NULL;
+	c->auth_ukey = 0;
 }

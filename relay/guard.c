@@ -111,8 +111,8 @@ guard_siphash(const uint8_t key[16], const void *data, size_t n)
 	return v[0] ^ v[1] ^ v[2] ^ v[3];
 }
 
-static uint64_t
-hash_of(const char *s)
+uint64_t
+guard_key(const char *s)
 {
 	uint64_t h = guard_siphash(g.seed, s, strlen(s));
 
@@ -239,18 +239,18 @@ guard_count(enum guard_counter c)
 /* --- decisions -------------------------------------------------------------------------- */
 
 enum guard_verdict
-guard_check(const struct guard_params *p, const char *user, const char *client, double now_s,
+guard_check(const struct guard_params *p, uint64_t user, uint64_t client, double now_s,
     struct guard_event *ev)
 {
-	uint32_t now = (uint32_t)now_s, a = (uint32_t)hash_of(client);
+	uint32_t now = (uint32_t)now_s, a = (uint32_t)client;
 	enum guard_verdict v = GUARD_ALLOW;
 
 	memset(ev, 0, sizeof(*ev));
 	if (!p->enabled || !g.users)
 		return GUARD_ALLOW;
 	pthread_mutex_lock(&g.lock);
-	struct cslot *c = client_slot(hash_of(client), now);
-	struct uslot *u = user_slot(hash_of(user), now);
+	struct cslot *c = client_slot(client, now);
+	struct uslot *u = user_slot(user, now);
 	int k = familiar(u, a, now, p);
 	if (c->until && c->until <= now) {
 		c->until = 0;
@@ -286,16 +286,16 @@ window_fail(uint32_t *win_start, unsigned *fails, uint32_t now, double window)
 }
 
 void
-guard_result(const struct guard_params *p, const char *user, const char *client, bool success,
+guard_result(const struct guard_params *p, uint64_t user, uint64_t client, bool success,
     double now_s, struct guard_event *ev)
 {
-	uint32_t now = (uint32_t)now_s, a = (uint32_t)hash_of(client);
+	uint32_t now = (uint32_t)now_s, a = (uint32_t)client;
 
 	memset(ev, 0, sizeof(*ev));
 	if (!p->enabled || !g.users)
 		return;
 	pthread_mutex_lock(&g.lock);
-	struct uslot *u = user_slot(hash_of(user), now);
+	struct uslot *u = user_slot(user, now);
 	int k = familiar(u, a, now, p);
 	ev->familiar = k;
 	if (success) {
@@ -308,7 +308,7 @@ guard_result(const struct guard_params *p, const char *user, const char *client,
 		return;
 	}
 	count(GUARD_FAILURES);
-	struct cslot *c = client_slot(hash_of(client), now);
+	struct cslot *c = client_slot(client, now);
 	unsigned uf = u->fails[k], cf = c->fails;
 	uf = window_fail(&u->win_start[k], &uf, now, p->window);
 	u->fails[k] = (uint16_t)(uf > 65535 ? 65535 : uf);

@@ -64,12 +64,15 @@ int guard_init(size_t max_entries, const uint8_t *seed);
 void guard_free(void);
 size_t guard_bytes(void);
 
+/* The key of a user name or a client address (SipHash with the tables' random key; never 0). */
+uint64_t guard_key(const char *s);
+
 /* Before credentials go to the backend: whether this attempt may. now: monotonic seconds. */
-enum guard_verdict guard_check(const struct guard_params *p, const char *user, const char *client,
+enum guard_verdict guard_check(const struct guard_params *p, uint64_t user, uint64_t client,
     double now, struct guard_event *ev);
 
 /* After the backend answered credentials: success (2xx, 3xx) or failure (401). */
-void guard_result(const struct guard_params *p, const char *user, const char *client, bool success,
+void guard_result(const struct guard_params *p, uint64_t user, uint64_t client, bool success,
     double now, struct guard_event *ev);
 
 uint64_t guard_count(enum guard_counter c);

@@ -150,7 +150,9 @@ struct conn {
 	char *loginfo;			/* access.c: method, target, proto, referer, user-agent, user */
 	const char *route_name;		/* the access log's ROUTE field: a backend, or route_tag */
 	char route_tag[48];		/* "filter:proxyshell", "guard:user": who refused the request */
-	char *auth_key;			/* edge.c: the account of credentials sent on, until the answer */
+	uint64_t auth_ukey;		/* edge.c: the guard's key of credentials sent on, until the answer */
+	uint64_t auth_ckey;		/* edge.c: the guard's key of the client address (0: not yet) */
+	char auth_user[32];		/* edge.c: that account's name, for a block line */
 
 	/* The backend connection (upstream.c). */
 	int bidx;			/* backend index in cfg, -1 none */

@@ -445,8 +445,7 @@ txn_request_body(struct conn *c)
 void
 txn_end(struct conn *c, const char *termination)
 {
-	free(c->auth_key);
-	c->auth_key = NULL;
+	c->auth_ukey = 0;
 	upstream_unpin(c);
 	if (c->loginfo)
 		access_log(c, termination);

@@ -34,7 +34,7 @@ fail(const char *user, const char *ip, double now)
 {
 	struct guard_event ev;
 
-	guard_result(&P, user, ip, false, now, &ev);
+	guard_result(&P, guard_key(user), guard_key(ip), false, now, &ev);
 }
 
 static enum guard_verdict
@@ -42,7 +42,7 @@ check(const char *user, const char *ip, double now)
 {
 	struct guard_event ev;
 
-	return guard_check(&P, user, ip, now, &ev);
+	return guard_check(&P, guard_key(user), guard_key(ip), now, &ev);
 }
 
 int
@@ -66,18 +66,18 @@ main(void)
 	ok(guard_init(P.max_entries * 2, NULL) == -1, "another size takes a restart");
 
 	/* A success makes 10.0.0.1 familiar for alice. */
-	guard_result(&P, "alice", "10.0.0.1", true, t, &ev);
+	guard_result(&P, guard_key("alice"), guard_key("10.0.0.1"), true, t, &ev);
 	for (int i = 0; i < 4; i++)
 		fail("alice", "203.0.113.9", t + i);
 	is_int(check("alice", "203.0.113.9", t + 5), GUARD_ALLOW, "4 failures: still allowed");
-	guard_result(&P, "alice", "203.0.113.9", false, t + 5, &ev);
+	guard_result(&P, guard_key("alice"), guard_key("203.0.113.9"), false, t + 5, &ev);
 	is_int(ev.kind, GUARD_EV_BLOCK_USER, "the 5th failure blocks the user (event)");
 	is_int(ev.failures, 5, "the event counts 5 failures");
 	is_int(check("alice", "203.0.113.9", t + 6), GUARD_BLOCK_USER, "blocked from the attacker's address");
 	is_int(check("alice", "198.51.100.7", t + 6), GUARD_BLOCK_USER, "blocked from any unfamiliar address");
 	is_int(check("alice", "10.0.0.1", t + 6), GUARD_ALLOW, "the familiar address still logs in");
 	is_int(check("bob", "198.51.100.7", t + 6), GUARD_ALLOW, "another user is not affected");
-	guard_check(&P, "alice", "203.0.113.9", t + 6, &ev);
+	guard_check(&P, guard_key("alice"), guard_key("203.0.113.9"), t + 6, &ev);
 	is_int(ev.retry_after, 899, "retry_after counts down the block");
 	is_int(check("alice", "203.0.113.9", t + 5 + 900), GUARD_ALLOW, "the block ends after `block` seconds");
 
@@ -85,7 +85,7 @@ main(void)
 	for (int i = 0; i < 5; i++)
 		fail("carol", "10.0.0.2", t + i);
 	is_int(check("carol", "10.0.0.2", t + 6), GUARD_BLOCK_USER, "unfamiliar failures block (no success yet)");
-	guard_result(&P, "dave", "10.0.0.3", true, t, &ev);
+	guard_result(&P, guard_key("dave"), guard_key("10.0.0.3"), true, t, &ev);
 	for (int i = 0; i < 5; i++)
 		fail("dave", "10.0.0.3", t + i);
 	is_int(check("dave", "10.0.0.3", t + 6), GUARD_BLOCK_USER, "a familiar device's failures block it");
@@ -104,11 +104,11 @@ main(void)
 		fail(u, "192.0.2.99", t);
 	}
 	is_int(check("someone", "192.0.2.99", t), GUARD_ALLOW, "30 failures from one address: allowed");
-	guard_result(&P, "user31", "192.0.2.99", false, t, &ev);
+	guard_result(&P, guard_key("user31"), guard_key("192.0.2.99"), false, t, &ev);
 	is_int(ev.kind, GUARD_EV_BLOCK_CLIENT, "the 31st blocks the address");
 	is_int(check("someone", "192.0.2.99", t + 1), GUARD_BLOCK_CLIENT, "every user from that address is refused");
 	is_int(check("someone", "192.0.2.100", t + 1), GUARD_ALLOW, "another address is not");
-	guard_check(&P, "x", "192.0.2.99", t + 901, &ev);
+	guard_check(&P, guard_key("x"), guard_key("192.0.2.99"), t + 901, &ev);
 	is_int(ev.kind, GUARD_EV_UNBLOCK_CLIENT, "the first check after the block reports the unblock");
 
 	/* Bounded: a million distinct names fit in the same tables; blocked entries survive. */
@@ -141,6 +141,6 @@ main(void)
 	guard_free();
 	struct guard_params off = P;
 	off.enabled = false;
-	ok(guard_check(&off, "a", "b", 0, &ev) == GUARD_ALLOW, "disabled: always allowed");
+	ok(guard_check(&off, 1, 2, 0, &ev) == GUARD_ALLOW, "disabled: always allowed");
 	return done_testing();
 }
