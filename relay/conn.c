@@ -471,6 +471,7 @@ conn_accept(struct listener *l, int fd, const struct sockaddr_storage *peer)
 	CHECK_OBJ(l, LISTENER_MAGIC);
 	if (!c) {
 		close(fd);
+		__atomic_sub_fetch(&relay.nconns, 1, __ATOMIC_RELAXED);	/* the listener's reservation */
 		return;
 	}
 	c->magic = CONN_MAGIC;
@@ -493,8 +494,7 @@ conn_accept(struct listener *l, int fd, const struct sockaddr_storage *peer)
 	if (c->w->conns)
 		c->w->conns->prev = c;
 	c->w->conns = c;
-	c->w->nconns++;
-	__atomic_add_fetch(&relay.nconns, 1, __ATOMIC_RELAXED);
+	c->w->nconns++;	/* relay.nconns: the listener reserved this connection's slot */
 	metrics_conn_open(c->lcfg->name);
 	c->last_activity = ev_now(c->loop);
 	if (conn_apply(c, conn_first_phase(c, peer)))

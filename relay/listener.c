@@ -49,6 +49,28 @@ at_limit(void)
 	return __atomic_load_n(&relay.nconns, __ATOMIC_RELAXED) >= __atomic_load_n(&relay.max_conns, __ATOMIC_RELAXED);
 }
 
+/*
+ * Takes one of the connection slots before an accept (the connection then owns it, and
+ * conn_close gives it back): never more than max_connections, even with every worker racing
+ * for the last slot. Traffic listeners only may be refused; admin connections always count.
+ */
+static bool
+reserve(bool limited)
+{
+	long n = __atomic_add_fetch(&relay.nconns, 1, __ATOMIC_ACQ_REL);
+
+	if (!limited || n <= __atomic_load_n(&relay.max_conns, __ATOMIC_RELAXED))
+		return true;
+	__atomic_sub_fetch(&relay.nconns, 1, __ATOMIC_ACQ_REL);
+	return false;
+}
+
+static void
+unreserve(void)
+{
+	__atomic_sub_fetch(&relay.nconns, 1, __ATOMIC_ACQ_REL);
+}
+
 static void
 listener_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
@@ -61,11 +83,13 @@ listener_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 		struct sockaddr_storage peer;
 		socklen_t len = sizeof(peer);
 
-		if (l->lcfg->role == ROLE_TRAFFIC && at_limit()) {
+		if (!reserve(l->lcfg->role == ROLE_TRAFFIC)) {
 			listener_pause(l->w, true);
 			return;
 		}
 		int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1 || l->lcfg->role == ROLE_AGENT)
+			unreserve();	/* no connection to own the slot */
 		if (fd == -1) {
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
 				log_warn("listener %s: accept: %s; pausing accepts for 100 ms", l->name, strerror(errno));

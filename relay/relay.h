@@ -224,6 +224,7 @@ step_why(struct conn *c, int code, const char *fmt, ...)
 /* conn.c */
 const char *conn_phase_str(enum conn_phase p);
 const char *conn_timeout_str(enum conn_timeout t);
+/* Takes a connection the listener accepted; it owns the slot the listener reserved in relay.nconns. */
 void conn_accept(struct listener *l, int fd, const struct sockaddr_storage *peer);
 /*
  * The one teardown: logs the request in flight, closes both halves, frees c. reason is a
