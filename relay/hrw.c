@@ -41,7 +41,7 @@ hrw_score(const char *server, int weight, const char *key, size_t keylen)
 	uint64_t h = mix(fnv1a(key, keylen, fnv1a(server, strlen(server) + 1, 1469598103934665603ULL)));
 	double u = ((double)(h >> 11) + 0.5) / 9007199254740992.0;	/* (0, 1) */
 
-	return weight <= 0 ? -INFINITY : -(double)weight / log(u);
+	return weight <= 0 ? -HUGE_VAL : -(double)weight / log(u);
 }
 
 uint64_t
@@ -54,7 +54,7 @@ size_t
 hrw_pick(const char *const *names, const int *weights, size_t n, const char *key, size_t keylen)
 {
 	size_t best = n;
-	double top = -INFINITY;
+	double top = -HUGE_VAL;
 
 	for (size_t i = 0; i < n; i++) {
 		double s = hrw_score(names[i], weights[i], key, keylen);

@@ -265,7 +265,7 @@ servers_rank(const struct cfg_backend *b, int proto, const char *key, size_t key
 			continue;
 		double sc = hrw_score(b->servers[i].name, s ? servers_weight(s) : b->servers[i].weight, key, keylen);
 		if (pinned)
-			sc = INFINITY;
+			sc = HUGE_VAL;
 		size_t j = n++;
 		for (; j > 0 && score[j - 1] < sc; j--) {
 			score[j] = score[j - 1];
