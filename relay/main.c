@@ -27,6 +27,7 @@
 
 #include "health.h"
 #include "relay.h"
+#include "servers.h"
 #include "tls.h"
 
 #ifndef SYSCONFDIR
@@ -217,6 +218,8 @@ reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		log_warn("reload: 'workers' changes need a restart; keeping %d", relay.nworkers);
 	if (guard_init(cfg->guard.max_entries, NULL) == -1)
 		log_warn("reload: 'auth_guard.max_entries' changes need a restart; keeping the current tables");
+	if (servers_bind(cfg) == -1)
+		log_warn("reload: more than %d servers over all configurations: some are not tracked", SRV_MAX);
 	struct config *old = relay.cfg;
 	relay.cfg = cfg;
 	__atomic_store_n(&relay.max_conns, cfg->max_connections, __ATOMIC_RELAXED);
@@ -411,6 +414,8 @@ main_configure(const struct main_options *o)
 		return 2;
 	}
 	raise_nofile(cfg);
+	if (servers_bind(cfg) == -1)
+		log_warn("more than %d servers: some are not tracked", SRV_MAX);
 	return -1;
 }
 
