@@ -356,7 +356,7 @@ probe_run(struct probe *p)
 		case PS_HANDSHAKE: r = probe_handshake(p); break;
 		case PS_SEND: r = probe_send(p); break;
 		case PS_READ: r = probe_read(p); break;
-		default: ASSERT(!"probe step"); return STEP_END;
+		default: WRONG("probe step"); return STEP_END;
 		}
 	} while (r == STEP_NEXT);
 	return r;
