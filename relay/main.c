@@ -25,6 +25,7 @@
 #include <gnutls/gnutls.h>
 #include <libconfig.h>
 
+#include "health.h"
 #include "relay.h"
 #include "servers.h"
 #include "tls.h"
@@ -227,6 +228,7 @@ reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		log_error("reload: cannot open a log file: %s", strerror(errno));
 	write_addrfile(sets[0]);	/* before the hand-over: the worker owns the set after it */
 	worker_hand_over(sets);
+	health_reload(cfg);
 	config_unref(old);
 	log_info("configuration reloaded from %s", conf_path);
 	notify("READY=1\nSTATUS=configuration reloaded");
@@ -506,6 +508,7 @@ main_run(struct listener **sets)
 		log_error("%s", err);
 		return -1;
 	}
+	health_start(relay.cfg);
 	log_info("exrelay %s started (pid %d, %d worker(s), %zu listener(s), %zu backend(s), %zu route(s))",
 	    PACKAGE_VERSION, (int)getpid(), relay.nworkers, cfg->nlisteners, cfg->nbackends, cfg->nroutes);
 	notify("READY=1\nMAINPID=%d\nSTATUS=%d worker(s) running", (int)getpid(), relay.nworkers);
@@ -521,6 +524,7 @@ main_shutdown(const char *pidfile)
 	__atomic_store_n(&relay.stopping, 1, __ATOMIC_RELEASE);
 	worker_wake_all();
 	worker_join_all();
+	health_stop();
 	if (pidfile)
 		unlink(pidfile);
 	guard_free();
