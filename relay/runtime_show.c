@@ -383,13 +383,15 @@ runtime_show_servers_state(struct rt_out *o, const char *backend)
 
 /* --- show info ---------------------------------------------------------------------------- */
 
-static double start_wall = 0;
+static double start_wall;
+static bool started;
 
 void
 runtime_mark_start(void)
 {
-	if (start_wall == 0)
+	if (!started)
 		start_wall = wall_now();
+	started = true;
 }
 
 void
