@@ -27,6 +27,7 @@
 
 #include "health.h"
 #include "relay.h"
+#include "runtime.h"
 #include "servers.h"
 #include "tls.h"
 
@@ -222,6 +223,7 @@ reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		log_warn("reload: more than %d backend servers over this run; the last ones are not tracked", SRV_MAX);
 	struct config *old = relay.cfg;
 	relay.cfg = cfg;
+	runtime_reload(cfg);
 	__atomic_store_n(&relay.max_conns, cfg->max_connections, __ATOMIC_RELAXED);
 	if (log_open(cfg->error_log, cfg->log_level) == -1 ||
 	    log_access_open(cfg->access_log, cfg->access_format) == -1)
@@ -445,8 +447,8 @@ main_listeners(struct listener **sets)
 static int
 main_detach(struct main_options *o, struct listener **sets)
 {
-	/* Before the privilege drop, like a listener on a port below 1024. */
-	if (write_addrfile(sets[0]) == -1 || drop_privileges(relay.cfg) == -1)
+	/* Before the privilege drop, like a listener on a port below 1024 (the admin socket too). */
+	if (write_addrfile(sets[0]) == -1 || runtime_start(relay.cfg) == -1 || drop_privileges(relay.cfg) == -1)
 		return -1;
 	if (o->daemonize) {
 		if (daemon(0, 0) == -1) {
@@ -474,6 +476,7 @@ main_startup_failed(struct listener **sets)
 {
 	if (addr_path[0])
 		unlink(addr_path);	/* no address file naming sockets that are about to close */
+	runtime_stop();
 	listener_sets_discard(sets, relay.nworkers);
 	worker_join_all();
 	config_unref(relay.cfg);
@@ -527,6 +530,7 @@ main_shutdown(const char *pidfile)
 	health_stop();
 	if (pidfile)
 		unlink(pidfile);
+	runtime_stop();
 	guard_free();
 	if (addr_path[0])
 		unlink(addr_path);

@@ -537,6 +537,62 @@ def _apache_answers(port, proxy_protocol):
 
 
 # ----------------------------------------------------------------------------------------------
+# Runtime API sockets (HAProxy's stats socket, exrelay's admin_socket)
+# ----------------------------------------------------------------------------------------------
+
+class RuntimeSocket:
+    """A client of a runtime API socket (HAProxy's `stats socket`, exrelay's `admin_socket`),
+    at .stats_socket: .command(), .show_stat(), .server_stat(), .show_servers_state()."""
+
+    stats_socket = None
+
+    def command(self, cmd, timeout=5.0):
+        """Sends one command to the stats socket and returns the whole answer as text."""
+        if not self.stats_socket:
+            raise RuntimeError("no 'stats socket' in the HAProxy configuration")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(self.stats_socket)
+            s.sendall(cmd.encode() + b"\n")
+            out = bytearray()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                s.settimeout(max(0.01, deadline - time.monotonic()))
+                data = s.recv(65536)
+                if not data:
+                    break
+                out += data
+        return out.decode("utf-8", "replace")
+
+    def show_stat(self):
+        """`show stat` parsed: a list of dicts keyed by the CSV columns (pxname, svname, status,
+        check_status, agent_status, ...)."""
+        lines = self.command("show stat").splitlines()
+        if not lines or not lines[0].startswith("# "):
+            raise RuntimeError("unexpected 'show stat' answer: %r" % lines[:2])
+        cols = lines[0][2:].split(",")
+        return [dict(zip(cols, line.split(","))) for line in lines[1:] if line.strip()]
+
+    def server_stat(self, backend, server):
+        """The `show stat` row of one server (dict), or None."""
+        for row in self.show_stat():
+            if row.get("pxname") == backend and row.get("svname") == server:
+                return row
+        return None
+
+    def show_servers_state(self, backend=""):
+        """`show servers state [backend]` parsed: a list of dicts keyed by the column names."""
+        lines = self.command(("show servers state " + backend).strip()).splitlines()
+        cols, out = None, []
+        for line in lines:
+            if line.startswith("# "):
+                cols = line[2:].split()
+            elif cols and line.strip():    # the format version line comes before the header
+                out.append(dict(zip(cols, line.split())))
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
 # exrelay
 # ----------------------------------------------------------------------------------------------
 
@@ -550,9 +606,10 @@ def exrelay_path():
     return os.path.normpath(os.path.join(TESTS_DIR, "..", "relay", "exrelay"))
 
 
-class Exrelay(Process):
+class Exrelay(Process, RuntimeSocket):
     """The running daemon: .config_path, .addr_path, .addrs, .ports, .port(), .stop(), .reload(),
-    .wait_reloaded(), .rss_kib(), .stderr_text().
+    .wait_reloaded(), .rss_kib(), .stderr_text(); with `global.admin_socket`, .stats_socket
+    (its path) and the runtime API helpers (.command(), .show_stat(), ...).
 
     exrelay runs with `-a ADDR_FILE`: the listeners bind port 0 in the tests' configurations and
     .addrs ({name: (host, port)}) and .ports ({name: port}) say where they are."""
@@ -657,6 +714,8 @@ def start_exrelay(config_text, ports=(), host="127.0.0.1", timeout=10.0, args=()
     argv, cfg, addr_path = exrelay_argv(d, config_text, args)
     p = Exrelay("exrelay", argv, d)
     p.config_path, p.addr_path = cfg, addr_path
+    m = re.search(r'admin_socket\s*=\s*\{[^}]*path\s*=\s*"([^"]+)"', config_text)
+    p.stats_socket = m.group(1) if m else None
     if wait:
         p.wait_addrs(timeout)
         for port in ports:
@@ -670,54 +729,9 @@ def start_exrelay(config_text, ports=(), host="127.0.0.1", timeout=10.0, args=()
 # HAProxy
 # ----------------------------------------------------------------------------------------------
 
-class Haproxy(Process):
+class Haproxy(Process, RuntimeSocket):
     """The running HAProxy: .dir, .config_path, .stats_socket, .command(), .show_stat(),
     .server_stat(), .show_servers_state(), .stop()."""
-
-    def command(self, cmd, timeout=5.0):
-        """Sends one command to the stats socket and returns the whole answer as text."""
-        if not self.stats_socket:
-            raise RuntimeError("no 'stats socket' in the HAProxy configuration")
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(self.stats_socket)
-            s.sendall(cmd.encode() + b"\n")
-            out = bytearray()
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                s.settimeout(max(0.01, deadline - time.monotonic()))
-                data = s.recv(65536)
-                if not data:
-                    break
-                out += data
-        return out.decode("utf-8", "replace")
-
-    def show_stat(self):
-        """`show stat` parsed: a list of dicts keyed by the CSV columns (pxname, svname, status,
-        check_status, agent_status, ...)."""
-        lines = self.command("show stat").splitlines()
-        if not lines or not lines[0].startswith("# "):
-            raise RuntimeError("unexpected 'show stat' answer: %r" % lines[:2])
-        cols = lines[0][2:].split(",")
-        return [dict(zip(cols, line.split(","))) for line in lines[1:] if line.strip()]
-
-    def server_stat(self, backend, server):
-        """The `show stat` row of one server (dict), or None."""
-        for row in self.show_stat():
-            if row.get("pxname") == backend and row.get("svname") == server:
-                return row
-        return None
-
-    def show_servers_state(self, backend=""):
-        """`show servers state [backend]` parsed: a list of dicts keyed by the column names."""
-        lines = self.command(("show servers state " + backend).strip()).splitlines()
-        cols, out = None, []
-        for line in lines:
-            if line.startswith("# "):
-                cols = line[2:].split()
-            elif cols and line.strip():    # the format version line comes before the header
-                out.append(dict(zip(cols, line.split())))
-        return out
 
 
 def start_haproxy(config_text, ports=(), host="127.0.0.1", timeout=10.0):
