@@ -95,6 +95,8 @@ access_log(struct conn *c, const char *termination)
 	};
 	log_access(&r);
 	metrics_request(c->route_name ? c->route_name : "-", c->status);
+	if (c->route_name && c->route_name != c->route_tag)	/* routed to a backend: its duration */
+		metrics_request_time(c->route_name, c->method_buf, r.duration_ms / 1000.0);
 	free(c->loginfo);
 	c->loginfo = NULL;
 }

@@ -11,6 +11,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <gnutls/gnutls.h>
+
 #include "relay.h"
 #include "rewrite.h"
 #include "servers.h"
@@ -49,14 +51,41 @@ admin_health(char *out, size_t cap, bool head_only, bool close)
 	    "Cache-Control: no-store\r\n", relay_draining() ? "draining\n" : "ok\n", head_only);
 }
 
+/*
+ * The metrics body's capacity: the whole answer goes into the client's output buffer at once,
+ * so the body may take all of it but room for the head (about 62 KiB; a few dozen servers
+ * with a dozen checked protocols each fit).
+ */
+#define METRICS_BODY_CAP (BUF_CAP - 1024)
+
+/* Writes the metrics text: the workers' counters, build, servers, process. */
+static void
+admin_metrics_text(struct metrics_out *o)
+{
+	static int warned;
+	char libev[32], libconfig[32];
+
+	snprintf(libev, sizeof(libev), "%d.%d", ev_version_major(), ev_version_minor());
+	snprintf(libconfig, sizeof(libconfig), "%d.%d.%d", LIBCONFIG_VER_MAJOR, LIBCONFIG_VER_MINOR,
+	    LIBCONFIG_VER_REVISION);
+	metrics_write(o);
+	metrics_proc_build_info(o, PACKAGE_VERSION, gnutls_check_version(NULL), libev, libconfig);
+	metrics_server_write(o);
+	metrics_proc_write(o);
+	if (o->cut && !__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
+		log_warn("/metrics: the answer is cut at %zu bytes (too many servers or routes); "
+		    "the families after that are left out", o->n);
+}
+
 /* The metrics answer: every counter, summed over the workers (HEAD: the head alone). */
 static ssize_t
 admin_metrics(char *out, size_t cap, bool head_only, bool close)
 {
-	static __thread char body[48 * 1024];
-	size_t n = metrics_format(body, sizeof(body) - 1);
+	static __thread char body[METRICS_BODY_CAP];
+	struct metrics_out o = { body, sizeof(body) - 1, 0, false };
 
-	body[n] = '\0';
+	admin_metrics_text(&o);
+	body[o.n] = '\0';
 	return rewrite_status_response(out, cap, 200, close, NULL, body, head_only);
 }
 

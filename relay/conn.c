@@ -261,6 +261,7 @@ conn_step_tls(struct conn *c)
 
 	if (r == 0)
 		return 0;
+	metrics_tls_handshake(c->lcfg->name, r > 0, r > 0 && tls_resumed(&c->client));
 	if (r < 0) {
 		log_info("client=%s %s", c->client_ip, why ? why : "TLS handshake failed");
 		return step_why(c, STEP_CLOSE, "TLS handshake failed");

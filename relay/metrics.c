@@ -4,10 +4,13 @@
  * lock and no atomic read-modify-write on the hot path: only the owning thread writes a
  * block (plain relaxed loads and stores), and a reader sums the blocks of all workers when
  * /metrics is read. A name slot is published with a release store of the slot count, so a
- * reader that sees the count sees the name.
+ * reader that sees the count sees the name. Histograms count per bucket (not cumulative) in
+ * the owner's block; the reader sums and accumulates them, so a scrape's _count always equals
+ * its +Inf bucket.
  */
 #include "autoconf.h"
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -29,7 +32,8 @@ struct named {
 };
 
 enum { V_ACTIVE, V_TOTAL, V_PP_ERRORS };	/* listeners; the others count in v[0] */
-enum { T_LISTENERS, T_REQUESTS, T_BERRORS, T_FILTERS, T_COUNT };
+enum { V_TLS_FULL, V_TLS_RESUMED, V_TLS_FAILED };	/* TLS handshakes per listener */
+enum { T_LISTENERS, T_REQUESTS, T_BERRORS, T_FILTERS, T_TLS, T_COUNT };
 enum { S_BYTES_IN, S_BYTES_OUT, S_RPC_IN, S_RPC_OUT, S_COUNT };
 
 struct table {
@@ -37,9 +41,32 @@ struct table {
 	int n;			/* slots in use; written with release by the owner */
 };
 
+#define HIST_KEYS 64		/* routes per histogram */
+#define HIST_MAX 12		/* finite buckets, at most */
+
+static const double req_bounds[] = METRICS_REQ_BUCKETS, rpc_bounds[] = METRICS_RPC_BUCKETS;
+#define NREQ ((int)(sizeof(req_bounds) / sizeof(req_bounds[0])))
+#define NRPC ((int)(sizeof(rpc_bounds) / sizeof(rpc_bounds[0])))
+_Static_assert(NREQ <= HIST_MAX && NRPC <= HIST_MAX, "HIST_MAX buckets at most");
+
+/* One histogram series: observations per bucket (b[nbounds] is +Inf) and their sum. */
+struct hist {
+	char name[64];		/* route, or method (RPC channels) */
+	int64_t b[HIST_MAX + 1];
+	int64_t sum_ns;
+};
+
+struct htable {
+	struct hist e[HIST_KEYS];
+	int n;			/* as struct table's */
+};
+
+enum { H_FIRST_BYTE, H_DURATION, H_RPC, H_COUNT };
+
 struct block {
 	struct table t[T_COUNT];	/* per listener, per route and code, per backend and kind */
 	int64_t s[S_COUNT];
+	struct htable h[H_COUNT];	/* per route (H_RPC: per method) */
 };
 
 static struct block *blocks;
@@ -169,6 +196,74 @@ metrics_backend_error(const char *backend, const char *kind)
 	add(&slot(&block()->t[T_BERRORS], backend, kind, 0)->v[0], 1);
 }
 
+/* A client TLS handshake on listener ended: failed (!ok), resumed, or full. */
+void
+metrics_tls_handshake(const char *listener, bool ok, bool resumed)
+{
+	add(&slot(&block()->t[T_TLS], listener, "", 0)->v[!ok ? V_TLS_FAILED : resumed ? V_TLS_RESUMED : V_TLS_FULL], 1);
+}
+
+/* The owner's histogram series for name, created on first use (the last when full). */
+static struct hist *
+hslot(struct htable *t, const char *name)
+{
+	int n = t->n;
+
+	for (int i = 0; i < n; i++)
+		if (strcmp(t->e[i].name, name) == 0)
+			return &t->e[i];
+	if (n == HIST_KEYS)
+		return &t->e[HIST_KEYS - 1];
+	struct hist *e = &t->e[n];
+	snprintf(e->name, sizeof(e->name), "%s", name);
+	__atomic_store_n(&t->n, n + 1, __ATOMIC_RELEASE);
+	return e;
+}
+
+/* Counts one observation of seconds (negative: 0, the wall clock stepped back) into e. */
+static void
+observe(struct hist *e, const double *bounds, int nb, double seconds)
+{
+	int i = 0;
+
+	if (!(seconds > 0))
+		seconds = 0;
+	while (i < nb && seconds > bounds[i])
+		i++;
+	add(&e->b[i], 1);
+	add(&e->sum_ns, seconds > 9e9 ? (int64_t)9e18 : (int64_t)(seconds * 1e9 + 0.5));
+}
+
+static bool
+is_rpc(const char *method)
+{
+	return strcmp(method, "RPC_IN_DATA") == 0 || strcmp(method, "RPC_OUT_DATA") == 0;
+}
+
+/*
+ * The final response head of a request on route arrived, seconds after its head began. RPC
+ * channels are left out: RPC_IN_DATA's answer comes when the channel ends.
+ */
+void
+metrics_first_byte(const char *route, const char *method, double seconds)
+{
+	if (!is_rpc(method))
+		observe(hslot(&block()->h[H_FIRST_BYTE], route), req_bounds, NREQ, seconds);
+}
+
+/*
+ * A request routed to a backend ended, seconds after its head began. RPC_IN_DATA and
+ * RPC_OUT_DATA (channels that last hours) go to their own histogram, per method.
+ */
+void
+metrics_request_time(const char *route, const char *method, double seconds)
+{
+	if (is_rpc(method))
+		observe(hslot(&block()->h[H_RPC], method), rpc_bounds, NRPC, seconds);
+	else
+		observe(hslot(&block()->h[H_DURATION], route), req_bounds, NREQ, seconds);
+}
+
 /* Adds table `which` of every block into sum (keys in order of first appearance). */
 static void
 sum_table(struct table *sum, int which)
@@ -185,6 +280,23 @@ sum_table(struct table *sum, int which)
 	}
 }
 
+/* Adds histogram table `which` of every block into sum. */
+static void
+sum_hist(struct htable *sum, int which)
+{
+	memset(sum, 0, sizeof(*sum));
+	for (int k = 0; k < nblocks; k++) {
+		const struct htable *t = &blocks[k].h[which];
+		int n = __atomic_load_n(&t->n, __ATOMIC_ACQUIRE);
+		for (int i = 0; i < n; i++) {
+			struct hist *s = hslot(sum, t->e[i].name);
+			for (int j = 0; j <= HIST_MAX; j++)
+				s->b[j] += get(&t->e[i].b[j]);
+			s->sum_ns += get(&t->e[i].sum_ns);
+		}
+	}
+}
+
 static int64_t
 sum_scalar(int which)
 {
@@ -195,90 +307,182 @@ sum_scalar(int which)
 	return s;
 }
 
-#define PUT(...) do { int k_ = snprintf(out + n, cap - n, __VA_ARGS__); \
-	if (k_ < 0 || (size_t)k_ >= cap - n) \
-		return n; \
-	n += (size_t)k_; \
-} while (0)
+void
+metrics_printf(struct metrics_out *o, const char *fmt, ...)
+{
+	va_list ap;
 
-/* One labelled series per key of t: `name{label="key"} value`. */
-static size_t
-put_series(char *out, size_t cap, const char *help, const char *metric, const char *label,
-    const struct table *t, int field)
+	if (o->cut)
+		return;
+	va_start(ap, fmt);
+	int k = vsnprintf(o->p + o->n, o->cap - o->n, fmt, ap);
+	va_end(ap);
+	if (k < 0 || (size_t)k >= o->cap - o->n) {
+		o->cut = true;
+		if (o->n < o->cap)
+			o->p[o->n] = '\0';
+		return;
+	}
+	o->n += (size_t)k;
+}
+
+const char *
+metrics_label(char *tmp, size_t cap, const char *v)
 {
 	size_t n = 0;
 
-	PUT("# HELP %s %s\n# TYPE %s %s\n", metric, help, metric,
-	    strstr(metric, "_total") ? "counter" : "gauge");
-	for (int i = 0; i < t->n; i++) {
-		PUT("%s{%s=\"%s\"} %lld\n", metric, label, t->e[i].name, (long long)t->e[i].v[field]);
+	if (!strpbrk(v, "\\\"\n"))
+		return v;
+	ASSERT(cap > 0);
+	for (; *v && n + 3 <= cap; v++) {
+		if (*v == '\\' || *v == '"' || *v == '\n')
+			tmp[n++] = '\\';
+		tmp[n++] = *v == '\n' ? 'n' : *v;
 	}
-	return n;
+	tmp[n] = '\0';
+	return tmp;
+}
+
+static void
+family(struct metrics_out *o, const char *metric, const char *type, const char *help)
+{
+	metrics_printf(o, "# HELP %s %s\n# TYPE %s %s\n", metric, help, metric, type);
+}
+
+/* One labelled series per key of t: `name{label="key"} value`. */
+static void
+put_series(struct metrics_out *o, const char *help, const char *metric, const char *label,
+    const struct table *t, int field)
+{
+	char esc[160];
+
+	family(o, metric, strstr(metric, "_total") ? "counter" : "gauge", help);
+	for (int i = 0; i < t->n; i++)
+		metrics_printf(o, "%s{%s=\"%s\"} %lld\n", metric, label, metrics_label(esc, sizeof(esc), t->e[i].name),
+		    (long long)t->e[i].v[field]);
+}
+
+/* The TLS handshakes per listener (those with a TLS listener only). */
+static void
+put_tls(struct metrics_out *o, const struct table *t)
+{
+	static const char *const kinds[] = { "full", "resumed", "failed" };
+	char esc[160];
+
+	family(o, "exrelay_tls_handshakes_total", "counter",
+	    "Client TLS handshakes ended, per listener and kind (full, resumed, failed).");
+	for (int i = 0; i < t->n; i++)
+		for (int k = 0; k < 3; k++)
+			metrics_printf(o, "exrelay_tls_handshakes_total{listener=\"%s\",kind=\"%s\"} %lld\n",
+			    metrics_label(esc, sizeof(esc), t->e[i].name), kinds[k], (long long)t->e[i].v[k]);
+}
+
+/* A histogram family: cumulative buckets, _sum and _count per key of t. */
+static void
+put_hist(struct metrics_out *o, const char *metric, const char *label, const char *help,
+    const struct htable *t, const double *bounds, int nb)
+{
+	char esc[160];
+
+	family(o, metric, "histogram", help);
+	for (int i = 0; i < t->n; i++) {
+		const char *v = metrics_label(esc, sizeof(esc), t->e[i].name);
+		int64_t c = 0;
+		for (int j = 0; j < nb; j++) {
+			c += t->e[i].b[j];
+			metrics_printf(o, "%s_bucket{%s=\"%s\",le=\"%g\"} %lld\n", metric, label, v, bounds[j], (long long)c);
+		}
+		c += t->e[i].b[nb];
+		metrics_printf(o, "%s_bucket{%s=\"%s\",le=\"+Inf\"} %lld\n%s_sum{%s=\"%s\"} %.6f\n"
+		    "%s_count{%s=\"%s\"} %lld\n", metric, label, v, (long long)c, metric, label, v,
+		    (double)t->e[i].sum_ns / 1e9, metric, label, v, (long long)c);
+	}
 }
 
 /* The authentication guard's counters (shared by all workers, kept by guard.c). */
-static size_t
-metrics_format_guard(char *out, size_t cap)
+static void
+put_guard(struct metrics_out *o)
 {
-	size_t n = 0;
-
-	PUT("# HELP exrelay_auth_failures_total Logins the backend refused (401 to credentials).\n"
+	metrics_printf(o, "# HELP exrelay_auth_failures_total Logins the backend refused (401 to credentials).\n"
 	    "# TYPE exrelay_auth_failures_total counter\nexrelay_auth_failures_total %llu\n"
 	    "# HELP exrelay_auth_successes_total Logins the backend accepted.\n"
 	    "# TYPE exrelay_auth_successes_total counter\nexrelay_auth_successes_total %llu\n",
 	    (unsigned long long)guard_count(GUARD_FAILURES), (unsigned long long)guard_count(GUARD_SUCCESSES));
-	PUT("# HELP exrelay_auth_blocks_total Blocks started by the authentication guard.\n"
+	metrics_printf(o, "# HELP exrelay_auth_blocks_total Blocks started by the authentication guard.\n"
 	    "# TYPE exrelay_auth_blocks_total counter\n"
 	    "exrelay_auth_blocks_total{scope=\"user\"} %llu\nexrelay_auth_blocks_total{scope=\"client\"} %llu\n",
 	    (unsigned long long)guard_count(GUARD_BLOCKS_USER), (unsigned long long)guard_count(GUARD_BLOCKS_CLIENT));
-	PUT("# HELP exrelay_auth_blocked_requests_total Logins answered by exrelay while blocked.\n"
+	metrics_printf(o, "# HELP exrelay_auth_blocked_requests_total Logins answered by exrelay while blocked.\n"
 	    "# TYPE exrelay_auth_blocked_requests_total counter\n"
 	    "exrelay_auth_blocked_requests_total{scope=\"user\"} %llu\n"
 	    "exrelay_auth_blocked_requests_total{scope=\"client\"} %llu\n",
 	    (unsigned long long)guard_count(GUARD_BLOCKED_USER), (unsigned long long)guard_count(GUARD_BLOCKED_CLIENT));
-	return n;
 }
 
-/*
- * Writes the Prometheus text exposition of all counters, summed over the workers, into
- * out[0..cap); returns its length (what fits, when cap is short).
- */
-size_t
-metrics_format(char *out, size_t cap)
+/* The histograms per route, and the RPC channels' per method. */
+static void
+put_hists(struct metrics_out *o)
 {
-	static __thread struct table l, r, e, f;
-	size_t n = 0;
+	static __thread struct htable h;
+
+	sum_hist(&h, H_FIRST_BYTE);
+	put_hist(o, "exrelay_request_first_byte_seconds", "route", "Time from a request's head to the "
+	    "backend's final response head, per route (RPC channels left out).", &h, req_bounds, NREQ);
+	sum_hist(&h, H_DURATION);
+	put_hist(o, "exrelay_request_duration_seconds", "route", "Time from a request's head to the end "
+	    "of its response, per route, for requests routed to a backend (RPC channels left out).", &h,
+	    req_bounds, NREQ);
+	sum_hist(&h, H_RPC);
+	put_hist(o, "exrelay_rpc_channel_duration_seconds", "method", "How long RPC over HTTP channels "
+	    "(RPC_IN_DATA, RPC_OUT_DATA requests) lasted, per method.", &h, rpc_bounds, NRPC);
+}
+
+void
+metrics_write(struct metrics_out *o)
+{
+	static __thread struct table l, r, e, f, t;
+	char esc[160], esc2[64];
 
 	sum_table(&l, T_LISTENERS);
 	sum_table(&r, T_REQUESTS);
 	sum_table(&e, T_BERRORS);
 	sum_table(&f, T_FILTERS);
-	n += put_series(out + n, cap - n, "Client connections open, per listener.",
-	    "exrelay_connections_active", "listener", &l, V_ACTIVE);
-	n += put_series(out + n, cap - n, "Client connections accepted, per listener.",
-	    "exrelay_connections_total", "listener", &l, V_TOTAL);
-	n += put_series(out + n, cap - n, "Connections closed for a missing or bad PROXY header.",
-	    "exrelay_proxy_header_errors_total", "listener", &l, V_PP_ERRORS);
-	PUT("# HELP exrelay_requests_total Requests answered, per route and status code.\n"
-	    "# TYPE exrelay_requests_total counter\n");
+	sum_table(&t, T_TLS);
+	put_series(o, "Client connections open, per listener.", "exrelay_connections_active", "listener", &l, V_ACTIVE);
+	put_series(o, "Client connections accepted, per listener.", "exrelay_connections_total", "listener",
+	    &l, V_TOTAL);
+	put_series(o, "Connections closed for a missing or bad PROXY header.", "exrelay_proxy_header_errors_total",
+	    "listener", &l, V_PP_ERRORS);
+	family(o, "exrelay_requests_total", "counter", "Requests answered, per route and status code.");
 	for (int i = 0; i < r.n; i++)
-		PUT("exrelay_requests_total{route=\"%s\",code=\"%d\"} %lld\n", r.e[i].name, r.e[i].code,
-		    (long long)r.e[i].v[0]);
-	PUT("# HELP exrelay_bytes_total Bytes received from (in) and sent to (out) clients, counted at close.\n"
+		metrics_printf(o, "exrelay_requests_total{route=\"%s\",code=\"%d\"} %lld\n",
+		    metrics_label(esc, sizeof(esc), r.e[i].name), r.e[i].code, (long long)r.e[i].v[0]);
+	metrics_printf(o, "# HELP exrelay_bytes_total Bytes received from (in) and sent to (out) clients, counted at close.\n"
 	    "# TYPE exrelay_bytes_total counter\n"
 	    "exrelay_bytes_total{direction=\"in\"} %lld\nexrelay_bytes_total{direction=\"out\"} %lld\n",
 	    (long long)sum_scalar(S_BYTES_IN), (long long)sum_scalar(S_BYTES_OUT));
-	PUT("# HELP exrelay_rpc_channels_active RPC over HTTP channels open.\n"
+	metrics_printf(o, "# HELP exrelay_rpc_channels_active RPC over HTTP channels open.\n"
 	    "# TYPE exrelay_rpc_channels_active gauge\n"
 	    "exrelay_rpc_channels_active{method=\"RPC_IN_DATA\"} %lld\n"
 	    "exrelay_rpc_channels_active{method=\"RPC_OUT_DATA\"} %lld\n",
 	    (long long)sum_scalar(S_RPC_IN), (long long)sum_scalar(S_RPC_OUT));
-	PUT("# HELP exrelay_backend_errors_total Backend failures, per backend and kind.\n"
-	    "# TYPE exrelay_backend_errors_total counter\n");
+	family(o, "exrelay_backend_errors_total", "counter", "Backend failures, per backend and kind.");
 	for (int i = 0; i < e.n; i++)
-		PUT("exrelay_backend_errors_total{backend=\"%s\",kind=\"%s\"} %lld\n", e.e[i].name,
-		    e.e[i].kind, (long long)e.e[i].v[0]);
-	n += put_series(out + n, cap - n, "Requests refused by a filter, a rule or allow_from, per rule.",
-	    "exrelay_filter_blocked_total", "rule", &f, 0);
-	return n + metrics_format_guard(out + n, cap - n);
+		metrics_printf(o, "exrelay_backend_errors_total{backend=\"%s\",kind=\"%s\"} %lld\n",
+		    metrics_label(esc, sizeof(esc), e.e[i].name), metrics_label(esc2, sizeof(esc2), e.e[i].kind),
+		    (long long)e.e[i].v[0]);
+	put_series(o, "Requests refused by a filter, a rule or allow_from, per rule.", "exrelay_filter_blocked_total",
+	    "rule", &f, 0);
+	put_guard(o);
+	put_tls(o, &t);
+	put_hists(o);
+}
+
+size_t
+metrics_format(char *out, size_t cap)
+{
+	struct metrics_out o = { out, cap, 0, false };
+
+	metrics_write(&o);
+	return o.n;
 }

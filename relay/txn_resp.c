@@ -60,6 +60,7 @@ txn_resp_final(struct conn *c, const struct http1_response *resp, size_t head_le
 	if (r != 1)
 		return r;
 	be->in->r += head_len;
+	metrics_first_byte(c->route_name ? c->route_name : "-", c->method_buf, access_clock() - c->req_start);
 	edge_response(c, resp->status);	/* the guard counts a login's answer */
 	if (resp->status >= 502 && resp->status <= 504)
 		upstream_failed(c, "5xx");	/* a gateway error storm counts toward the server's fall */
