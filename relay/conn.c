@@ -45,6 +45,7 @@ conn_close(struct conn *c, const char *reason)
 	txn_end(c, reason);
 	metrics_bytes(c->client.nread, c->client.nwritten);
 	upstream_close(c);
+	upstream_close_parked(c);
 	pump_close_half(c, &c->client);
 	ev_timer_stop(c->loop, &c->timer);
 	struct worker *w = c->w;
@@ -488,6 +489,7 @@ conn_accept(struct listener *l, int fd, const struct sockaddr_storage *peer)
 	sock_set_nodelay(fd);
 	conn_half_init(c, &c->client);
 	conn_half_init(c, &c->backend);
+	conn_half_init(c, &c->parked.h);
 	pump_half_open(&c->client, fd);
 	ev_init(&c->timer, conn_timeout_cb);
 	c->timer.data = c;

@@ -154,6 +154,14 @@ struct conn {
 	uint64_t auth_ckey;		/* edge.c: the guard's key of the client address (0: not yet) */
 	char auth_user[32];		/* edge.c: that account's name, for a block line */
 
+	/* An idle authenticated connection to another backend, kept while the client talks to this one. */
+	struct parked {
+		struct half h;		/* fd -1: none; its watchers stopped */
+		int bidx, server;
+		struct config *bcfg;
+		bool srv_counted;
+	} parked;
+
 	/* The backend connection (upstream.c). */
 	int bidx;			/* backend index in cfg, -1 none */
 	struct config *bcfg;		/* the configuration bidx refers to */
@@ -320,6 +328,8 @@ void upstream_failed(struct conn *c, const char *kind);
 void upstream_release(struct conn *c);
 void upstream_unpin(struct conn *c);
 void upstream_close(struct conn *c);
+int upstream_switch(struct conn *c, int bidx);
+void upstream_close_parked(struct conn *c);
 const char *upstream_name(const struct conn *c);
 
 /* admin.c: what exrelay answers itself. */

@@ -286,6 +286,16 @@ tls_start_client(struct half *h, const struct tls_client *tc, const char *host, 
 	return 0;
 }
 
+/* The half h's TLS session now lives at h (its struct was moved): its I/O goes through h. */
+void
+tls_rebind(struct half *h)
+{
+	struct tls_conn *t = h->tls;
+
+	if (t)
+		gnutls_transport_set_ptr(t->s, h);
+}
+
 /* Keeps a backend's session data for the next connection to the same server. */
 static void
 cache_store(struct tls_conn *t)

@@ -63,6 +63,7 @@ int tls_handshake(struct half *h, const char **why);
 const char *tls_version_name(const struct half *h);
 const char *tls_cipher_name(const struct half *h);
 bool tls_resumed(const struct half *h);
+void tls_rebind(struct half *h);
 
 extern const struct transport_ops tls_ops;
 

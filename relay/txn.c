@@ -242,10 +242,8 @@ txn_backend(struct conn *c, const struct http1_request *req, const struct route 
 {
 	const struct cfg_backend *b = &c->cfg->backends[rt->backend];
 
-	if (c->backend.fd >= 0 && (c->bidx != rt->backend || c->bcfg != c->cfg || !c->breusable))
-		upstream_close(c);
-	if (c->backend.fd >= 0)
-		return 0;
+	if (upstream_switch(c, rt->backend))
+		return 0;	/* this backend's connection: kept, or taken back from the parked one */
 	c->bidx = rt->backend;
 	c->bcfg = c->cfg;
 	/*

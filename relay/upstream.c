@@ -302,3 +302,103 @@ upstream_close(struct conn *c)
 	c->bcfg = NULL;
 	c->server = -1;
 }
+
+/* --- one connection per backend --------------------------------------------------------- */
+
+/* Moves half `from` into `to` (its watchers are stopped): watchers and TLS follow the struct. */
+static void
+move_half(struct conn *c, struct half *to, struct half *from)
+{
+	ev_io_stop(c->loop, &from->rio);
+	ev_io_stop(c->loop, &from->wio);
+	*to = *from;
+	to->rio.data = to;
+	to->wio.data = to;
+	tls_rebind(to);
+	memset(from, 0, sizeof(*from));
+	from->c = c;
+	from->fd = -1;
+	from->ops = to->ops;
+	ev_io_init(&from->rio, to->rio.cb, -1, EV_READ);
+	ev_io_init(&from->wio, to->wio.cb, -1, EV_WRITE);
+	from->rio.data = from;
+	from->wio.data = from;
+}
+
+/* True when the parked connection is still open and quiet (no end, no stray bytes waiting). */
+static bool
+parked_alive(struct conn *c)
+{
+	char b;
+
+	if (c->parked.h.fd < 0 || c->parked.h.ops->pending(&c->parked.h))
+		return false;
+	ssize_t n = recv(c->parked.h.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	return n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+/* Closes the parked backend connection, if any. */
+void
+upstream_close_parked(struct conn *c)
+{
+	struct parked *p = &c->parked;
+
+	if (p->h.fd < 0)
+		return;
+	if (p->srv_counted && p->bcfg && p->bcfg->backends[p->bidx].servers[p->server].rt)
+		servers_conn(p->bcfg->backends[p->bidx].servers[p->server].rt, -1);
+	pump_close_half(c, &p->h);
+	p->srv_counted = false;
+	p->bcfg = NULL;
+}
+
+/*
+ * Before a request for backend bidx (of c->cfg): keeps the current connection when it is
+ * bidx's; otherwise parks an idle, reusable one (NTLM authenticates the TCP connection: a
+ * client that mixes Apache and Exchange requests on one connection keeps both) and takes
+ * back bidx's parked connection when it is still open. 1 when c->backend is bidx's, else 0.
+ */
+int
+upstream_switch(struct conn *c, int bidx)
+{
+	struct half *be = &c->backend;
+	struct parked *p = &c->parked, cur = { .h = { .fd = -1 } };
+
+	if (be->fd >= 0 && c->bidx == bidx && c->bcfg == c->cfg && c->breusable)
+		return 1;
+	bool park = be->fd >= 0 && !be->connecting && c->breusable && !be->eof && c->bcfg == c->cfg &&
+	    buf_len(be->in) == 0 && !pump_has_output(be);
+	bool take = p->h.fd >= 0 && p->bidx == bidx && p->bcfg == c->cfg && parked_alive(c);
+	if (!take)
+		upstream_close_parked(c);
+	if (!park) {
+		upstream_close(c);
+	} else {
+		cur = (struct parked){ .bidx = c->bidx, .server = c->server, .bcfg = c->bcfg, .srv_counted = c->srv_counted };
+		move_half(c, &cur.h, be);
+		c->srv_counted = false;
+	}
+	if (take) {
+		move_half(c, be, &p->h);
+		c->bidx = p->bidx;
+		c->server = p->server;
+		c->bcfg = p->bcfg;
+		c->srv_counted = p->srv_counted;
+		c->breusable = true;
+		p->srv_counted = false;
+		p->bcfg = NULL;
+	} else if (park) {
+		c->bidx = -1;
+		c->bcfg = NULL;
+		c->server = -1;
+	}
+	if (park) {
+		move_half(c, &p->h, &cur.h);
+		p->bidx = cur.bidx;
+		p->server = cur.server;
+		p->bcfg = cur.bcfg;
+		p->srv_counted = cur.srv_counted;
+	}
+	c->client.fwd = 0;
+	return take;
+}
