@@ -228,8 +228,13 @@ reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	if (log_open(cfg->error_log, cfg->log_level) == -1 ||
 	    log_access_open(cfg->access_log, cfg->access_format) == -1)
 		log_error("reload: cannot open a log file: %s", strerror(errno));
-	write_addrfile(sets[0]);	/* before the hand-over: the worker owns the set after it */
 	worker_hand_over(sets);
+	/*
+	 * After the hand-over, which waits until every worker took its set: a test (or a script)
+	 * that sees the new file knows new connections get the new configuration. The sets are only
+	 * freed by the workers at the next hand-over, which this (main) thread starts.
+	 */
+	write_addrfile(sets[0]);
 	health_reload(cfg);
 	config_unref(old);
 	log_info("configuration reloaded from %s", conf_path);
