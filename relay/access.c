@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "relay.h"
 #include "tls.h"
 
@@ -60,10 +61,7 @@ access_save(struct conn *c, const struct http1_request *req, const struct cred *
 double
 access_clock(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return clock_wall();
 }
 
 /* Writes the request's access-log line and counts it; frees the saved fields. */

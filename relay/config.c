@@ -47,29 +47,17 @@ config_kw_str(const char *const *kw, int v)
 	return "?";
 }
 
-const char *
-config_role_str(enum listener_role r)
-{
-	return config_kw_str(config_role_kw, (int)r);
-}
-
-const char *
-config_pp_mode_str(enum pp_mode m)
-{
-	return config_kw_str(config_pp_mode_kw, (int)m);
-}
-
-const char *
-config_send_proxy_str(enum send_proxy s)
-{
-	return config_kw_str(config_send_proxy_kw, (int)s);
-}
-
-const char *
-config_srv_admin_str(enum srv_admin a)
-{
-	return config_kw_str(config_srv_admin_kw, (int)a);
-}
+/* The keyword of each value of a keyword enum: `const char *fn(type v)`. */
+#define CONFIG_KW_STR(fn, type, table) \
+	const char *fn(type v) \
+	{ \
+		return config_kw_str(table, (int)v); \
+	}
+CONFIG_KW_STR(config_role_str, enum listener_role, config_role_kw)
+CONFIG_KW_STR(config_pp_mode_str, enum pp_mode, config_pp_mode_kw)
+CONFIG_KW_STR(config_send_proxy_str, enum send_proxy, config_send_proxy_kw)
+CONFIG_KW_STR(config_srv_admin_str, enum srv_admin, config_srv_admin_kw)
+#undef CONFIG_KW_STR
 
 int
 config_srv_admin_parse(const char *kw)
@@ -172,10 +160,10 @@ config_get_int(struct config_ctx *x, const config_setting_t *g, const char *name
 	return 0;
 }
 
-/* Reads an optional duration (seconds, int or float) within (lo, hi]. */
+/* Reads an optional number (int or float) within (lo, hi], in `unit` ("seconds", "days"). */
 int
-config_get_duration(struct config_ctx *x, const config_setting_t *g, const char *name,
-    double *out, double lo, double hi)
+config_get_number(struct config_ctx *x, const config_setting_t *g, const char *name,
+    double *out, double lo, double hi, const char *unit)
 {
 	config_setting_t *m = config_setting_get_member(g, name);
 	double v;
@@ -190,13 +178,20 @@ config_get_duration(struct config_ctx *x, const config_setting_t *g, const char 
 		break;
 	}
 	case CONFIG_TYPE_FLOAT: v = config_setting_get_float(m); break;
-	default: return config_fail(x, m, "'%s' must be a number of seconds", name);
+	default: return config_fail(x, m, "'%s' must be a number of %s", name, unit);
 	}
 	if (!(v > lo && v <= hi))
-		return config_fail(x, m, "'%s' must be more than %g and at most %g seconds", name, lo,
-		    hi);
+		return config_fail(x, m, "'%s' must be more than %g and at most %g %s", name, lo, hi, unit);
 	*out = v;
 	return 0;
+}
+
+/* Reads an optional duration (seconds, int or float) within (lo, hi]. */
+int
+config_get_duration(struct config_ctx *x, const config_setting_t *g, const char *name,
+    double *out, double lo, double hi)
+{
+	return config_get_number(x, g, name, out, lo, hi, "seconds");
 }
 
 int

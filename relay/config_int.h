@@ -40,6 +40,8 @@ int config_get_int(struct config_ctx *x, const config_setting_t *g, const char *
     long long lo, long long hi);
 int config_get_duration(struct config_ctx *x, const config_setting_t *g, const char *name,
     double *out, double lo, double hi);
+int config_get_number(struct config_ctx *x, const config_setting_t *g, const char *name,
+    double *out, double lo, double hi, const char *unit);
 int config_get_bool(struct config_ctx *x, const config_setting_t *g, const char *name, bool *out);
 
 /* A list of strings into a NULL-terminated malloc'd array (*out NULL, *n 0 when absent). */

@@ -72,27 +72,6 @@ config_security_load(struct config_ctx *x, const config_setting_t *root)
 	return 0;
 }
 
-/* Reads an optional number of days in (0, 365]. */
-static int
-config_get_days(struct config_ctx *x, const config_setting_t *g, const char *name, double *out)
-{
-	config_setting_t *m = config_setting_get_member(g, name);
-	double v;
-
-	if (!m)
-		return 0;
-	if (config_setting_type(m) == CONFIG_TYPE_FLOAT)
-		v = config_setting_get_float(m);
-	else if (config_setting_type(m) == CONFIG_TYPE_INT)
-		v = config_setting_get_int(m);
-	else
-		return config_fail(x, m, "'%s' must be a number of days", name);
-	if (!(v > 0 && v <= 365))
-		return config_fail(x, m, "'%s' must be more than 0 and at most 365 days", name);
-	*out = v;
-	return 0;
-}
-
 /* auth_guard = { enabled; max_failures; window; block; familiar_days; max_failures_per_client; max_entries; } */
 int
 config_guard_load(struct config_ctx *x, const config_setting_t *root)
@@ -110,7 +89,7 @@ config_guard_load(struct config_ctx *x, const config_setting_t *root)
 	    config_get_int(x, g, "max_failures", &p->max_failures, 1, 1000) ||
 	    config_get_duration(x, g, "window", &p->window, 0, 86400 * 7) ||
 	    config_get_duration(x, g, "block", &p->block, 0, 86400 * 7) ||
-	    config_get_days(x, g, "familiar_days", &p->familiar_days) ||
+	    config_get_number(x, g, "familiar_days", &p->familiar_days, 0, 365, "days") ||
 	    config_get_int(x, g, "max_failures_per_client", &p->max_failures_per_client, 1, 1000000) ||
 	    config_get_int(x, g, "max_entries", &entries, 1000, 50000000))
 		return -1;

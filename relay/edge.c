@@ -18,16 +18,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "relay.h"
-
-static double
-edge_clock(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* Fills a refusal: status, the access log's ROUTE tag and the reason. */
 static int
@@ -124,7 +116,7 @@ edge_route(struct conn *c, const struct http1_request *req, size_t route, const 
 	if (!c->auth_ckey)
 		c->auth_ckey = guard_key(c->client_ip);	/* once per connection */
 	uint64_t user = guard_key(cr->key);
-	enum guard_verdict v = guard_check(&c->cfg->guard, user, c->auth_ckey, edge_clock(), &ev);
+	enum guard_verdict v = guard_check(&c->cfg->guard, user, c->auth_ckey, clock_mono(), &ev);
 	edge_guard_log(c, &ev, cr->user);
 	if (v == GUARD_BLOCK_CLIENT) {
 		snprintf(r->extra, sizeof(r->extra), "Retry-After: %u\r\n", ev.retry_after);
@@ -148,7 +140,7 @@ edge_response(struct conn *c, int status)
 	if (!c->auth_ukey)
 		return;
 	if (status == 401 || (status >= 200 && status < 400)) {
-		guard_result(&c->cfg->guard, c->auth_ukey, c->auth_ckey, status != 401, edge_clock(), &ev);
+		guard_result(&c->cfg->guard, c->auth_ukey, c->auth_ckey, status != 401, clock_mono(), &ev);
 		if (ev.kind != GUARD_EV_NONE)
 			edge_guard_log(c, &ev, c->auth_user);
 	}

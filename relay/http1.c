@@ -36,17 +36,35 @@ http1_lower(unsigned char c)
 	return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
 }
 
+/* ASCII lower case, with '_' read as '-' when dash. */
+static inline unsigned char
+http1_fold(unsigned char c, bool dash)
+{
+	return dash && c == '_' ? '-' : http1_lower(c);
+}
+
+/* True when a[0..an) equals b[0..bn) case-insensitively (and '_' equals '-' when dash). */
+static bool
+http1_folded_eq(const char *a, size_t an, const char *b, size_t bn, bool dash)
+{
+	if (an != bn)
+		return false;
+	for (size_t i = 0; i < an; i++)
+		if (http1_fold((unsigned char)a[i], dash) != http1_fold((unsigned char)b[i], dash))
+			return false;
+	return true;
+}
+
 bool
 http1_ci_eq(const char *a, size_t an, const char *b, size_t bn)
 {
-	size_t i;
+	return http1_folded_eq(a, an, b, bn, false);
+}
 
-	if (an != bn)
-		return false;
-	for (i = 0; i < an; i++)
-		if (http1_lower((unsigned char)a[i]) != http1_lower((unsigned char)b[i]))
-			return false;
-	return true;
+bool
+http1_ci_eq_dash(const char *a, size_t an, const char *b, size_t bn)
+{
+	return http1_folded_eq(a, an, b, bn, true);
 }
 
 /* Case-insensitive: is p[0..n) exactly the string s? */

@@ -154,6 +154,8 @@ ssize_t http1_resp_parse(const char *buf, size_t len, const struct http1_limits 
 
 /* True when a[0..an) and b[0..bn) are equal, ASCII case-insensitively (the locale plays no part). */
 bool http1_ci_eq(const char *a, size_t an, const char *b, size_t bn);
+/* The same, with '_' and '-' equal too (CGI and IIS fold field names that way). */
+bool http1_ci_eq_dash(const char *a, size_t an, const char *b, size_t bn);
 
 /* Upgrade protocols (RFC 9110 7.8) forwarded to a backend; others are dropped (RFC 9113 3.1:
  * exrelay cannot follow h2c after a 101). Names compare case-insensitively. */

@@ -139,7 +139,7 @@ rw_protected(struct http1_slice name)
  *       X-AnonResource-Backend and X-BEResource, which it filters as cookies);
  *   [P] public analyses of ProxyLogon (CVE-2021-26855/27065) and ProxyShell (CVE-2021-34473/
  *       34523/31207) and their proof-of-concept requests.
- * Compared case-insensitively with '_' read as '-' (rw_fold_eq).
+ * Compared case-insensitively with '_' read as '-' (http1_ci_eq_dash).
  */
 static const char *const rw_internal[] = {
 	"X-CommonAccessToken",		/* [I][P] CAFE's serialized identity (ProxyShell: X-Rps-CAT) */
@@ -164,37 +164,14 @@ static const char *const rw_lookalike[] = {
 	"Keep-Alive", "Proxy-Connection", "HTTP2-Settings",
 };
 
-/* ASCII lower case with '_' read as '-'. */
-static unsigned char
-rw_fold(unsigned char c)
-{
-	if (c == '_')
-		return '-';
-	return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
-}
-
-/* True when p[0..n) equals s[0..sn), case-insensitively and with '_' and '-' the same. */
-static bool
-rw_fold_eq(const char *p, size_t n, const char *s, size_t sn)
-{
-	size_t i;
-
-	if (n != sn)
-		return false;
-	for (i = 0; i < n; i++)
-		if (rw_fold((unsigned char)p[i]) != rw_fold((unsigned char)s[i]))
-			return false;
-	return true;
-}
-
-/* True when name equals one of names[0..n) by rw_fold_eq. */
+/* True when name equals one of names[0..n) by http1_ci_eq_dash. */
 static bool
 rw_fold_in(struct http1_slice name, const char *const *names, size_t n)
 {
 	size_t i;
 
 	for (i = 0; i < n; i++)
-		if (rw_fold_eq(name.p, name.len, names[i], strlen(names[i])))
+		if (http1_ci_eq_dash(name.p, name.len, names[i], strlen(names[i])))
 			return true;
 	return false;
 }
@@ -214,7 +191,7 @@ rw_added(const struct rewrite_request_ctx *ctx, struct http1_slice name, bool fo
 		if ((colon = strchr(a, ':')) == NULL)
 			continue;
 		n = (size_t)(colon - a);
-		if (fold ? rw_fold_eq(a, n, name.p, name.len) : http1_ci_eq(a, n, name.p, name.len))
+		if (fold ? http1_ci_eq_dash(a, n, name.p, name.len) : http1_ci_eq(a, n, name.p, name.len))
 			return true;
 	}
 	return false;

@@ -130,14 +130,13 @@ static enum rt_result rt_show_info(struct rt_client *cl, char **args);
 static enum rt_result rt_show_stat(struct rt_client *cl, char **args);
 static enum rt_result rt_show_state(struct rt_client *cl, char **args);
 static enum rt_result rt_enable(struct rt_client *cl, char **args);
-static enum rt_result rt_disable(struct rt_client *cl, char **args);
 static enum rt_result rt_get_weight(struct rt_client *cl, char **args);
 static enum rt_result rt_set_weight(struct rt_client *cl, char **args);
 static enum rt_result rt_set_server(struct rt_client *cl, char **args);
 
 /* In the order of HAProxy's help (sorted by usage line). */
 static const struct rt_kw rt_kws[] = {
-	{ { "disable", "server" }, "disable server (DEPRECATED)             : disable a server for maintenance (use 'set server' instead)", rt_disable },
+	{ { "disable", "server" }, "disable server (DEPRECATED)             : disable a server for maintenance (use 'set server' instead)", rt_enable },
 	{ { "enable", "server" }, "enable server  (DEPRECATED)             : enable a disabled server (use 'set server' instead)", rt_enable },
 	{ { "get", "weight" }, "get weight <bk>/<srv>                   : report a server's current weight", rt_get_weight },
 	{ { "set", "server" }, "set server <bk>/<srv> [opts]            : change a server's state, weight, address or ssl", rt_set_server },
@@ -409,19 +408,9 @@ rt_enable(struct rt_client *cl, char **args)
 {
 	struct srv *s = rt_server(&cl->out, args[2]);
 
-	/* HAProxy's `enable server` ends maintenance only; a drain stays. */
-	if (s && servers_admin(s) == SRV_MAINT)
-		rt_admin(s, SRV_READY);
-	return RT_DONE;
-}
-
-static enum rt_result
-rt_disable(struct rt_client *cl, char **args)
-{
-	struct srv *s = rt_server(&cl->out, args[2]);
-
-	if (s)
-		rt_admin(s, SRV_MAINT);
+	/* HAProxy's `enable server` ends maintenance only; a drain stays. `disable` is maintenance. */
+	if (s && (args[0][0] == 'd' || servers_admin(s) == SRV_MAINT))
+		rt_admin(s, args[0][0] == 'd' ? SRV_MAINT : SRV_READY);
 	return RT_DONE;
 }
 

@@ -14,6 +14,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "clock.h"
 #include "hrw.h"
 #include "log.h"
 #include "servers.h"
@@ -28,15 +29,6 @@ static int nsrv;
 static struct srv *order[SRV_MAX];	/* the live entries, in configuration order */
 static int norder;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-
-static double
-wall(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int
 get(const int *v)
@@ -63,7 +55,7 @@ entry(const char *backend, const char *name)
 	snprintf(s->backend, sizeof(s->backend), "%s", backend);
 	snprintf(s->name, sizeof(s->name), "%s", name);
 	s->admin_rt = s->weight_rt = -1;
-	s->admin_change = wall();
+	s->admin_change = clock_wall();
 	return s;
 }
 
@@ -81,7 +73,7 @@ bind_protos(struct srv *s, const struct cfg_backend *b)
 	s->nprotos = s->per_proto ? (int)b->nprotos : 1;
 	for (int p = 0; p < s->nprotos; p++) {
 		snprintf(s->protos[p], sizeof(s->protos[p]), "%s", s->per_proto ? b->protos[p] : "*");
-		s->health[p] = (struct srv_health){ .up = 1, .last_change = wall() };
+		s->health[p] = (struct srv_health){ .up = 1, .last_change = clock_wall() };
 		snprintf(s->health[p].last_status, sizeof(s->health[p].last_status), "INI");
 		for (int q = 0; q < n; q++)
 			if (strcmp(names[q], s->protos[p]) == 0)
@@ -163,7 +155,7 @@ void
 servers_set_admin(struct srv *s, enum srv_admin a)
 {
 	put(&s->admin_rt, (int)a);
-	s->admin_change = wall();
+	s->admin_change = clock_wall();
 	log_warn("server %s/%s state %s (runtime API)", s->backend, s->name, config_srv_admin_str(a));
 }
 
@@ -302,7 +294,7 @@ servers_failure(struct srv *s, const char *kind)
 	for (int p = 0; p < s->nprotos; p++)
 		if (get(&s->health[p].up)) {
 			put(&s->health[p].up, 0);
-			s->health[p].last_change = wall();
+			s->health[p].last_change = clock_wall();
 			snprintf(s->health[p].last_status, sizeof(s->health[p].last_status), "passive %s", kind);
 		}
 	log_warn("server %s/%s is DOWN (%d %s failures in a row)", s->backend, s->name, get(&s->fall), kind);
@@ -369,7 +361,7 @@ servers_check_result(struct srv *s, int proto, bool ok, double duration, const c
 		return;
 	h->streak = 0;
 	put(&h->up, ok);
-	h->last_change = wall();
+	h->last_change = clock_wall();
 	log_warn("server %s/%s protocol %s is %s (%s)", s->backend, s->name, s->protos[proto],
 	    ok ? "UP" : "DOWN", status);
 }
