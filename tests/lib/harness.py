@@ -335,19 +335,45 @@ class Standin(Process):
         """http://127.0.0.1:PORT/path of the first listener."""
         return "http://%s%s" % (self.addrs[0], path)
 
+    def control(self, health=None, mode=None, timeout=10.0):
+        """Changes the stand-in at run time through its knob file (see the stand-in's header):
+        `health` ({vdir: status or "hang"}, "*" for the others) replaces the health pages' answers
+        when given, `mode` ("normal", "hang", "blackhole", "refuse") the whole server's. Waits
+        until the stand-in logged that it applied this change; returns True (False on timeout)."""
+        self.knobs = dict(getattr(self, "knobs", None) or {"health": {}, "mode": "normal", "gen": 0})
+        if health is not None:
+            self.knobs["health"] = dict(health)
+        if mode is not None:
+            self.knobs["mode"] = mode
+        self.knobs["gen"] += 1
+        tmp = self.control_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.knobs, f)
+        os.rename(tmp, self.control_path)
+        return bool(self.wait_event("control", timeout, gen=self.knobs["gen"]))
+
+    def health_requests(self, vdir=None):
+        """The health page requests this stand-in answered (events "health"), of one vdir or all."""
+        return self.events("health", **({"vdir": vdir} if vdir else {}))
+
 
 def start_standin(listens=1, ping_interval=0, notify_interval=30, tls_cert=None, tls_key=None,
-                  require_client_cert=None, host="127.0.0.1", timeout=10.0, extra_args=()):
+                  require_client_cert=None, host="127.0.0.1", timeout=10.0, extra_args=(), name=None):
     """Starts tests/standin/exchange.py on `listens` free ports of `host` and waits until ready.
 
     Readiness: the port file (written atomically once every socket listens) exists. Connection
-    ids in the log therefore start at conn-1 with the test's own first connection. Returns a Standin.
+    ids in the log therefore start at conn-1 with the test's own first connection. `name` is the
+    server name in its health pages and JSON answers. Its knob file is .control_path (use
+    .control()). Returns a Standin.
     """
     d = tmpdir("exrelay-standin-")
     log = os.path.join(d, "standin.log")
     port_file = os.path.join(d, "ports")
-    argv = [sys.executable, STANDIN, "--log", log, "--port-file", port_file,
+    control = os.path.join(d, "control.json")
+    argv = [sys.executable, STANDIN, "--log", log, "--port-file", port_file, "--control", control,
             "--ping-interval", str(ping_interval), "--notify-interval", str(notify_interval)]
+    if name:
+        argv += ["--name", name]
     for _ in range(listens):
         argv += ["--listen", "%s:0" % host]
     if tls_cert:
@@ -356,7 +382,7 @@ def start_standin(listens=1, ping_interval=0, notify_interval=30, tls_cert=None,
         argv += ["--require-client-cert", require_client_cert]
     argv += list(extra_args)
     p = Standin("standin", argv, d)
-    p.log = log
+    p.log, p.control_path = log, control
     if not wait_for(lambda: os.path.exists(port_file) or not p.alive(), timeout) or not p.alive():
         raise RuntimeError("stand-in did not start: %s" % p.stderr_text()[-2000:])
     with open(port_file) as f:
@@ -550,9 +576,63 @@ def exrelay_path():
     return os.path.normpath(os.path.join(TESTS_DIR, "..", "relay", "exrelay"))
 
 
-class Exrelay(Process):
+class RuntimeApi:
+    """HAProxy's runtime API over a Unix socket (.stats_socket): HAProxy's stats socket, or
+    exrelay's global.admin_socket, which speaks the same commands and formats."""
+
+    stats_socket = None
+
+    def command(self, cmd, timeout=5.0):
+        """Sends one command line to the socket and returns the whole answer as text (read until
+        the other side closes, as HAProxy does outside prompt mode, or `timeout` s pass)."""
+        if not self.stats_socket:
+            raise RuntimeError("no runtime API socket configured ('stats socket' / 'admin_socket')")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(self.stats_socket)
+            s.sendall(cmd.encode() + b"\n")
+            out = bytearray()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                s.settimeout(max(0.01, deadline - time.monotonic()))
+                data = s.recv(65536)
+                if not data:
+                    break
+                out += data
+        return out.decode("utf-8", "replace")
+
+    def show_stat(self):
+        """`show stat` parsed: a list of dicts keyed by the CSV columns (pxname, svname, status,
+        check_status, agent_status, ...)."""
+        lines = self.command("show stat").splitlines()
+        if not lines or not lines[0].startswith("# "):
+            raise RuntimeError("unexpected 'show stat' answer: %r" % lines[:2])
+        cols = lines[0][2:].split(",")
+        return [dict(zip(cols, line.split(","))) for line in lines[1:] if line.strip()]
+
+    def server_stat(self, backend, server):
+        """The `show stat` row of one server (dict), or None."""
+        for row in self.show_stat():
+            if row.get("pxname") == backend and row.get("svname") == server:
+                return row
+        return None
+
+    def show_servers_state(self, backend=""):
+        """`show servers state [backend]` parsed: a list of dicts keyed by the column names."""
+        lines = self.command(("show servers state " + backend).strip()).splitlines()
+        cols, out = None, []
+        for line in lines:
+            if line.startswith("# "):
+                cols = line[2:].split()
+            elif cols and line.strip():    # the format version line comes before the header
+                out.append(dict(zip(cols, line.split())))
+        return out
+
+
+class Exrelay(RuntimeApi, Process):
     """The running daemon: .config_path, .addr_path, .addrs, .ports, .port(), .stop(), .reload(),
-    .wait_reloaded(), .rss_kib(), .stderr_text().
+    .wait_reloaded(), .rss_kib(), .stderr_text(); with global.admin_socket in its configuration,
+    the runtime API too (.stats_socket, .command(), .show_stat(), .server_stat(), ...: RuntimeApi).
 
     exrelay runs with `-a ADDR_FILE`: the listeners bind port 0 in the tests' configurations and
     .addrs ({name: (host, port)}) and .ports ({name: port}) say where they are."""
@@ -657,6 +737,8 @@ def start_exrelay(config_text, ports=(), host="127.0.0.1", timeout=10.0, args=()
     argv, cfg, addr_path = exrelay_argv(d, config_text, args)
     p = Exrelay("exrelay", argv, d)
     p.config_path, p.addr_path = cfg, addr_path
+    m = re.search(r'admin_socket\s*=\s*\{[^}]*\bpath\s*=\s*"([^"]+)"', config_text)
+    p.stats_socket = m.group(1) if m else None
     if wait:
         p.wait_addrs(timeout)
         for port in ports:
@@ -670,54 +752,9 @@ def start_exrelay(config_text, ports=(), host="127.0.0.1", timeout=10.0, args=()
 # HAProxy
 # ----------------------------------------------------------------------------------------------
 
-class Haproxy(Process):
+class Haproxy(RuntimeApi, Process):
     """The running HAProxy: .dir, .config_path, .stats_socket, .command(), .show_stat(),
     .server_stat(), .show_servers_state(), .stop()."""
-
-    def command(self, cmd, timeout=5.0):
-        """Sends one command to the stats socket and returns the whole answer as text."""
-        if not self.stats_socket:
-            raise RuntimeError("no 'stats socket' in the HAProxy configuration")
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(self.stats_socket)
-            s.sendall(cmd.encode() + b"\n")
-            out = bytearray()
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                s.settimeout(max(0.01, deadline - time.monotonic()))
-                data = s.recv(65536)
-                if not data:
-                    break
-                out += data
-        return out.decode("utf-8", "replace")
-
-    def show_stat(self):
-        """`show stat` parsed: a list of dicts keyed by the CSV columns (pxname, svname, status,
-        check_status, agent_status, ...)."""
-        lines = self.command("show stat").splitlines()
-        if not lines or not lines[0].startswith("# "):
-            raise RuntimeError("unexpected 'show stat' answer: %r" % lines[:2])
-        cols = lines[0][2:].split(",")
-        return [dict(zip(cols, line.split(","))) for line in lines[1:] if line.strip()]
-
-    def server_stat(self, backend, server):
-        """The `show stat` row of one server (dict), or None."""
-        for row in self.show_stat():
-            if row.get("pxname") == backend and row.get("svname") == server:
-                return row
-        return None
-
-    def show_servers_state(self, backend=""):
-        """`show servers state [backend]` parsed: a list of dicts keyed by the column names."""
-        lines = self.command(("show servers state " + backend).strip()).splitlines()
-        cols, out = None, []
-        for line in lines:
-            if line.startswith("# "):
-                cols = line[2:].split()
-            elif cols and line.strip():    # the format version line comes before the header
-                out.append(dict(zip(cols, line.split())))
-        return out
 
 
 def start_haproxy(config_text, ports=(), host="127.0.0.1", timeout=10.0):
