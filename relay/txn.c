@@ -579,6 +579,13 @@ txn_timeout(struct conn *c, enum conn_timeout t)
 		return STEP_GOTO(PH_CLOSING);
 	case TO_CONNECT:
 		metrics_backend_error(upstream_name(c), "connect_timeout");
+		/* A server that never answers the connect counts as failed; the next one is tried. */
+		upstream_failed(c, "connect");
+		if (c->backend.tls == NULL && upstream_retry(c) == 0) {
+			log_info("client=%s backend %s: connect timed out; trying the next server", c->client_ip,
+			    upstream_name(c));
+			return STEP_GOTO(PH_ACTIVE);	/* the connect timer starts over */
+		}
 		return txn_fail(c, 504, "backend connect timeout");
 	case TO_RESPONSE:
 		metrics_backend_error(upstream_name(c), "timeout");

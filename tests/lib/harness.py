@@ -335,19 +335,45 @@ class Standin(Process):
         """http://127.0.0.1:PORT/path of the first listener."""
         return "http://%s%s" % (self.addrs[0], path)
 
+    def control(self, health=None, mode=None, timeout=10.0):
+        """Changes the stand-in at run time through its knob file (see the stand-in's header):
+        `health` ({vdir: status or "hang"}, "*" for the others) replaces the health pages' answers
+        when given, `mode` ("normal", "hang", "blackhole", "refuse") the whole server's. Waits
+        until the stand-in logged that it applied this change; returns True (False on timeout)."""
+        self.knobs = dict(getattr(self, "knobs", None) or {"health": {}, "mode": "normal", "gen": 0})
+        if health is not None:
+            self.knobs["health"] = dict(health)
+        if mode is not None:
+            self.knobs["mode"] = mode
+        self.knobs["gen"] += 1
+        tmp = self.control_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.knobs, f)
+        os.rename(tmp, self.control_path)
+        return bool(self.wait_event("control", timeout, gen=self.knobs["gen"]))
+
+    def health_requests(self, vdir=None):
+        """The health page requests this stand-in answered (events "health"), of one vdir or all."""
+        return self.events("health", **({"vdir": vdir} if vdir else {}))
+
 
 def start_standin(listens=1, ping_interval=0, notify_interval=30, tls_cert=None, tls_key=None,
-                  require_client_cert=None, host="127.0.0.1", timeout=10.0, extra_args=()):
+                  require_client_cert=None, host="127.0.0.1", timeout=10.0, extra_args=(), name=None):
     """Starts tests/standin/exchange.py on `listens` free ports of `host` and waits until ready.
 
     Readiness: the port file (written atomically once every socket listens) exists. Connection
-    ids in the log therefore start at conn-1 with the test's own first connection. Returns a Standin.
+    ids in the log therefore start at conn-1 with the test's own first connection. `name` is the
+    server name in its health pages and JSON answers. Its knob file is .control_path (use
+    .control()). Returns a Standin.
     """
     d = tmpdir("exrelay-standin-")
     log = os.path.join(d, "standin.log")
     port_file = os.path.join(d, "ports")
-    argv = [sys.executable, STANDIN, "--log", log, "--port-file", port_file,
+    control = os.path.join(d, "control.json")
+    argv = [sys.executable, STANDIN, "--log", log, "--port-file", port_file, "--control", control,
             "--ping-interval", str(ping_interval), "--notify-interval", str(notify_interval)]
+    if name:
+        argv += ["--name", name]
     for _ in range(listens):
         argv += ["--listen", "%s:0" % host]
     if tls_cert:
@@ -356,7 +382,7 @@ def start_standin(listens=1, ping_interval=0, notify_interval=30, tls_cert=None,
         argv += ["--require-client-cert", require_client_cert]
     argv += list(extra_args)
     p = Standin("standin", argv, d)
-    p.log = log
+    p.log, p.control_path = log, control
     if not wait_for(lambda: os.path.exists(port_file) or not p.alive(), timeout) or not p.alive():
         raise RuntimeError("stand-in did not start: %s" % p.stderr_text()[-2000:])
     with open(port_file) as f:

@@ -14,9 +14,35 @@ Usage:
               [--ping-interval S] [--notify-interval S]
               [--tls-cert C --tls-key K [--require-client-cert CA] [--extended-protection]]
               [--user NAME:PASSWORD ...] [--no-default-users]
+              [--name NAME] [--control FILE]
 
 Port 0 picks a free port; the bound addresses ("host:port", one line per --listen, in order) are
 written to --port-file atomically (temp file + rename) once every socket listens.
+
+Run-time control (--control FILE): a JSON knob file that the stand-in re-reads whenever it is
+replaced (polled every 20 ms; write it to a temp file and rename it into place). All keys optional:
+  {"gen": N,                        echoed in the "control" event once applied (tests wait for it)
+   "health": {"owa": 503, "rpc": "hang", "*": 200},
+                                    status of GET|HEAD /<vdir>/healthcheck.htm per virtual directory
+                                    (lower case; "*" is the default for the others, itself 200 by
+                                    default); a number is that status, "hang" reads the request and
+                                    never answers (until the client closes)
+   "mode": "normal" | "hang" | "blackhole" | "refuse"}
+                                    the whole server, for connections from then on:
+                                      hang      TCP connects complete; the connection is read and
+                                                discarded and never answered (accept, never answer)
+                                      blackhole SYNs are dropped, so connects time out: no more
+                                                accept(), the listen backlog cut to 0 and filled by
+                                                the stand-in's own connections to itself
+                                      refuse    the listening sockets are closed (connects are
+                                                refused); back to normal, they are bound again on
+                                                the same ports
+                                    Connections open before a change keep running.
+Every applied file logs "control" {gen, mode, health}, after the change took effect.
+
+Health pages (any virtual directory, as Exchange's Managed Availability answers them, anonymous):
+  GET or HEAD /<vdir>/healthcheck.htm   200 "200 OK<br/>NAME" (NAME: --name), or what the knob file
+                                        says for that vdir; logs "health" {vdir, status}.
 
 Requests (query parameters are parsed from the target; bare words like "server:6001" are ignored):
   RPC_IN_DATA / RPC_OUT_DATA on /rpc/rpcproxy.dll* or /rpcwithcert/rpcproxy.dll*:
@@ -61,7 +87,7 @@ Requests (query parameters are parsed from the target; bare words like "server:6
     "PENDING\r\n" chunk every --notify-interval seconds (?interval=S overrides), after ?pending=N
     (default 3) of them a final "DONE\r\n..." chunk with the result, then the last chunk.
   Anything else: 200 with a JSON body {method, target, version, headers, conn, peer, body_bytes,
-    body_sha256, ntlm_user, auth_user, auth_scheme}, Content-Length framed, keep-alive as the client asked. Knobs:
+    body_sha256, ntlm_user, auth_user, auth_scheme, server (--name)}, Content-Length framed, keep-alive as the client asked. Knobs:
         ?status=NNN      status code (204/304 send no body)
         ?len=N[&seed=S]  body is N bytes of rpch.Pattern(S) instead of JSON
         ?chunked=1       chunked framing (HTTP/1.0 clients get a read-until-close body instead)
@@ -87,7 +113,9 @@ Log events (one JSON object per line, each with "ev", "t" (epoch seconds) and us
   auth_ok {user, scheme}, auth_fail {user, scheme, reason} (reason: bad_password, unknown_user,
   malformed, no_challenge, wrong_connection, not_ntlmv2, channel_binding_missing,
   channel_binding_wrong),
-  notify_chunk {n, kind}, ping {channels}, bad_request {reason}, close, conn_error {error}.
+  notify_chunk {n, kind}, ping {channels}, bad_request {reason}, close, conn_error {error},
+  health {vdir, status ("hang" for a hung page)}, control {gen, mode, health}, control_error {error},
+  hang_accept {peer} and hang_close {bytes} (mode hang), listen_closed {addr} (mode refuse).
   Cookies are logged in hex.
 
 Design: one thread per connection (small stacks), blocking sockets. Bodies are never accumulated:
@@ -131,6 +159,8 @@ HEX_RE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 # Virtual directories where Exchange 2019 CU14+ sets IIS Extended Protection to "Required"
 # (Microsoft, "Exchange Server Support for Windows Extended Protection").
 EP_VDIRS = ("rpc", "owa", "ecp", "mapi", "oab", "powershell")
+HEALTH_RE = re.compile(r"/([^/]+)/healthcheck\.htm", re.IGNORECASE)
+MODES = ("normal", "hang", "blackhole", "refuse")
 
 
 class HttpError(Exception):
@@ -533,55 +563,194 @@ class Server:
                     pem = f.read()
                 first = pem[:pem.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")]
                 self.cb_expected = ntlm.channel_binding_hash(ssl.PEM_cert_to_DER_cert(first))
-        self.listeners = []
+        self.listeners = []              # listening sockets (None while refusing), per --listen
+        self.bound = []                  # (family, host, port) of each, to bind again
+        self.mode = "normal"             # see "Run-time control" in the file header
+        self.health = {}                 # vdir -> status or "hang" ("*": the default)
+        self.fillers = []                # our own connections filling the backlog (blackhole)
+        self.filler_peers = set()        # their addresses, as accept() will see them
+        self.mode_lock = threading.Lock()
 
     # -- sockets and threads -------------------------------------------------------------------
 
     def listen(self):
-        """Binds every --listen address; writes --port-file; starts the accept threads."""
+        """Binds every --listen address; writes --port-file; starts the accept threads and the
+        control-file watcher."""
         addrs = []
         for spec in self.args.listen:
             host, _, port = spec.rpartition(":")
             host = host.strip("[]")
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            s = socket.socket(family, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, int(port)))
-            s.listen(4096)
+            s = self.bind_one(family, host, int(port))
             bound = s.getsockname()
             addr = ("[%s]:%d" if family == socket.AF_INET6 else "%s:%d") % (bound[0], bound[1])
             addrs.append(addr)
             self.listeners.append(s)
+            self.bound.append((family, host, bound[1]))
             self.log("listen", addr=addr, tls=self.tls is not None)
+        if self.args.control:
+            self.control_poll()                    # a file written before start applies at once
         if self.args.port_file:
             tmp = self.args.port_file + ".tmp.%d" % os.getpid()
             with open(tmp, "w") as f:
                 f.write("".join(a + "\n" for a in addrs))
             os.rename(tmp, self.args.port_file)
-        for s in self.listeners:
-            threading.Thread(target=self.accept_loop, args=(s,), daemon=True).start()
+        for i, s in enumerate(self.listeners):
+            if s is not None:
+                threading.Thread(target=self.accept_loop, args=(i, s), daemon=True).start()
         if self.args.ping_interval > 0:
             threading.Thread(target=self.ping_loop, daemon=True).start()
+        if self.args.control:
+            threading.Thread(target=self.control_loop, daemon=True).start()
 
-    def accept_loop(self, lsock):
-        """Accepts connections forever, one thread each (backs off briefly when out of fds)."""
-        while True:
+    @staticmethod
+    def bind_one(family, host, port):
+        """A listening socket on host:port (SO_REUSEADDR, so a port closed by "refuse" binds again)."""
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        s.listen(4096)
+        return s
+
+    def accept_loop(self, idx, lsock):
+        """Accepts connections on listener idx, one thread each (backs off briefly when out of
+        fds), while lsock is still that listener; accepts nothing while the mode is blackhole."""
+        poller = select.poll()
+        poller.register(lsock.fileno(), select.POLLIN)
+        while self.listeners[idx] is lsock:
+            if self.mode == "blackhole" or not poller.poll(100):
+                time.sleep(0.02 if self.mode == "blackhole" else 0)
+                continue
             try:
+                lsock.setblocking(False)
                 sock, addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                continue
             except OSError as e:
-                if lsock.fileno() < 0:
+                if self.listeners[idx] is not lsock or lsock.fileno() < 0:
                     return
                 self.log("accept_error", error=str(e))
                 time.sleep(0.05)
                 continue
+            sock.setblocking(True)
+            if addr[:2] in self.filler_peers:      # one of our own backlog fillers: not a client
+                self.filler_peers.discard(addr[:2])
+                sock.close()
+                continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             cid = "conn-%d" % next(self.ids)
             peer = ("[%s]:%d" if sock.family == socket.AF_INET6 else "%s:%d") % addr[:2]
+            target = self.serve_hang if self.mode == "hang" else self.serve
             try:
-                threading.Thread(target=self.serve, args=(sock, cid, peer), daemon=True).start()
+                threading.Thread(target=target, args=(sock, cid, peer), daemon=True).start()
             except RuntimeError as e:          # cannot start a thread: refuse the connection
                 self.log("conn_error", conn=cid, error=str(e))
                 sock.close()
+
+    def serve_hang(self, sock, cid, peer):
+        """Mode hang: the connection is accepted and read, and never answered, until the peer closes."""
+        self.log("hang_accept", conn=cid, peer=peer)
+        n = 0
+        try:
+            while True:
+                data = sock.recv(SMALL)
+                if not data:
+                    break
+                n += len(data)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+            self.log("hang_close", conn=cid, bytes=n)
+
+    # -- run-time control (--control FILE) -----------------------------------------------------
+
+    def control_loop(self):
+        """Polls the knob file every 20 ms; applies it whenever it was replaced or changed."""
+        while True:
+            time.sleep(0.02)
+            self.control_poll()
+
+    def control_poll(self):
+        """Applies the knob file if it changed since the last look (inode, size, mtime)."""
+        try:
+            st = os.stat(self.args.control)
+        except FileNotFoundError:
+            return
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if stamp == getattr(self, "control_stamp", None):
+            return
+        self.control_stamp = stamp
+        try:
+            with open(self.args.control, encoding="utf-8") as f:
+                knobs = json.load(f)
+            health = {str(k).lower(): v for k, v in (knobs.get("health") or {}).items()}
+            for v in health.values():
+                if v != "hang" and not (isinstance(v, int) and 100 <= v <= 599):
+                    raise ValueError("health status %r: a status code or \"hang\"" % (v,))
+            mode = knobs.get("mode", "normal")
+            if mode not in MODES:
+                raise ValueError("mode %r: one of %s" % (mode, ", ".join(MODES)))
+        except (OSError, ValueError, AttributeError) as e:
+            self.log("control_error", error=str(e))
+            return
+        self.health = health
+        self.set_mode(mode)
+        self.log("control", gen=knobs.get("gen"), mode=mode, health=health)
+
+    def set_mode(self, mode):
+        """Moves the whole server to `mode` (normal, hang, blackhole, refuse)."""
+        with self.mode_lock:
+            old = self.mode
+            if old == mode:
+                return
+            if old == "refuse":
+                for i, (family, host, port) in enumerate(self.bound):
+                    s = self.bind_one(family, host, port)
+                    self.listeners[i] = s
+                    threading.Thread(target=self.accept_loop, args=(i, s), daemon=True).start()
+            elif old == "blackhole":
+                self.unfill()
+            if mode == "refuse":
+                for i, s in enumerate(self.listeners):
+                    self.listeners[i] = None
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)   # stops listening at once (wakes poll)
+                    except OSError:
+                        pass
+                    s.close()
+                    self.log("listen_closed", addr="%s:%d" % self.bound[i][1:])
+            elif mode == "blackhole":
+                self.mode = mode                   # accept loops stop accepting first
+                self.fill()
+            self.mode = mode
+
+    def fill(self):
+        """Blackhole: cuts each listener's backlog to 0 and fills it with connections of our own,
+        so that the kernel drops further SYNs (the client's connect times out)."""
+        time.sleep(0.15)                           # an accept loop inside accept() finishes it
+        for i, s in enumerate(self.listeners):
+            s.listen(0)
+            family, host, port = self.bound[i]
+            for _ in range(8):
+                c = socket.socket(family, socket.SOCK_STREAM)
+                c.settimeout(0.1)
+                try:
+                    c.connect((host, port))
+                except OSError:                    # not completed: the queue is full
+                    c.close()
+                    break
+                self.filler_peers.add(c.getsockname()[:2])
+                self.fillers.append(c)
+
+    def unfill(self):
+        """Leaving blackhole: the full backlog again; our fillers are accepted and dropped."""
+        for i, s in enumerate(self.listeners):
+            if s is not None:
+                s.listen(4096)
+        for c in self.fillers:
+            c.close()
+        self.fillers = []
 
     def ping_loop(self):
         """Every --ping-interval seconds, sends a Ping RTS PDU on each idle OUT channel."""
@@ -659,6 +828,9 @@ class Server:
         """Logs and answers one request; returns True to keep the connection for another."""
         self.log("request", conn=conn.id, method=req.method, target=req.target,
                  version=req.version, headers=[[n, v] for n, v in req.headers], peer=conn.peer)
+        m = HEALTH_RE.fullmatch(req.path)
+        if m and req.method in ("GET", "HEAD"):
+            return self.health_page(conn, req, m.group(1).lower())
         early = req.qint("early")
         if early is not None:
             return self.send_early(conn, req, early)
@@ -700,6 +872,23 @@ class Server:
         conn.sendall(head_bytes(status, reason or reason_of(status), headers) + body)
         self.log("response", conn=conn.id, status=status)
         return keep
+
+    def health_page(self, conn, req, vdir):
+        """GET /<vdir>/healthcheck.htm: 200 "200 OK<br/>NAME", or the status the knob file sets
+        for this vdir; "hang" never answers (the request is held until the client closes)."""
+        status = self.health.get(vdir, self.health.get("*", 200))
+        self.log("health", conn=conn.id, vdir=vdir, status=status)
+        conn.consume_body(req)
+        if status == "hang":
+            while conn.sock.recv(SMALL):
+                pass
+            return False
+        if status == 200:
+            body = ("200 OK<br/>%s\r\n" % self.args.name).encode()
+        else:
+            body = ("%d %s<br/>%s\r\n" % (status, reason_of(status), self.args.name)).encode()
+        return self.respond(conn, req, status, [("Content-Type", "text/html"), ("Cache-Control", "no-cache")],
+                            body)
 
     def send_early(self, conn, req, status):
         """?early=NNN: a final answer before the body was read, then drain and close."""
@@ -1075,6 +1264,7 @@ class Server:
                 "headers": [[k, v] for k, v in req.headers], "conn": conn.id, "peer": conn.peer,
                 "body_bytes": n, "body_sha256": digest, "ntlm_user": conn.ntlm_user,
                 "auth_user": req.auth_user or conn.ntlm_user, "auth_scheme": req.auth_scheme,
+                "server": self.args.name,
             }).encode() + b"\n"
             headers.insert(0, ("Content-Type", "application/json"))
             pieces, total = [body], len(body)
@@ -1145,6 +1335,8 @@ def main(argv=None):
     ap.add_argument("--no-default-users", action="store_true", help="only the --user accounts")
     ap.add_argument("--extended-protection", action="store_true",
                     help="require NTLM channel binding to our certificate on /rpc /owa /ecp /mapi /oab /powershell")
+    ap.add_argument("--name", default="EXCH01", help="server name in health pages and JSON answers")
+    ap.add_argument("--control", metavar="FILE", help="JSON knob file: health pages and server mode")
     args = ap.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         ap.error("--tls-cert and --tls-key go together")
@@ -1165,7 +1357,8 @@ def main(argv=None):
         pass
     server.log("shutdown")
     for s in server.listeners:
-        s.close()
+        if s is not None:
+            s.close()
     sys.stdout.flush()
     os._exit(0)                                    # connection threads are daemons: no join
 
