@@ -100,6 +100,16 @@ servers_bind(struct config *cfg)
 				continue;
 			}
 			snprintf(s->addr, sizeof(s->addr), "%s", cs->text);
+			/*
+			 * A state or weight set at run time survives a reload, like HAProxy's
+			 * server-state-file, unless the file now says something new for it: then
+			 * the administrator's edit wins.
+			 */
+			if (s->admin_cfg != (int)cs->state && s->bound)
+				put(&s->admin_rt, -1);
+			if (s->weight_cfg != cs->weight && s->bound)
+				put(&s->weight_rt, -1);
+			s->bound = 1;
 			s->admin_cfg = (int)cs->state;
 			s->weight_cfg = cs->weight;
 			s->checked = be->check.enabled;
@@ -285,11 +295,16 @@ void
 servers_failure(struct srv *s, const char *kind)
 {
 	int64_t *c = strcmp(kind, "tls") == 0 ? &s->tls_errors : strcmp(kind, "5xx") == 0 ? &s->resp_5xx :
-	    &s->connect_errors;
+	    &s->connect_errors;	/* "connect", "connect_timeout" */
 
 	__atomic_add_fetch(c, 1, __ATOMIC_RELAXED);
-	/* Between active checks, passive failures count toward fall: fall in a row takes it down. */
-	if (__atomic_add_fetch(&s->passive, 1, __ATOMIC_RELAXED) != get(&s->fall) || !get(&s->checked))
+	/*
+	 * Between active checks, passive failures count toward fall: fall in a row take it down. A
+	 * connect that timed out takes it down at once (a black hole: each new request would wait
+	 * the whole connect timeout); the checks bring it back after rise good answers.
+	 */
+	int n = __atomic_add_fetch(&s->passive, 1, __ATOMIC_RELAXED);
+	if (!get(&s->checked) || (n != get(&s->fall) && strcmp(kind, "connect_timeout") != 0))
 		return;
 	for (int p = 0; p < s->nprotos; p++)
 		if (get(&s->health[p].up)) {
@@ -297,7 +312,7 @@ servers_failure(struct srv *s, const char *kind)
 			s->health[p].last_change = clock_wall();
 			snprintf(s->health[p].last_status, sizeof(s->health[p].last_status), "passive %s", kind);
 		}
-	log_warn("server %s/%s is DOWN (%d %s failures in a row)", s->backend, s->name, get(&s->fall), kind);
+	log_warn("server %s/%s is DOWN (%d %s failure%s in a row)", s->backend, s->name, n, kind, n == 1 ? "" : "s");
 }
 
 void

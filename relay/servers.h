@@ -37,6 +37,7 @@ struct srv {
 	char backend[64], name[64];	/* the key */
 	char addr[96];			/* "host:port" as configured */
 	int live;			/* atomic: named by the current configuration */
+	int bound;			/* bound to a configuration before (main thread) */
 	int admin_cfg, admin_rt;	/* configured state; run-time state or -1 (enum srv_admin) */
 	int weight_cfg, weight_rt;	/* configured weight; run-time weight or -1 */
 	int checked;			/* active checks are configured */
@@ -82,7 +83,7 @@ size_t servers_rank(const struct cfg_backend *b, int proto, const char *key, siz
 
 /* Counting, from the workers. */
 void servers_conn(struct srv *s, int delta);
-void servers_failure(struct srv *s, const char *kind);	/* "connect", "tls", "5xx": passive */
+void servers_failure(struct srv *s, const char *kind);	/* "connect", "connect_timeout", "tls", "5xx" */
 void servers_success(struct srv *s);
 void servers_rpc_open(struct srv *s, const uint8_t *cookie);
 void servers_rpc_close(struct srv *s, const uint8_t *cookie);

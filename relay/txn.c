@@ -580,7 +580,7 @@ txn_timeout(struct conn *c, enum conn_timeout t)
 	case TO_CONNECT:
 		metrics_backend_error(upstream_name(c), "connect_timeout");
 		/* A server that never answers the connect counts as failed; the next one is tried. */
-		upstream_failed(c, "connect");
+		upstream_failed(c, "connect_timeout");
 		if (c->backend.tls == NULL && upstream_retry(c) == 0) {
 			log_info("client=%s backend %s: connect timed out; trying the next server", c->client_ip,
 			    upstream_name(c));

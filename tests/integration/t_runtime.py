@@ -192,9 +192,11 @@ for c in ["show stat ", "show servers state ", "show info ", "enable server ", "
 
 # prompt mode: the same transcript as HAProxy's.
 steps = [(b"prompt\n", "\n> "), (b"get weight exchange/ex1\n", "\n> "),
-         (b"get weight exchange/ex1;get weight apache/ap1\n", "\n\n> "),
+         (b"get weight exchange/ex1;get weight apache/ap1\n", "\n\n> 100 (initial 100)\n\n> "),
          (b"set weight exchange/zz 1\n", "\n> "), (b"prompt\n", None)]
-is_(session(SOCK, steps), session(hp.stats_socket, steps), "`prompt` session transcript as HAProxy's")
+# (Compared as one text: where the reads split two answers of one line depends on timing.)
+is_(session(SOCK, steps).replace("|", ""), session(hp.stats_socket, steps).replace("|", ""),
+    "`prompt` session transcript as HAProxy's")
 is_(session(SOCK, [(b"prompt\n", "\n> "), (b"quit\n", None)]), "\n> |<EOF>|", "`quit` ends a prompt session")
 
 # --- exrelay alone: effects ---------------------------------------------------------------------

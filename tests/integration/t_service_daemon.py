@@ -189,6 +189,7 @@ def check_privileges():
     relays.append(r)
     is_(get(low, "/low"), 200, "user/group: a listener on port %d (< 1024) bound before the drop serves" % low)
     bad = []
+    wait_for(lambda: len(os.listdir("/proc/%d/task" % r.pid)) >= 3, 5)   # main and both workers
     for tid in os.listdir("/proc/%d/task" % r.pid):
         st = proc_status(int(tid)) if tid == str(r.pid) else _task_status(r.pid, tid)
         want = {"Uid": [str(uid)] * 4, "Gid": [str(gid)] * 4}
