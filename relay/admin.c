@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "epcheck.h"
 #include "relay.h"
 #include "rewrite.h"
 #include "servers.h"
@@ -55,6 +56,8 @@ admin_metrics(char *out, size_t cap, bool head_only, bool close)
 {
 	static __thread char body[48 * 1024];
 	size_t n = metrics_format(body, sizeof(body) - 1);
+
+	n += epcheck_metrics(body + n, sizeof(body) - 1 - n);
 
 	body[n] = '\0';
 	return rewrite_status_response(out, cap, 200, close, NULL, body, head_only);

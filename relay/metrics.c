@@ -282,3 +282,18 @@ metrics_format(char *out, size_t cap)
 	    "exrelay_filter_blocked_total", "rule", &f, 0);
 	return n + metrics_format_guard(out + n, cap - n);
 }
+
+/* The Extended Protection family: whether each TLS backend server binds like exrelay's listener. */
+size_t
+metrics_format_cert_match(char *out, size_t cap, const struct metrics_cert_match *m, size_t count)
+{
+	size_t n = 0;
+
+	PUT("# HELP exrelay_backend_cert_match 1 when the server's certificate binds like the one exrelay's "
+	    "listener presents for it (Extended Protection can work), else 0.\n"
+	    "# TYPE exrelay_backend_cert_match gauge\n");
+	for (size_t i = 0; i < count; i++)
+		PUT("exrelay_backend_cert_match{backend=\"%s\",server=\"%s\"} %d\n", m[i].backend, m[i].server,
+		    m[i].match);
+	return n;
+}

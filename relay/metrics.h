@@ -24,4 +24,12 @@ void metrics_filter_blocked(const char *rule);
 
 size_t metrics_format(char *out, size_t cap);
 
+/* One backend server's certificate comparison (Extended Protection, epcheck.c). */
+struct metrics_cert_match {
+	const char *backend, *server;
+	int match;			/* 1 or 0 */
+};
+/* exrelay_backend_cert_match{backend,server} for m[0..n) into out[0..cap): its length. */
+size_t metrics_format_cert_match(char *out, size_t cap, const struct metrics_cert_match *m, size_t n);
+
 #endif
