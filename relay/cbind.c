@@ -30,15 +30,9 @@ cbind_hash_for(int sign)
 	gnutls_digest_algorithm_t d = sign > 0 ? gnutls_sign_get_hash_algorithm((gnutls_sign_algorithm_t)sign) :
 	    GNUTLS_DIG_UNKNOWN;
 
-	switch (d) {
-	case GNUTLS_DIG_MD5:
-	case GNUTLS_DIG_SHA1:
-	case GNUTLS_DIG_MD5_SHA1:
-	case GNUTLS_DIG_UNKNOWN:
+	if (d == GNUTLS_DIG_MD5 || d == GNUTLS_DIG_SHA1 || d == GNUTLS_DIG_MD5_SHA1 || d == GNUTLS_DIG_UNKNOWN)
 		return GNUTLS_DIG_SHA256;
-	default:
-		return d;
-	}
+	return d;
 }
 
 /* Parses der[0..len) into a new certificate (*crt), 0; or -1 with nothing to free. */
