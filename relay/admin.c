@@ -13,6 +13,7 @@
 
 #include <gnutls/gnutls.h>
 
+#include "epcheck.h"
 #include "relay.h"
 #include "rewrite.h"
 #include "servers.h"
@@ -85,6 +86,7 @@ admin_metrics(char *out, size_t cap, bool head_only, bool close)
 	struct metrics_out o = { body, sizeof(body) - 1, 0, false };
 
 	admin_metrics_text(&o);
+	o.n += epcheck_metrics(body + o.n, o.cap - o.n);
 	body[o.n] = '\0';
 	return rewrite_status_response(out, cap, 200, close, NULL, body, head_only);
 }

@@ -48,11 +48,17 @@
 	X(SRV_DRAIN, "drain")		/* only requests pinned to it (RPC channels already open there) */ \
 	X(SRV_MAINT, "maint")		/* nothing new at all */
 
+#define CB_MODES(X) \
+	X(CB_OFF, "off")		/* certificates are not compared */ \
+	X(CB_CHECK, "check")		/* compared; a mismatch is logged and exported */ \
+	X(CB_REQUIRE, "require")	/* and a server that mismatches takes no new requests */
+
 #define CFG_ENUM_VALUE(e, kw) e,
 enum srv_admin { SRV_ADMIN_STATES(CFG_ENUM_VALUE) };
 enum listener_role { LISTENER_ROLES(CFG_ENUM_VALUE) };
 enum pp_mode { PP_MODES(CFG_ENUM_VALUE) };
 enum send_proxy { SEND_PROXY_MODES(CFG_ENUM_VALUE) };
+enum cb_mode { CB_MODES(CFG_ENUM_VALUE) };
 #undef CFG_ENUM_VALUE
 
 /* The keyword of a value ("traffic", "optional", "v2"), or "?" for a value out of range. */
@@ -60,6 +66,7 @@ const char *config_role_str(enum listener_role r);
 const char *config_pp_mode_str(enum pp_mode m);
 const char *config_send_proxy_str(enum send_proxy s);
 const char *config_srv_admin_str(enum srv_admin a);
+const char *config_cb_mode_str(enum cb_mode m);
 int config_srv_admin_parse(const char *kw);	/* the state of a keyword, or -1 */
 
 struct cfg_listener {
@@ -108,6 +115,7 @@ struct cfg_backend {
 	const char **add_headers;
 	size_t nadd;
 	struct tls_client *tls;		/* NULL: plaintext */
+	enum cb_mode channel_binding;	/* tls.channel_binding (default check; off without tls) */
 	struct cfg_check check;
 	const char *protos[CFG_MAX_PROTOS];	/* lower case, from the routes' paths ("rpc", "owa") */
 	size_t nprotos;

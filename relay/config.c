@@ -21,6 +21,7 @@ const char *const config_role_kw[] = { LISTENER_ROLES(CONFIG_KW) NULL };
 const char *const config_pp_mode_kw[] = { PP_MODES(CONFIG_KW) NULL };
 const char *const config_send_proxy_kw[] = { SEND_PROXY_MODES(CONFIG_KW) NULL };
 const char *const config_srv_admin_kw[] = { SRV_ADMIN_STATES(CONFIG_KW) NULL };
+const char *const config_cb_mode_kw[] = { CB_MODES(CONFIG_KW) NULL };
 static const char *const config_log_level_kw[] = { LOG_LEVELS(CONFIG_KW) NULL };
 #undef CONFIG_KW
 
@@ -58,6 +59,12 @@ CONFIG_KW_STR(config_pp_mode_str, enum pp_mode, config_pp_mode_kw)
 CONFIG_KW_STR(config_send_proxy_str, enum send_proxy, config_send_proxy_kw)
 CONFIG_KW_STR(config_srv_admin_str, enum srv_admin, config_srv_admin_kw)
 #undef CONFIG_KW_STR
+
+const char *
+config_cb_mode_str(enum cb_mode m)
+{
+	return config_kw_str(config_cb_mode_kw, (int)m);
+}
 
 int
 config_srv_admin_parse(const char *kw)

@@ -63,6 +63,7 @@ extern const char *const config_role_kw[];
 extern const char *const config_pp_mode_kw[];
 extern const char *const config_send_proxy_kw[];
 extern const char *const config_srv_admin_kw[];
+extern const char *const config_cb_mode_kw[];
 
 /* Section loaders, one element of a list each (p: the element to fill); 0 or -1. */
 int config_listener_load(struct config_ctx *x, config_setting_t *g, void *p);

@@ -390,7 +390,11 @@ conn_backend_setup(struct conn *c)
 		conn_arm(c);
 		return;
 	}
-	if (r < 0) {
+	if (r == UPSTREAM_NONE_USABLE) {
+		metrics_backend_error(c->bcfg->backends[c->bidx].name, "no_server");
+		if (!conn_apply(c, txn_fail(c, 503, c->reason)))
+			return;
+	} else if (r < 0) {
 		/* A TLS failure (verification, handshake) is the server's answer: no other server is tried. */
 		bool tls = c->backend.tls != NULL;
 		metrics_backend_error(c->bcfg->backends[c->bidx].name, tls ? "tls" : "connect");

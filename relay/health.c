@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "epcheck.h"
 #include "health.h"
 #include "proxyproto.h"
 #include "relay.h"
@@ -242,6 +243,9 @@ probe_connected(struct probe *p)
 	server_host(p->cs->text, host, sizeof(host));
 	/* The request path's session cache key: checks and requests resume each other's sessions. */
 	snprintf(key, sizeof(key), "%llu/%s/%s", p->b->tls->generation, p->b->name, p->cs->text);
+	/* Comparing certificates: a full handshake, so that the server presents its current one. */
+	if (p->b->channel_binding != CB_OFF)
+		key[0] = '\0';
 	if (tls_start_client(&p->h, p->b->tls, host, key) == -1)
 		return probe_result(p, false, "L6RSP");
 	p->step = PS_HANDSHAKE;
@@ -263,6 +267,8 @@ probe_handshake(struct probe *p)
 		probe_wait(p, p->h.want);
 		return STEP_WAIT;
 	}
+	if (p->b->channel_binding != CB_OFF)
+		epcheck_seen(p->rt, &p->h);
 	p->step = PS_SEND;
 	return STEP_NEXT;
 }

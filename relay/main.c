@@ -25,6 +25,7 @@
 #include <gnutls/gnutls.h>
 #include <libconfig.h>
 
+#include "epcheck.h"
 #include "health.h"
 #include "relay.h"
 #include "runtime.h"
@@ -112,9 +113,13 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: exrelay [-f FILE] [-t] [-d] [-p PIDFILE] [-a FILE] [-V] [-h]\n"
+	    "usage: exrelay [-f FILE] [-t] [-T] [-d] [-p PIDFILE] [-a FILE] [-V] [-h]\n"
 	    "  -f FILE     configuration file (default %s)\n"
 	    "  -t          check the configuration and exit\n"
+	    "  -T          Extended Protection check: connect once to each TLS backend server and\n"
+	    "              print, per server, the SHA-256 fingerprints of the certificate exrelay\n"
+	    "              presents and of the server's, and \"match\" or \"MISMATCH\"; exit 0 when\n"
+	    "              all match, 1 on a mismatch, 2 when a server cannot be reached\n"
 	    "  -d          run in the background (daemonize)\n"
 	    "  -p PIDFILE  write the process id there (overrides global.pidfile)\n"
 	    "  -a FILE     write the addresses bound, one \"NAME ADDRESS:PORT\" line per listener\n"
@@ -221,6 +226,7 @@ reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		log_warn("reload: 'auth_guard.max_entries' changes need a restart; keeping the current tables");
 	if (servers_bind(cfg) == -1)
 		log_warn("reload: more than %d backend servers over this run; the last ones are not tracked", SRV_MAX);
+	epcheck_bind(cfg);	/* exrelay's own certificates may have changed: compare again */
 	struct config *old = relay.cfg;
 	relay.cfg = cfg;
 	runtime_reload(cfg);
@@ -351,6 +357,7 @@ write_pidfile(const char *path)
 /* What the command line asks for besides -f and -a (kept in conf_path and addr_path). */
 struct main_options {
 	bool test;			/* -t: check the configuration and exit */
+	bool ep_test;			/* -T: compare the certificates of exrelay and the TLS backends, exit */
 	bool daemonize;			/* -d */
 	const char *pidfile;		/* -p, else global.pidfile once loaded; NULL = none */
 };
@@ -361,10 +368,11 @@ main_options(int argc, char **argv, struct main_options *o)
 {
 	int ch;
 
-	while ((ch = getopt(argc, argv, "f:tdp:a:Vh")) != -1) {
+	while ((ch = getopt(argc, argv, "f:tTdp:a:Vh")) != -1) {
 		switch (ch) {
 		case 'f': conf_path = optarg; break;
 		case 't': o->test = true; break;
+		case 'T': o->ep_test = true; break;
 		case 'd': o->daemonize = true; break;
 		case 'p': o->pidfile = optarg; break;
 		case 'a':
@@ -404,12 +412,18 @@ main_configure(const struct main_options *o)
 	if (!(cfg = config_load(conf_path, err, sizeof(err), &unusable_file))) {
 		fprintf(stderr, "%s\n", err);
 		/* -t reports every error as 1; starting, an unusable certificate is a start-up failure. */
-		return !o->test && unusable_file ? 2 : 1;
+		return !o->test && !o->ep_test && unusable_file ? 2 : 1;
 	}
 	if (o->test) {
 		printf("configuration OK\n");
 		config_unref(cfg);
 		return 0;
+	}
+	if (o->ep_test) {
+		int status = epcheck_test(cfg);
+		config_unref(cfg);
+		tls_global_free();
+		return status;
 	}
 	relay.cfg = cfg;
 	relay.max_conns = cfg->max_connections;
@@ -420,6 +434,7 @@ main_configure(const struct main_options *o)
 	relay.loop = ev_default_loop(EVFLAG_AUTO);
 	if (apply_logs(cfg) == -1)
 		return 2;
+	epcheck_bind(cfg);	/* after the logs: a listener/name with another certificate is logged */
 	if (guard_init(cfg->guard.max_entries, NULL) == -1) {
 		log_error("cannot allocate the authentication guard's tables (%zu entries)", cfg->guard.max_entries);
 		return 2;
@@ -551,7 +566,7 @@ main_shutdown(const char *pidfile)
 int
 main(int argc, char **argv)
 {
-	struct main_options o = { .test = false, .daemonize = false, .pidfile = NULL };
+	struct main_options o = { .test = false, .ep_test = false, .daemonize = false, .pidfile = NULL };
 	struct listener *sets[WORKERS_MAX];
 	int status;
 

@@ -486,3 +486,19 @@ metrics_format(char *out, size_t cap)
 	metrics_write(&o);
 	return o.n;
 }
+
+/* The Extended Protection family: whether each TLS backend server binds like exrelay's listener. */
+size_t
+metrics_format_cert_match(char *out, size_t cap, const struct metrics_cert_match *m, size_t count)
+{
+	struct metrics_out o = { out, cap, 0, false };
+	char b[160], s[160];
+
+	metrics_printf(&o, "# HELP exrelay_backend_cert_match 1 when the server's certificate binds like the one "
+	    "exrelay's listener presents for it (Extended Protection can work), else 0.\n"
+	    "# TYPE exrelay_backend_cert_match gauge\n");
+	for (size_t i = 0; i < count; i++)
+		metrics_printf(&o, "exrelay_backend_cert_match{backend=\"%s\",server=\"%s\"} %d\n",
+		    metrics_label(b, sizeof(b), m[i].backend), metrics_label(s, sizeof(s), m[i].server), m[i].match);
+	return o.n;
+}

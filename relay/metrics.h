@@ -56,5 +56,12 @@ void metrics_server_write(struct metrics_out *o);
 void metrics_proc_build_info(struct metrics_out *o, const char *version, const char *gnutls,
     const char *libev, const char *libconfig);
 void metrics_proc_write(struct metrics_out *o);
+/* One backend server's certificate comparison (Extended Protection, epcheck.c). */
+struct metrics_cert_match {
+	const char *backend, *server;
+	int match;			/* 1 or 0 */
+};
+/* exrelay_backend_cert_match{backend,server} for m[0..n) into out[0..cap): its length. */
+size_t metrics_format_cert_match(char *out, size_t cap, const struct metrics_cert_match *m, size_t n);
 
 #endif

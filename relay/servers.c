@@ -29,6 +29,7 @@ static int nsrv;
 static struct srv *order[SRV_MAX];	/* the live entries, in configuration order */
 static int norder;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t cb_lock = PTHREAD_MUTEX_INITIALIZER;	/* the cb_* certificates */
 
 static int
 get(const int *v)
@@ -55,6 +56,7 @@ entry(const char *backend, const char *name)
 	snprintf(s->backend, sizeof(s->backend), "%s", backend);
 	snprintf(s->name, sizeof(s->name), "%s", name);
 	s->admin_rt = s->weight_rt = -1;
+	s->cb_match = s->cb_logged = -1;
 	s->admin_change = clock_wall();
 	return s;
 }
@@ -179,6 +181,8 @@ servers_set_weight(struct srv *s, int w)
 bool
 servers_up(const struct srv *s, int proto)
 {
+	if (get(&s->cb_mode) == CB_REQUIRE && get(&s->cb_match) == 0)
+		return false;	/* a login through it could never succeed */
 	if (!get(&s->checked))
 		return true;
 	if (s->per_proto && proto >= 0 && proto < s->nprotos)
@@ -197,6 +201,10 @@ servers_status(const struct srv *s, char *out, size_t cap)
 
 	if (a == SRV_MAINT) {
 		snprintf(out, cap, "MAINT");
+		return;
+	}
+	if (get(&s->cb_mode) == CB_REQUIRE && get(&s->cb_match) == 0) {
+		snprintf(out, cap, "DOWN");
 		return;
 	}
 	if (!get(&s->checked)) {
@@ -398,4 +406,84 @@ servers_all_down(const struct config *cfg)
 		}
 	}
 	return any;
+}
+
+/* --- Extended Protection: the two certificates ------------------------------------------ */
+
+/* Logs the verdict of s when it or its certificates changed since the last line (cb_lock held). */
+static void
+cb_log(struct srv *s, int match)
+{
+	char ffp[96], pfp[96];
+
+	if (match < 0 || (match == s->cb_logged && memcmp(s->cb_logged_fp[0], s->cb_front.sha256, 32) == 0 &&
+	    memcmp(s->cb_logged_fp[1], s->cb_peer.sha256, 32) == 0))
+		return;
+	cbind_fingerprint(&s->cb_front, ffp, sizeof(ffp));
+	cbind_fingerprint(&s->cb_peer, pfp, sizeof(pfp));
+	if (match)
+		log_info("server %s/%s: certificates match: exrelay and the server present \"%s\" (SHA-256 %s)%s",
+		    s->backend, s->name, s->cb_peer.subject, pfp, s->cb_logged == 0 ? ", again" : "");
+	else
+		log_warn("server %s/%s: certificate mismatch, Extended Protection logins to %s will fail: "
+		    "exrelay presents \"%s\" (SHA-256 %s) for %s, the server presents \"%s\" (SHA-256 %s)%s",
+		    s->backend, s->name, s->cb_vdirs, s->cb_front.subject, ffp, s->cb_host[0] ? s->cb_host : "any name",
+		    s->cb_peer.subject, pfp, get(&s->cb_mode) == CB_REQUIRE ?
+		    "; channel_binding = \"require\": the server takes no new requests" : "");
+	s->cb_logged = match;
+	memcpy(s->cb_logged_fp[0], s->cb_front.sha256, 32);
+	memcpy(s->cb_logged_fp[1], s->cb_peer.sha256, 32);
+}
+
+/* Compares the two certificates of s and logs a change (cb_lock held). */
+static void
+cb_compare(struct srv *s)
+{
+	int match = -1;
+
+	if (get(&s->cb_mode) != CB_OFF && s->cb_front.known && s->cb_peer.known)
+		match = cbind_same(&s->cb_front, &s->cb_peer) ? 1 : 0;
+	put(&s->cb_match, match);
+	cb_log(s, match);
+}
+
+void
+servers_cb_front(struct srv *s, enum cb_mode mode, const struct cbind_cert *front, const char *host,
+    const char *vdirs)
+{
+	pthread_mutex_lock(&cb_lock);
+	put(&s->cb_mode, (int)mode);
+	if (front)
+		s->cb_front = *front;
+	else
+		s->cb_front.known = false;
+	snprintf(s->cb_host, sizeof(s->cb_host), "%s", host ? host : "");
+	snprintf(s->cb_vdirs, sizeof(s->cb_vdirs), "%s", vdirs);
+	cb_compare(s);
+	pthread_mutex_unlock(&cb_lock);
+}
+
+void
+servers_cb_peer(struct srv *s, const struct cbind_cert *peer)
+{
+	pthread_mutex_lock(&cb_lock);
+	s->cb_peer = *peer;
+	cb_compare(s);
+	pthread_mutex_unlock(&cb_lock);
+}
+
+int
+servers_cb_match(const struct srv *s)
+{
+	return get(&s->cb_match);
+}
+
+void
+servers_cb_get(struct srv *s, struct cbind_cert *front, struct cbind_cert *peer, char *host, size_t cap)
+{
+	pthread_mutex_lock(&cb_lock);
+	*front = s->cb_front;
+	*peer = s->cb_peer;
+	snprintf(host, cap, "%s", s->cb_host);
+	pthread_mutex_unlock(&cb_lock);
 }

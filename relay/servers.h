@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cbind.h"
 #include "cfg.h"
 
 #define SRV_MAX 1024		/* backend servers over all configurations of a run */
@@ -50,6 +51,19 @@ struct srv {
 	int64_t conns_active, conns_total, connect_errors, tls_errors, resp_5xx;	/* atomic */
 	int64_t checks_ok, checks_failed;	/* atomic */
 	double admin_change;		/* wall clock of the last state change */
+
+	/*
+	 * Extended Protection (epcheck.c): the certificate exrelay's listener presents for the
+	 * server's host name and the one the server presents, compared by their channel bindings.
+	 * Under servers.c's certificate lock, except cb_mode and cb_match (atomics).
+	 */
+	int cb_mode;			/* enum cb_mode of the backend */
+	int cb_match;			/* 1 same binding, 0 mismatch, -1 not compared (off, or a side unknown) */
+	struct cbind_cert cb_front, cb_peer;
+	char cb_host[128];		/* the host name cb_front was chosen for ("" : the default) */
+	char cb_vdirs[192];		/* the backend's virtual directories ("/rpc /owa") */
+	int cb_logged;			/* the verdict last logged, -1 none */
+	unsigned char cb_logged_fp[2][32];	/* and the two fingerprints it named */
 };
 
 /* Binds the servers of cfg (main thread; at start and at each reload before the hand-over). */
@@ -91,6 +105,20 @@ void servers_rpc_close(struct srv *s, const uint8_t *cookie);
 /* A health check's result (the checker): moves the protocol up or down by rise and fall. */
 void servers_check_result(struct srv *s, int proto, bool ok, double duration, const char *status,
     int rise, int fall);
+
+/*
+ * Extended Protection: the listener's certificate for the server's host name, with the
+ * backend's channel_binding mode and virtual directories (main thread, after servers_bind);
+ * the server's certificate (the checker after each handshake, or a worker). Each compares the
+ * two and logs a change of verdict or of certificates once: a mismatch as a warning.
+ */
+void servers_cb_front(struct srv *s, enum cb_mode mode, const struct cbind_cert *front, const char *host,
+    const char *vdirs);
+void servers_cb_peer(struct srv *s, const struct cbind_cert *peer);
+/* 1 the certificates bind the same, 0 they do not, -1 not compared (off, or one is unknown). */
+int servers_cb_match(const struct srv *s);
+/* A copy of s's two certificates and host name, taken under the lock (for -T and the metrics). */
+void servers_cb_get(struct srv *s, struct cbind_cert *front, struct cbind_cert *peer, char *host, size_t cap);
 
 /* True when no server of any backend reached by Exchange-like routes is usable (the agent). */
 bool servers_all_down(const struct config *cfg);

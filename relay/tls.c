@@ -19,6 +19,7 @@
 
 #include <gnutls/x509.h>
 
+#include "cbind.h"
 #include "relay.h"
 #include "tls.h"
 
@@ -276,6 +277,8 @@ tls_start_client(struct half *h, const struct tls_client *tc, const char *host, 
 		gnutls_server_name_set(t->s, GNUTLS_NAME_DNS, name, strlen(name));
 	if (tc->verify)
 		gnutls_session_set_verify_cert(t->s, name, 0);
+	if (!*cache_key)
+		return 0;	/* a full handshake: the server presents its certificate now */
 	pthread_mutex_lock(&cache.lock);
 	for (int i = 0; i < CACHE_SLOTS; i++)
 		if (cache.slot[i].data.data && strcmp(cache.slot[i].key, cache_key) == 0) {
@@ -303,7 +306,7 @@ cache_store(struct tls_conn *t)
 	gnutls_datum_t d;
 	int free_slot = -1, i;
 
-	if (!t->client || !t->done || gnutls_session_get_data2(t->s, &d) < 0)
+	if (!t->client || !t->done || !t->cache_key[0] || gnutls_session_get_data2(t->s, &d) < 0)
 		return;
 	pthread_mutex_lock(&cache.lock);
 	for (i = 0; i < CACHE_SLOTS; i++) {
@@ -483,6 +486,52 @@ tls_resumed(const struct half *h)
 	const struct tls_conn *t = h->tls;
 
 	return t && t->done && gnutls_session_is_resumed(t->s);
+}
+
+/* True when the DER certificate der names host (its subject alternative names, else its CN). */
+static bool
+cert_names(const gnutls_datum_t *der, const char *host)
+{
+	gnutls_x509_crt_t crt;
+	bool match = false;
+
+	if (gnutls_x509_crt_init(&crt) < 0)
+		return false;
+	if (gnutls_x509_crt_import(crt, der, GNUTLS_X509_FMT_DER) == 0)
+		match = gnutls_x509_crt_check_hostname2(crt, host, 0) != 0;
+	gnutls_x509_crt_deinit(crt);
+	return match;
+}
+
+int
+tls_server_cert_for(const struct tls_server *t, const char *host, struct cbind_cert *out)
+{
+	gnutls_datum_t der, first = { NULL, 0 };
+
+	for (unsigned i = 0; t->cred && gnutls_certificate_get_crt_raw(t->cred, i, 0, &der) == 0; i++) {
+		if (i == 0)
+			first = der;
+		if (host && *host && cert_names(&der, host))
+			return cbind_cert_from_der(out, der.data, der.size);
+	}
+	if (!first.data) {
+		out->known = false;
+		return -1;
+	}
+	return cbind_cert_from_der(out, first.data, first.size);
+}
+
+int
+tls_peer_cert(const struct half *h, struct cbind_cert *out)
+{
+	const struct tls_conn *t = h->tls;
+	const gnutls_datum_t *chain;
+	unsigned n = 0;
+
+	out->known = false;
+	if (!t || !t->done || !(chain = gnutls_certificate_get_peers(t->s, &n)) || n == 0)
+		return -1;
+	return cbind_cert_from_der(out, chain[0].data, chain[0].size);
 }
 
 const struct transport_ops tls_ops = {

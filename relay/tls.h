@@ -12,6 +12,7 @@
 #include <gnutls/gnutls.h>
 
 struct half;
+struct cbind_cert;
 
 /* A listener's TLS settings, loaded and checked with the configuration. */
 struct tls_server {
@@ -53,7 +54,10 @@ void tls_client_free(struct tls_client *t);
  * socket (after a PROXY header) that belong to the TLS stream. 0 or -1.
  */
 int tls_start_server(struct half *h, const struct tls_server *t, const char *preread, size_t n);
-/* Starts a client session toward a backend; host names the server (SNI and verification). */
+/*
+ * Starts a client session toward a backend; host names the server (SNI and verification).
+ * Sessions are resumed and kept per cache_key; "" asks for a full handshake, kept for none.
+ */
 int tls_start_client(struct half *h, const struct tls_client *t, const char *host, const char *cache_key);
 
 /* Steps the handshake: 1 done, 0 in progress (h->want says which way), -1 failed (*why set). */
@@ -64,6 +68,15 @@ const char *tls_version_name(const struct half *h);
 const char *tls_cipher_name(const struct half *h);
 bool tls_resumed(const struct half *h);
 void tls_rebind(struct half *h);
+
+/*
+ * The certificate a listener presents to a client that names host (SNI) into out: the first
+ * of its certificates whose names match host (GnuTLS's choice), else its first (the default;
+ * also for host NULL). 0, or -1 when it has none.
+ */
+int tls_server_cert_for(const struct tls_server *t, const char *host, struct cbind_cert *out);
+/* The certificate the peer of h presented (the first of its chain) into out: 0, or -1. */
+int tls_peer_cert(const struct half *h, struct cbind_cert *out);
 
 extern const struct transport_ops tls_ops;
 

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "addr.h"
+#include "epcheck.h"
 #include "proxyproto.h"
 #include "relay.h"
 #include "servers.h"
@@ -235,7 +236,9 @@ connect_done(struct conn *c, const struct cfg_backend *b)
  * Called when the backend socket is writable during the connect: checks the connect, then
  * starts and steps the TLS handshake when the backend uses TLS. Returns 1 when the backend
  * is ready, 0 while the handshake goes on, -1 on failure with the reason in c->reason (a
- * copy: nothing of the failed TLS state is referred to once this returns).
+ * copy: nothing of the failed TLS state is referred to once this returns), or
+ * UPSTREAM_NONE_USABLE when channel_binding = "require" and the server's certificate turned
+ * out not to bind like exrelay's (503: a login could never succeed there).
  */
 int
 upstream_connected(struct conn *c)
@@ -255,6 +258,12 @@ upstream_connected(struct conn *c)
 		h->handshaking = false;
 		log_debug("client=%s backend %s: %s %s%s", c->client_ip, b->name, tls_version_name(h),
 		    tls_cipher_name(h), tls_resumed(h) ? " (resumed)" : "");
+		/* Without checks, a full handshake shows the server's certificate for the comparison. */
+		if (b->channel_binding != CB_OFF && !b->check.enabled && !tls_resumed(h))
+			epcheck_seen(current(c), h);
+		if (b->channel_binding == CB_REQUIRE && current(c) && servers_cb_match(current(c)) == 0)
+			return step_why(c, UPSTREAM_NONE_USABLE, "server %s: certificate mismatch (channel_binding = require)",
+			    b->servers[c->server].name);
 	}
 	h->connecting = false;
 	ev_io_stop(c->loop, &h->wio);
