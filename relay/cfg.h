@@ -136,6 +136,11 @@ struct config {
 		const char *path;
 		int mode;		/* permissions (default 0660) */
 		const char *group;	/* owner group, or NULL */
+		const char *bind;	/* also on TCP ("127.0.0.1:9999"), or NULL */
+		struct sockaddr_storage bind_addr;
+		socklen_t bind_len;
+		struct addr_prefix *allow;	/* who may use the TCP socket (default: loopback) */
+		size_t nallow;
 	} admin_socket;
 
 	const char *access_log;		/* NULL: off */

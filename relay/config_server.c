@@ -149,11 +149,35 @@ config_protos_load(struct config_ctx *x)
 	return 0;
 }
 
-/* global.admin_socket = { path; mode; group; } */
+/* admin_socket's TCP part: bind (numeric), allow_from (default: loopback only). */
+static int
+config_admin_tcp(struct config_ctx *x, config_setting_t *g)
+{
+	static const char *const loopback[] = { "127.0.0.0/8", "::1/128" };
+	struct config *c = x->cfg;
+
+	if (config_get_prefixes(x, g, "allow_from", &c->admin_socket.allow, &c->admin_socket.nallow))
+		return -1;
+	if (!c->admin_socket.bind)
+		return 0;
+	if (addr_parse_hostport(c->admin_socket.bind, &c->admin_socket.bind_addr, &c->admin_socket.bind_len, true) == -1)
+		return config_fail(x, config_setting_get_member(g, "bind"),
+		    "admin_socket 'bind' must be a numeric \"address:port\", not \"%s\"", c->admin_socket.bind);
+	if (c->admin_socket.nallow)
+		return 0;
+	if (!(c->admin_socket.allow = calloc(2, sizeof(*c->admin_socket.allow))))
+		return config_fail(x, g, "out of memory");
+	for (size_t i = 0; i < 2; i++)
+		addr_prefix_parse(loopback[i], &c->admin_socket.allow[i]);
+	c->admin_socket.nallow = 2;
+	return 0;
+}
+
+/* global.admin_socket = { path; mode; group; bind; allow_from; } */
 int
 config_admin_socket_load(struct config_ctx *x, const config_setting_t *global)
 {
-	static const char *const known[] = { "path", "mode", "group", NULL };
+	static const char *const known[] = { "path", "mode", "group", "bind", "allow_from", NULL };
 	config_setting_t *g = config_setting_get_member(global, "admin_socket");
 	const char *mode = NULL;
 	char *end;
@@ -164,11 +188,15 @@ config_admin_socket_load(struct config_ctx *x, const config_setting_t *global)
 	if (config_want_section(x, g, "admin_socket", known) ||
 	    config_get_str(x, g, "path", &x->cfg->admin_socket.path, true) ||
 	    config_get_str(x, g, "mode", &mode, true) ||
-	    config_get_str(x, g, "group", &x->cfg->admin_socket.group, false))
+	    config_get_str(x, g, "group", &x->cfg->admin_socket.group, false) ||
+	    config_get_str(x, g, "bind", &x->cfg->admin_socket.bind, true) ||
+	    config_admin_tcp(x, g))
 		return -1;
-	if (!x->cfg->admin_socket.path || x->cfg->admin_socket.path[0] != '/')
+	if (!x->cfg->admin_socket.path && !x->cfg->admin_socket.bind)
+		return config_fail(x, g, "admin_socket needs an absolute 'path' (and may add a TCP 'bind')");
+	if (x->cfg->admin_socket.path && x->cfg->admin_socket.path[0] != '/')
 		return config_fail(x, g, "admin_socket needs an absolute 'path'");
-	if (strlen(x->cfg->admin_socket.path) >= 100)
+	if (x->cfg->admin_socket.path && strlen(x->cfg->admin_socket.path) >= 100)
 		return config_fail(x, config_setting_get_member(g, "path"), "admin_socket 'path' is too long");
 	if (mode) {
 		long m = strtol(mode, &end, 8);
@@ -183,10 +211,11 @@ config_admin_socket_load(struct config_ctx *x, const config_setting_t *global)
 	return 0;
 }
 
-/* Frees the protocol names of every backend. */
+/* Frees the protocol names of every backend, and admin_socket's allow list. */
 void
 config_protos_free(struct config *c)
 {
+	free(c->admin_socket.allow);
 	for (size_t i = 0; c->backends && i < c->nbackends + 1; i++)
 		for (size_t k = 0; k < c->backends[i].nprotos; k++)
 			config_free_const(c->backends[i].protos[k]);

@@ -400,6 +400,7 @@ conn_backend_setup(struct conn *c)
 		metrics_backend_error(c->bcfg->backends[c->bidx].name, tls ? "tls" : "connect");
 		upstream_failed(c, tls ? "tls" : "connect");
 		if (!tls && upstream_retry(c) == 0) {
+			metrics_backend_error(c->bcfg->backends[c->bidx].name, "retry");
 			log_info("client=%s %s; trying the next server", c->client_ip, c->reason);
 			conn_set_phase(c, PH_ACTIVE);	/* the connect timer starts over */
 			return;

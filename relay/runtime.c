@@ -22,6 +22,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "relay.h"
 #include "runtime.h"
 #include "servers.h"
@@ -49,15 +50,22 @@ struct rt_client {
 	struct rt_client *prev, *next;
 };
 
+#define RT_ALLOW_MAX 32
+
 static struct {
 	int fd;				/* the listening socket, or -1 */
 	ev_io accept_io;
+	int tcp_fd;			/* the TCP listening socket (admin_socket.bind), or -1 */
+	ev_io tcp_io;
+	char tcp_bind[96];
+	struct addr_prefix allow[RT_ALLOW_MAX];	/* who may use the TCP socket */
+	size_t nallow;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	int mode;
 	char group[64];			/* "" when none */
 	struct rt_client *clients;
 	int nclients;
-} rt = { .fd = -1 };
+} rt = { .fd = -1, .tcp_fd = -1 };
 
 /* --- output --------------------------------------------------------------------------------- */
 
@@ -667,17 +675,36 @@ rt_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	rt_close(cl, cl->sent < cl->out.len ? "not reading its answer" : "idle");
 }
 
+/* True when a TCP client's address is in admin_socket.allow_from. */
+static bool
+rt_allowed(const struct sockaddr_storage *peer)
+{
+	for (size_t i = 0; i < rt.nallow; i++)
+		if (addr_prefix_match(&rt.allow[i], (const struct sockaddr *)peer))
+			return true;
+	return false;
+}
+
 static void
 rt_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-	(void)loop; (void)w; (void)revents;
+	(void)loop; (void)revents;
 
 	for (;;) {
-		int fd = accept4(rt.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct sockaddr_storage peer;
+		socklen_t plen = sizeof(peer);
+		int fd = accept4(w->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
 				log_warn("admin socket %s: accept: %s", rt.path, strerror(errno));
 			return;
+		}
+		if (w->fd == rt.tcp_fd && !rt_allowed(&peer)) {
+			char ip[64];
+			addr_text(&peer, ip, sizeof(ip));
+			log_warn("admin socket %s: %s is not in admin_socket.allow_from; closed", rt.tcp_bind, ip);
+			close(fd);
+			continue;
 		}
 		struct rt_client *cl = rt.nclients < RT_CLIENTS_MAX ? calloc(1, sizeof(*cl)) : NULL;
 		if (!cl) {
@@ -799,11 +826,50 @@ rt_mode(const struct config *cfg)
 	return mode & 0770;
 }
 
+/* Opens admin_socket.bind (TCP) when set: 0, or -1 logged. */
+static int
+rt_open_tcp(const struct config *cfg)
+{
+	int one = 1, fd;
+
+	if (!cfg->admin_socket.bind)
+		return 0;
+	fd = socket(cfg->admin_socket.bind_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+	    bind(fd, (const struct sockaddr *)&cfg->admin_socket.bind_addr, cfg->admin_socket.bind_len) == -1 ||
+	    listen(fd, RT_CLIENTS_MAX) == -1) {
+		log_error("admin socket %s: %s", cfg->admin_socket.bind, strerror(errno));
+		if (fd != -1)
+			close(fd);
+		return -1;
+	}
+	rt.tcp_fd = fd;
+	snprintf(rt.tcp_bind, sizeof(rt.tcp_bind), "%s", cfg->admin_socket.bind);
+	rt.nallow = cfg->admin_socket.nallow < RT_ALLOW_MAX ? cfg->admin_socket.nallow : RT_ALLOW_MAX;
+	memcpy(rt.allow, cfg->admin_socket.allow, rt.nallow * sizeof(rt.allow[0]));
+	ev_io_init(&rt.tcp_io, rt_accept_cb, fd, EV_READ);
+	ev_io_start(relay.loop, &rt.tcp_io);
+	log_info("admin socket on TCP %s (%zu allowed prefixes)", rt.tcp_bind, rt.nallow);
+	return 0;
+}
+
+static void
+rt_close_tcp(void)
+{
+	if (rt.tcp_fd == -1)
+		return;
+	ev_io_stop(relay.loop, &rt.tcp_io);
+	close(rt.tcp_fd);
+	rt.tcp_fd = -1;
+	rt.tcp_bind[0] = '\0';
+}
+
 static void
 rt_close_socket(void)
 {
 	while (rt.clients)
 		rt_close(rt.clients, NULL);
+	rt_close_tcp();
 	if (rt.fd == -1)
 		return;
 	ev_io_stop(relay.loop, &rt.accept_io);
@@ -821,6 +887,8 @@ runtime_start(const struct config *cfg)
 	int fd, mode;
 
 	runtime_mark_start();
+	if (rt_open_tcp(cfg) == -1)
+		return -1;
 	if (!path)
 		return 0;
 	mode = rt_mode(cfg);
@@ -842,7 +910,13 @@ runtime_reload(const struct config *cfg)
 	const char *path = cfg->admin_socket.path;
 	const char *group = cfg->admin_socket.group ? cfg->admin_socket.group : "";
 
-	if (rt.fd != -1 && path && strcmp(path, rt.path) == 0) {
+	bool same_tcp = (!cfg->admin_socket.bind && rt.tcp_fd == -1) ||
+	    (cfg->admin_socket.bind && rt.tcp_fd != -1 && strcmp(cfg->admin_socket.bind, rt.tcp_bind) == 0);
+	if (same_tcp && rt.tcp_fd != -1) {	/* a new allow_from applies at once */
+		rt.nallow = cfg->admin_socket.nallow < RT_ALLOW_MAX ? cfg->admin_socket.nallow : RT_ALLOW_MAX;
+		memcpy(rt.allow, cfg->admin_socket.allow, rt.nallow * sizeof(rt.allow[0]));
+	}
+	if (same_tcp && rt.fd != -1 && path && strcmp(path, rt.path) == 0) {
 		int mode = rt_mode(cfg);
 		if ((mode != rt.mode || strcmp(group, rt.group) != 0) && rt_permissions(path, mode, group) == 0) {
 			rt.mode = mode;
@@ -851,8 +925,8 @@ runtime_reload(const struct config *cfg)
 		return;
 	}
 	rt_close_socket();
-	if (path && runtime_start(cfg) == -1)
-		log_error("reload: admin socket %s not opened; the runtime API is off", path);
+	if ((path || cfg->admin_socket.bind) && runtime_start(cfg) == -1)
+		log_error("reload: admin socket %s not opened; the runtime API is off", path ? path : cfg->admin_socket.bind);
 }
 
 void

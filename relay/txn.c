@@ -582,6 +582,7 @@ txn_timeout(struct conn *c, enum conn_timeout t)
 		/* A server that never answers the connect counts as failed; the next one is tried. */
 		upstream_failed(c, "connect_timeout");
 		if (c->backend.tls == NULL && upstream_retry(c) == 0) {
+			metrics_backend_error(upstream_name(c), "retry");
 			log_info("client=%s backend %s: connect timed out; trying the next server", c->client_ip,
 			    upstream_name(c));
 			return STEP_GOTO(PH_ACTIVE);	/* the connect timer starts over */

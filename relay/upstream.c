@@ -125,7 +125,10 @@ connect_next(struct conn *c)
 			return 0;
 		if (current(c))
 			servers_failure(current(c), "connect");
-		log_info("client=%s backend %s: trying the next server", c->client_ip, b->name);
+		if (c->tries + 1 < c->norder) {
+			metrics_backend_error(b->name, "retry");	/* the retry on the next server, counted */
+			log_info("client=%s backend %s: trying the next server", c->client_ip, b->name);
+		}
 	}
 	c->server = c->norder ? c->order[c->norder - 1] : -1;
 	return -1;

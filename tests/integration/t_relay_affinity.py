@@ -11,6 +11,7 @@ server is skipped for the next one, the same way on every instance.
 """
 
 import os
+import re
 import socket
 import sys
 import time
@@ -29,7 +30,7 @@ def config(server_ports):
     return """
 global = { log_level = "debug"; };
 timeouts = { connect = 2; request_head = 3; };
-listeners = ( { name = "public"; bind = "127.0.0.1:0"; } );
+listeners = ( { name = "public"; bind = "127.0.0.1:0"; }, { name = "admin"; bind = "127.0.0.1:0"; role = "admin"; } );
 backends = ( { name = "exchange"; servers = [ %s ]; idle_timeout = 60; } );
 routes = ( { backend = "exchange"; } );
 """ % ", ".join('"127.0.0.1:%d"' % p for p in server_ports)
@@ -106,6 +107,24 @@ n_ok = sum(1 for _ in range(24) if split_vc(pc, pd))
 is_(n_ok, 24, "with the first server refusing, channels still pair (failover in a fixed order)")
 ok("trying the next server" in rc.stderr_text() or "trying the next server" in rd.stderr_text(),
    "the failover is logged")
+
+
+def retries(r):
+    """exrelay_backend_errors_total{backend="exchange",kind="retry"} of instance r."""
+    with socket.create_connection(("127.0.0.1", r.port("admin")), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        data = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+    m = re.search(rb'exrelay_backend_errors_total\{backend="exchange",kind="retry"\} (\d+)', data)
+    return int(m.group(1)) if m else 0
+
+
+logged = sum(r.stderr_text().count("trying the next server") for r in (rc, rd))
+is_(retries(rc) + retries(rd), logged, "every retry on the next server is counted (%d)" % logged)
 
 # 4. Plain requests (no cookie) are spread by client address: the same client, the same server.
 seen = set()

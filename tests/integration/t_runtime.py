@@ -266,6 +266,49 @@ relay.stats_socket = SOCK2
 is_(relay.server_stat("exchange", "ex1")["status"], "DRAIN", "the new socket answers, state intact")
 is_(oct(stat.S_IMODE(os.stat(SOCK2).st_mode)), oct(0o660), "the new socket has the mode too")
 
+# --- the TCP admin socket (admin_socket.bind): loopback by default, else allow_from -----------
+def tcp_open(port):
+    """True when something accepts on 127.0.0.1:port."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def tcp_command(port, line, timeout=5.0):
+    """One command line over TCP; the whole answer until the other side closes ("" if refused)."""
+    out = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(line.encode())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                d = s.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not d:
+                break
+            out += d
+    return out.decode("utf-8", "replace")
+
+
+tport = free_port()
+conf = open(relay.config_path).read()
+conf_tcp = conf.replace('group = "%s"; }' % GROUP.gr_name, 'group = "%s"; bind = "127.0.0.1:%d"; }' % (GROUP.gr_name, tport))
+ok(conf_tcp != conf, "a configuration with admin_socket.bind")
+relay.reload(conf_tcp)
+ok(relay.wait_reloaded(), "reload adding admin_socket.bind")
+ok(wait_for(lambda: tcp_command(tport, "get weight exchange/ex1\n").startswith("100 (initial 100)"), 5),
+   "the TCP admin socket answers a loopback client (allow_from defaults to loopback)")
+relay.reload(conf_tcp.replace('bind = "127.0.0.1:%d";' % tport, 'bind = "127.0.0.1:%d"; allow_from = [ "10.0.0.0/8" ];' % tport))
+ok(relay.wait_reloaded(), "reload with allow_from = 10.0.0.0/8")
+is_(tcp_command(tport, "show info\n"), "", "a client outside allow_from is closed without an answer")
+ok(wait_for(lambda: "is not in admin_socket.allow_from" in relay.stderr_text(), 5), "... and the refusal is logged")
+relay.reload(conf)
+ok(relay.wait_reloaded(), "reload without admin_socket.bind")
+ok(wait_for(lambda: not tcp_open(tport), 5), "the TCP admin socket is closed again")
+
 # --- stop: the socket is removed ---------------------------------------------------------------
 is_(relay.stop(), 0, "exrelay stops (exit 0)")
 ok(not os.path.exists(SOCK2), "the socket file is removed at stop")
