@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * runtime.h: HAProxy's runtime API subset on global.admin_socket (runtime.c: the Unix socket,
- * its clients and the command line; runtime_show.c: the answers of the `show` commands, in
- * HAProxy 2.6's formats). Everything here runs on the main thread's loop (relay.loop).
+ * runtime.h: HAProxy's runtime API subset on global.admin_socket (runtime.c: the sockets and
+ * their clients; runtime_cmd.c: the command line and the commands that change servers;
+ * runtime_show.c: the answers of the `show` commands, in HAProxy 2.6's formats).
+ * Everything here runs on the main thread's loop (relay.loop).
  */
 #ifndef EXRELAY_RUNTIME_H
 #define EXRELAY_RUNTIME_H
@@ -23,7 +24,7 @@ void runtime_reload(const struct config *cfg);
 /* Closes the socket and every client, and removes the socket file. */
 void runtime_stop(void);
 
-/* --- internal to runtime.c and runtime_show.c ----------------------------------------- */
+/* --- internal to runtime.c, runtime_cmd.c and runtime_show.c ------------------------- */
 
 /* A command's answer: grows up to RUNTIME_OUT_MAX; past it, overflow is set. */
 #define RUNTIME_OUT_MAX (1024 * 1024)
