@@ -205,9 +205,12 @@ rw_added(const struct rewrite_request_ctx *ctx, struct http1_slice name, bool fo
 static bool
 rw_stripped(const struct rewrite_request_ctx *ctx, struct http1_slice name)
 {
-	if (!ctx->strip_internal)
+	if (!ctx->strip_internal || name.len == 0)
 		return false;
-	if (rw_fold_in(name, rw_internal, sizeof(rw_internal) / sizeof(rw_internal[0])))
+	/* Every internal name starts with "X" or "msExch": most fields are ruled out at once. */
+	unsigned char first = (unsigned char)(name.p[0] | 0x20);
+	if ((first == 'x' || first == 'm') &&
+	    rw_fold_in(name, rw_internal, sizeof(rw_internal) / sizeof(rw_internal[0])))
 		return true;
 	if (memchr(name.p, '_', name.len) == NULL)
 		return false;
