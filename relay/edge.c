@@ -127,7 +127,9 @@ edge_route(struct conn *c, const struct http1_request *req, size_t route, const 
 		return refuse(r, 401, "guard", "user");
 	}
 	c->auth_ukey = user;
-	snprintf(c->auth_user, sizeof(c->auth_user), "%.*s", (int)sizeof(c->auth_user) - 1, cr->key);
+	size_t kl = strnlen(cr->key, sizeof(c->auth_user) - 1);
+	memcpy(c->auth_user, cr->key, kl);
+	c->auth_user[kl] = '\0';
 	return 0;
 }
 

@@ -66,13 +66,16 @@ decode_target(const char *t, size_t n, char *out, size_t cap)
 {
 	if (n >= cap)
 		return -1;
-	if (n > 0)
-		memcpy(out, t, n);
-	for (int round = 0; decode_once(out, &n); round++)
+	bool escaped = n > 0 && memchr(t, '%', n) != NULL;
+	for (size_t i = 0; i < n; i++) {	/* copy, lower-cased (the usual target has no escape) */
+		char ch = t[i];
+		out[i] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch == '\0' ? '?' : ch);
+	}
+	for (int round = 0; escaped && decode_once(out, &n); round++)
 		if (round == DECODE_ROUNDS)
 			return -1;
 	out[n] = '\0';
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; escaped && i < n; i++)
 		if (out[i] == '\0')
 			out[i] = '?';	/* a decoded NUL must not end the matching early */
 	return (ssize_t)n;
@@ -108,28 +111,35 @@ has_tilde(const char *v, size_t n)
 	return false;
 }
 
+/* The next 'x' or 'X' in [p, end), or NULL (two vectorised scans, not a loop per byte). */
+static const char *
+next_x(const char *p, const char *end)
+{
+	const char *a = memchr(p, 'x', (size_t)(end - p)), *b = memchr(p, 'X', (size_t)(end - p));
+
+	return !a ? b : !b ? a : a < b ? a : b;
+}
+
 /* The ProxyLogon cookie shapes in one Cookie field value. */
 static const char *
 exchange_cookie_rule(const char *v, size_t n)
 {
 	static const char anon[] = "x-anonresource-backend", be[] = "x-beresource";
+	const char *end = v + n;
 
-	for (size_t i = 0; i + sizeof(anon) - 1 <= n; i++)
-		if ((v[i] | 0x20) == 'x' && strncasecmp(v + i, anon, sizeof(anon) - 1) == 0)
+	for (const char *p = next_x(v, end); p; p = next_x(p + 1, end))
+		if ((size_t)(end - p) >= sizeof(anon) - 1 && strncasecmp(p, anon, sizeof(anon) - 1) == 0)
 			return "proxylogon";
-	for (size_t i = 0; i < n;) {
-		size_t end = i;
-		while (end < n && v[end] != ';')
-			end++;
-		size_t s = i;
-		while (s < end && (v[s] == ' ' || v[s] == '\t'))
+	for (const char *s = v; s < end;) {
+		const char *semi = memchr(s, ';', (size_t)(end - s)), *e = semi ? semi : end;
+		while (s < e && (*s == ' ' || *s == '\t'))
 			s++;
-		if (end - s > sizeof(be) - 1 && strncasecmp(v + s, be, sizeof(be) - 1) == 0) {
-			const char *eq = memchr(v + s, '=', end - s);
-			if (eq && has_tilde(eq + 1, (size_t)(v + end - eq - 1)))
+		if ((size_t)(e - s) > sizeof(be) - 1 && strncasecmp(s, be, sizeof(be) - 1) == 0) {
+			const char *eq = memchr(s, '=', (size_t)(e - s));
+			if (eq && has_tilde(eq + 1, (size_t)(e - eq - 1)))
 				return "proxylogon";
 		}
-		i = end + 1;
+		s = e + 1;
 	}
 	return NULL;
 }
