@@ -68,16 +68,16 @@ decode_target(const char *t, size_t n, char *out, size_t cap)
 		return -1;
 	bool escaped = n > 0 && memchr(t, '%', n) != NULL;
 	for (size_t i = 0; i < n; i++) {	/* copy, lower-cased (the usual target has no escape) */
-		char ch = t[i];
-		out[i] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch == '\0' ? '?' : ch);
+		unsigned char ch = (unsigned char)t[i];
+		out[i] = (char)(ch | (unsigned char)((unsigned)(ch - 'A') < 26u) << 5);
 	}
 	for (int round = 0; escaped && decode_once(out, &n); round++)
 		if (round == DECODE_ROUNDS)
 			return -1;
 	out[n] = '\0';
-	for (size_t i = 0; escaped && i < n; i++)
+	for (size_t i = 0; i < n; i++)
 		if (out[i] == '\0')
-			out[i] = '?';	/* a decoded NUL must not end the matching early */
+			out[i] = '?';	/* a NUL must not end the matching early */
 	return (ssize_t)n;
 }
 

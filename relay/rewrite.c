@@ -129,6 +129,13 @@ rw_protected(struct http1_slice name)
 	    rw_is(name, "Transfer-Encoding");
 }
 
+/* A field name and its length (compared without a strlen per request). */
+struct rw_name {
+	const char *s;
+	size_t n;
+};
+#define RW_NAME(lit) { lit, sizeof(lit) - 1 }
+
 /*
  * Headers that only Exchange's own front end (CAFE, the Client Access front end) sets on the
  * requests it proxies to a mailbox server, which trusts them there: a client that sends them
@@ -141,37 +148,37 @@ rw_protected(struct http1_slice name)
  *       34523/31207) and their proof-of-concept requests.
  * Compared case-insensitively with '_' read as '-' (http1_ci_eq_dash).
  */
-static const char *const rw_internal[] = {
-	"X-CommonAccessToken",		/* [I][P] CAFE's serialized identity (ProxyShell: X-Rps-CAT) */
-	"X-IsFromCafe",			/* [I] marks a request as proxied by CAFE */
-	"X-SourceCafeServer",		/* [I] the CAFE server that proxied it */
-	"msExchProxyUri",		/* [I][P] the URI CAFE received */
-	"X-MSExchangeProxyLogonToken",	/* [I] */
-	"X-BEResource",			/* [M][P] the backend CAFE chose (ProxyLogon SSRF) */
-	"X-AnonResource",		/* [P] ProxyLogon: anonymous-resource routing */
-	"X-AnonResource-Backend",	/* [M][P] ProxyLogon SSRF target */
-	"msExchLogonAccount",		/* [P] ProxyLogon: the logon identity (/ecp/proxyLogon.ecp) */
-	"msExchLogonMailbox",		/* [P] ProxyLogon PoCs send "msExchLogonMailbox: S-1-5-20" */
-	"msExchTargetMailbox",		/* [P] */
+static const struct rw_name rw_internal[] = {
+	RW_NAME("X-CommonAccessToken"),		/* [I][P] CAFE's serialized identity (ProxyShell: X-Rps-CAT) */
+	RW_NAME("X-IsFromCafe"),			/* [I] marks a request as proxied by CAFE */
+	RW_NAME("X-SourceCafeServer"),		/* [I] the CAFE server that proxied it */
+	RW_NAME("msExchProxyUri"),		/* [I][P] the URI CAFE received */
+	RW_NAME("X-MSExchangeProxyLogonToken"),	/* [I] */
+	RW_NAME("X-BEResource"),			/* [M][P] the backend CAFE chose (ProxyLogon SSRF) */
+	RW_NAME("X-AnonResource"),		/* [P] ProxyLogon: anonymous-resource routing */
+	RW_NAME("X-AnonResource-Backend"),	/* [M][P] ProxyLogon SSRF target */
+	RW_NAME("msExchLogonAccount"),		/* [P] ProxyLogon: the logon identity (/ecp/proxyLogon.ecp) */
+	RW_NAME("msExchLogonMailbox"),		/* [P] ProxyLogon PoCs send RW_NAME("msExchLogonMailbox: S-1-5-20") */
+	RW_NAME("msExchTargetMailbox"),		/* [P] */
 };
 
 /*
  * Names with a '-' that exrelay sets or strips itself (besides add_headers, rw_added): a
  * client's spelling with '_' (X-Forwarded_For, X_Real_IP) is a look-alike, dropped.
  */
-static const char *const rw_lookalike[] = {
-	"X-Forwarded-For", "X-Forwarded-Proto", "X-Real-IP", "Front-End-Https",
-	"Keep-Alive", "Proxy-Connection", "HTTP2-Settings",
+static const struct rw_name rw_lookalike[] = {
+	RW_NAME("X-Forwarded-For"), RW_NAME("X-Forwarded-Proto"), RW_NAME("X-Real-IP"), RW_NAME("Front-End-Https"),
+	RW_NAME("Keep-Alive"), RW_NAME("Proxy-Connection"), RW_NAME("HTTP2-Settings"),
 };
 
 /* True when name equals one of names[0..n) by http1_ci_eq_dash. */
 static bool
-rw_fold_in(struct http1_slice name, const char *const *names, size_t n)
+rw_fold_in(struct http1_slice name, const struct rw_name *names, size_t n)
 {
 	size_t i;
 
 	for (i = 0; i < n; i++)
-		if (http1_ci_eq_dash(name.p, name.len, names[i], strlen(names[i])))
+		if (names[i].n == name.len && http1_ci_eq_dash(name.p, name.len, names[i].s, names[i].n))
 			return true;
 	return false;
 }
