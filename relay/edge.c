@@ -117,7 +117,8 @@ edge_route(struct conn *c, const struct http1_request *req, size_t route, const 
 		c->auth_ckey = guard_key(c->client_ip);	/* once per connection */
 	uint64_t user = guard_key(cr->key);
 	enum guard_verdict v = guard_check(&c->cfg->guard, user, c->auth_ckey, clock_mono(), &ev);
-	edge_guard_log(c, &ev, cr->user);
+	if (ev.kind != GUARD_EV_NONE)
+		edge_guard_log(c, &ev, cr->user);
 	if (v == GUARD_BLOCK_CLIENT) {
 		snprintf(r->extra, sizeof(r->extra), "Retry-After: %u\r\n", ev.retry_after);
 		return refuse(r, 429, "guard", "client");

@@ -57,6 +57,18 @@ decode_once(char *p, size_t *n)
 	return changed;
 }
 
+/* ASCII lower case by table: the copy of a target is one load and one store a byte. */
+#define LC(c) (unsigned char)((c) >= 'A' && (c) <= 'Z' ? (c) + 32 : (c))
+#define L4(b) LC(b), LC((b) + 1), LC((b) + 2), LC((b) + 3)
+#define L16(b) L4(b), L4((b) + 4), L4((b) + 8), L4((b) + 12)
+static const unsigned char filter_lower[256] = {
+	L16(0), L16(16), L16(32), L16(48), L16(64), L16(80), L16(96), L16(112),
+	L16(128), L16(144), L16(160), L16(176), L16(192), L16(208), L16(224), L16(240),
+};
+#undef L16
+#undef L4
+#undef LC
+
 /*
  * Decodes the target into out (NUL-terminated, lower-case) until stable. Returns its length,
  * or -1 when it does not fit or is still changing after DECODE_ROUNDS rounds.
@@ -67,17 +79,15 @@ decode_target(const char *t, size_t n, char *out, size_t cap)
 	if (n >= cap)
 		return -1;
 	bool escaped = n > 0 && memchr(t, '%', n) != NULL;
-	for (size_t i = 0; i < n; i++) {	/* copy, lower-cased (the usual target has no escape) */
-		unsigned char ch = (unsigned char)t[i];
-		out[i] = (char)(ch | (unsigned char)((unsigned)(ch - 'A') < 26u) << 5);
-	}
+
+	for (size_t i = 0; i < n; i++)	/* copy, lower-cased (the usual target has no escape) */
+		out[i] = (char)filter_lower[(unsigned char)t[i]];
 	for (int round = 0; escaped && decode_once(out, &n); round++)
 		if (round == DECODE_ROUNDS)
 			return -1;
 	out[n] = '\0';
-	for (size_t i = 0; i < n; i++)
-		if (out[i] == '\0')
-			out[i] = '?';	/* a NUL must not end the matching early */
+	for (char *z = memchr(out, '\0', n); z; z = memchr(z + 1, '\0', (size_t)(out + n - z - 1)))
+		*z = '?';	/* a NUL must not end the matching early */
 	return (ssize_t)n;
 }
 
