@@ -26,11 +26,10 @@ import os
 import re
 import socket
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import run_checks, ok, is_, diag, start_standin, start_exrelay, wait_for  # noqa: E402
+from harness import serve_loopback, run_checks, ok, is_, diag, start_standin, start_exrelay, wait_for  # noqa: E402
 
 T0 = time.monotonic()
 
@@ -64,30 +63,8 @@ def catchall(c):
 
 
 def start_catchall():
-    """Listens on a free loopback port; one thread per connection."""
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(16)
-    _socks.append(ls)
-
-    def loop():
-        while True:
-            try:
-                c, _ = ls.accept()
-            except OSError:
-                return
-            c.settimeout(15)
-            _socks.append(c)
-            threading.Thread(target=lambda: _quiet(catchall, c), daemon=True).start()
-    threading.Thread(target=loop, daemon=True).start()
-    return ls.getsockname()[1]
-
-
-def _quiet(fn, c):
-    try:
-        fn(c)
-    except OSError:
-        pass
+    """The catch-all backend on a free loopback port; one thread per connection (harness)."""
+    return serve_loopback(catchall, backlog=16, keep=_socks)
 
 
 CONFIG = '''

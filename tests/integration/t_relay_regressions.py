@@ -33,7 +33,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import hrw_pick, run_checks, ok, is_, diag, free_port, wait_for, start_exrelay, exrelay_path, \
+from harness import hrw_pick, serve_loopback, run_checks, ok, is_, diag, free_port, wait_for, start_exrelay, exrelay_path, \
     tmpdir  # noqa: E402
 from service import listen_queues  # noqa: E402
 
@@ -49,31 +49,8 @@ _backend_socks = []     # listening sockets and held connections, closed at the 
 
 
 def start_backend(handler, rcvbuf=None):
-    """Listens on a free loopback port; each accepted connection runs handler(conn) in a thread."""
-    ls = socket.socket()
-    if rcvbuf:
-        ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)     # inherited by accepted sockets
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(64)
-    _backend_socks.append(ls)
-
-    def loop():
-        while True:
-            try:
-                c, _ = ls.accept()
-            except OSError:
-                return
-            c.settimeout(15)
-            threading.Thread(target=_guard, args=(handler, c), daemon=True).start()
-    threading.Thread(target=loop, daemon=True).start()
-    return ls.getsockname()[1]
-
-
-def _guard(handler, c):
-    try:
-        handler(c)
-    except OSError:
-        pass
+    """A backend on a free loopback port: handler(conn) in a thread per connection (harness)."""
+    return serve_loopback(handler, rcvbuf=rcvbuf)
 
 
 def read_head_exact(c):

@@ -41,7 +41,7 @@ APACHE_BIN = "/usr/sbin/apache2"
 APACHE_MODULES = "/usr/lib/apache2/modules"
 HAPROXY_BIN = "/usr/sbin/haproxy"
 
-__all__ = ["hrw_pick", "ok", "is_", "diag", "done", "skip_all", "bail_out", "free_port", "wait_port", "wait_for",
+__all__ = ["hrw_pick", "serve_loopback", "ok", "is_", "diag", "done", "skip_all", "bail_out", "free_port", "wait_port", "wait_for",
            "start_standin", "start_apache", "start_exrelay", "start_haproxy", "exrelay_path", "exrelay_argv", "tmpdir",
            "cleanup"]
 
@@ -190,6 +190,38 @@ def wait_port(host, port, timeout=10.0, alive=None):
 _started = []           # objects with .stop(), stopped in reverse order
 _tmpdirs = []
 _cleaned = [False]
+
+
+def serve_loopback(handler, backlog=64, rcvbuf=None, keep=None):
+    """Listens on a free loopback port; each accepted connection runs handler(conn) in a thread
+    of its own (an OSError there ends it quietly). rcvbuf sets SO_RCVBUF (accepted sockets inherit
+    it); accepted connections are appended to the list `keep` when given, so a test can close
+    them. Returns the port; the listening socket is closed at exit."""
+    ls = socket.socket()
+    if rcvbuf:
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(backlog)
+    atexit.register(ls.close)
+
+    def run(c):
+        try:
+            handler(c)
+        except OSError:
+            pass
+
+    def loop():
+        while True:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            c.settimeout(15)
+            if keep is not None:
+                keep.append(c)
+            threading.Thread(target=run, args=(c,), daemon=True).start()
+    threading.Thread(target=loop, daemon=True).start()
+    return ls.getsockname()[1]
 
 
 def tmpdir(prefix="exrelay-test-"):
