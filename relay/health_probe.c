@@ -133,11 +133,7 @@ probe_end(struct probe *p)
 	double took = ev_time() - p->start;
 
 	CHECK_OBJ(p, PROBE_MAGIC);
-	for (int i = 0; i < s->nprotos && i < CFG_MAX_PROTOS; i++)
-		if (strcmp(s->protos[i], p->proto) == 0) {
-			servers_check_result(s, i, p->ok, took, p->status, p->b->check.rise, p->b->check.fall);
-			break;
-		}
+	servers_check_result(s, p->proto, p->ok, took, p->status, p->b->check.rise, p->b->check.fall);
 	log_debug("health check %s/%s %s: %s in %.3f s", p->b->name, p->cs->name, p->proto, p->status, took);
 	health_probe_free(p);
 	return hs;

@@ -61,26 +61,33 @@ entry(const char *backend, const char *name)
 	return s;
 }
 
-/* Sets the protocols of s from its backend, keeping the health of those it had. */
+/* Sets the protocols of s from its backend, keeping the health of those it had (lock held). */
 static void
 bind_protos(struct srv *s, const struct cfg_backend *b)
 {
 	struct srv_health old[CFG_MAX_PROTOS];
 	char names[CFG_MAX_PROTOS][32];
-	int n = s->nprotos;
+	int n = s->nprotos, per = b->check.enabled && strcmp(b->check.path, "auto") == 0 && b->nprotos > 0;
+	int m = per ? (int)b->nprotos : 1;
 
 	memcpy(old, s->health, sizeof(old));
 	memcpy(names, s->protos, sizeof(names));
-	s->per_proto = b->check.enabled && strcmp(b->check.path, "auto") == 0 && b->nprotos > 0;
-	s->nprotos = s->per_proto ? (int)b->nprotos : 1;
-	for (int p = 0; p < s->nprotos; p++) {
-		snprintf(s->protos[p], sizeof(s->protos[p]), "%s", s->per_proto ? b->protos[p] : "*");
-		s->health[p] = (struct srv_health){ .up = 1, .last_change = clock_wall() };
-		snprintf(s->health[p].last_status, sizeof(s->health[p].last_status), "INI");
+	for (int p = 0; p < m; p++) {
+		struct srv_health h = { .up = 1, .last_change = clock_wall() };
+		snprintf(h.last_status, sizeof(h.last_status), "INI");
+		snprintf(s->protos[p], sizeof(s->protos[p]), "%s", per ? b->protos[p] : "*");
 		for (int q = 0; q < n; q++)
 			if (strcmp(names[q], s->protos[p]) == 0)
-				s->health[p] = old[q];
+				h = old[q];
+		/* Field by field: the workers read up (an atomic) without the lock. */
+		put(&s->health[p].up, h.up);
+		s->health[p].streak = h.streak;
+		s->health[p].last_change = h.last_change;
+		s->health[p].last_duration = h.last_duration;
+		memcpy(s->health[p].last_status, h.last_status, sizeof(h.last_status));
 	}
+	put(&s->per_proto, per);
+	put(&s->nprotos, m);
 }
 
 int
@@ -185,9 +192,10 @@ servers_up(const struct srv *s, int proto)
 		return false;	/* a login through it could never succeed */
 	if (!get(&s->checked))
 		return true;
-	if (s->per_proto && proto >= 0 && proto < s->nprotos)
+	int n = get(&s->nprotos);
+	if (get(&s->per_proto) && proto >= 0 && proto < n)
 		return get(&s->health[proto].up) != 0;
-	for (int p = 0; p < s->nprotos; p++)
+	for (int p = 0; p < n; p++)
 		if (get(&s->health[p].up))
 			return true;
 	return false;
@@ -197,7 +205,7 @@ void
 servers_status(const struct srv *s, char *out, size_t cap)
 {
 	enum srv_admin a = servers_admin(s);
-	int up = 0, n = s->nprotos;
+	int up = 0, n = get(&s->nprotos);
 
 	if (a == SRV_MAINT) {
 		snprintf(out, cap, "MAINT");
@@ -314,12 +322,14 @@ servers_failure(struct srv *s, const char *kind)
 	int n = __atomic_add_fetch(&s->passive, 1, __ATOMIC_RELAXED);
 	if (!get(&s->checked) || (n != get(&s->fall) && strcmp(kind, "connect_timeout") != 0))
 		return;
+	pthread_mutex_lock(&lock);
 	for (int p = 0; p < s->nprotos; p++)
 		if (get(&s->health[p].up)) {
 			put(&s->health[p].up, 0);
 			s->health[p].last_change = clock_wall();
 			snprintf(s->health[p].last_status, sizeof(s->health[p].last_status), "passive %s", kind);
 		}
+	pthread_mutex_unlock(&lock);
 	log_warn("server %s/%s is DOWN (%d %s failure%s in a row)", s->backend, s->name, n, kind, n == 1 ? "" : "s");
 }
 
@@ -367,26 +377,34 @@ servers_rpc_close(struct srv *s, const uint8_t *cookie)
 	pthread_mutex_unlock(&lock);
 }
 
+/*
+ * Under the lock: a reload (servers_bind) may rename or renumber the protocols meanwhile, and
+ * the runtime API and /metrics read the health records under it too.
+ */
 void
-servers_check_result(struct srv *s, int proto, bool ok, double duration, const char *status,
-    int rise, int fall)
+servers_check_result(struct srv *s, const char *proto, bool ok, double duration,
+    const char *status, int rise, int fall)
 {
-	struct srv_health *h = &s->health[proto];
-
 	__atomic_add_fetch(ok ? &s->checks_ok : &s->checks_failed, 1, __ATOMIC_RELAXED);
-	h->last_duration = duration;
-	snprintf(h->last_status, sizeof(h->last_status), "%s", status);
-	if (ok == (get(&h->up) != 0)) {
-		h->streak = 0;
-		return;
+	pthread_mutex_lock(&lock);
+	for (int i = 0; i < s->nprotos && i < CFG_MAX_PROTOS; i++) {
+		if (strcmp(s->protos[i], proto) != 0)
+			continue;
+		struct srv_health *h = &s->health[i];
+		h->last_duration = duration;
+		snprintf(h->last_status, sizeof(h->last_status), "%s", status);
+		if (ok == (get(&h->up) != 0)) {
+			h->streak = 0;
+		} else if (++h->streak >= (ok ? rise : fall)) {
+			h->streak = 0;
+			put(&h->up, ok);
+			h->last_change = clock_wall();
+			log_warn("server %s/%s protocol %s is %s (%s)", s->backend, s->name, proto,
+			    ok ? "UP" : "DOWN", status);
+		}
+		break;
 	}
-	if (++h->streak < (ok ? rise : fall))
-		return;
-	h->streak = 0;
-	put(&h->up, ok);
-	h->last_change = clock_wall();
-	log_warn("server %s/%s protocol %s is %s (%s)", s->backend, s->name, s->protos[proto],
-	    ok ? "UP" : "DOWN", status);
+	pthread_mutex_unlock(&lock);
 }
 
 bool

@@ -42,6 +42,11 @@ struct srv {
 	int admin_cfg, admin_rt;	/* configured state; run-time state or -1 (enum srv_admin) */
 	int weight_cfg, weight_rt;	/* configured weight; run-time weight or -1 */
 	int checked;			/* active checks are configured */
+	/*
+	 * Written under servers.c's lock (bind at reload, check results, passive failures); the
+	 * workers read per_proto, nprotos and health[].up as atomics without it, the runtime API
+	 * and /metrics read the rest under it (servers_foreach).
+	 */
 	int per_proto;			/* check.path = "auto": one health per protocol */
 	int nprotos;
 	char protos[CFG_MAX_PROTOS][32];
@@ -102,9 +107,12 @@ void servers_success(struct srv *s);
 void servers_rpc_open(struct srv *s, const uint8_t *cookie);
 void servers_rpc_close(struct srv *s, const uint8_t *cookie);
 
-/* A health check's result (the checker): moves the protocol up or down by rise and fall. */
-void servers_check_result(struct srv *s, int proto, bool ok, double duration, const char *status,
-    int rise, int fall);
+/*
+ * A health check's result (the checker), by protocol name (a reload may have renumbered the
+ * protocols since the check started): moves the protocol up or down by rise and fall.
+ */
+void servers_check_result(struct srv *s, const char *proto, bool ok, double duration,
+    const char *status, int rise, int fall);
 
 /*
  * Extended Protection: the listener's certificate for the server's host name, with the
