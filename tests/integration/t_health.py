@@ -16,7 +16,9 @@ Exchange stand-in has no switchable health pages yet). Checked, through exrelay'
   self-signed server is DOWN (L6RSP);
 - one check in flight per server at most, even when a health page answers slower than the interval;
 - a reload adding a server starts checking it, a removed one stops being checked, and a
-  server's health survives the reload; a reload without checks stops the checker.
+  server's health survives the reload; a reload without checks stops the checker;
+- reloads in a row that renumber a server's protocols while its checks are in flight keep
+  each protocol's state (the checker reports by protocol name, under servers.c's lock).
 Intervals are 0.2 s; every wait polls.
 Run: cd tests && EXRELAY=/path/to/exrelay python3 integration/t_health.py
 """
@@ -335,5 +337,28 @@ def check_reload_without_checks():
     ok(wait_for(lambda: ex1.count() >= n + 2, 10), "checks start again")
 
 
+def check_reload_renumbering():
+    # ex1's owa is DOWN; the routes swap the order of /rpc and /owa (and add /ecp) at each
+    # reload, so the protocols are renumbered while checks run every 0.2 s.
+    ex1.status[OWA] = 503
+    ex1.status["/ecp/healthcheck.htm"] = 200
+    down = "server exchange/ex1 protocol owa is DOWN (L7STS 503)"
+    n = log_count(down)
+    ok(wait_log(down, n + 1), "ex1 owa DOWN before the reloads")
+    swapped = config([("ex1", ex1)]).replace('paths = [ "/rpc", "/owa" ]', 'paths = [ "/owa", "/ecp", "/rpc" ]')
+    reloads = 0
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        relay.reload(swapped if reloads % 2 == 0 else config([("ex1", ex1)]))
+        if not relay.wait_reloaded():
+            break
+        reloads += 1
+    ok(reloads >= 4, "reloads renumbering the protocols, in a row for 3 s (%d)" % reloads)
+    c = ex1.count(RPC)
+    ok(wait_for(lambda: ex1.count(RPC) >= c + 3, 10), "checks go on after the reloads")
+    is_(log_count("server exchange/ex1 protocol owa is UP"), 1, "ex1's owa stayed DOWN through the renumbering")
+    is_(log_count("server exchange/ex1 protocol rpc is DOWN"), 0, "ex1's rpc stayed UP")
+
+
 run_checks([check_requests, check_owa_down_and_up, check_timeout_and_refused, check_path, check_tls, check_budget,
-            check_reload, check_reload_without_checks], relay=relay, t0=T0)
+            check_reload, check_reload_without_checks, check_reload_renumbering], relay=relay, t0=T0)
