@@ -95,8 +95,12 @@ class Book:
     def outcome(self, kind, what, t0, detail="", servers=None):
         """Counts an outcome ok|cut|err of a request; a cut or error outside every fault
         window is a failure "unexpected_<what>"."""
+        if what == "err" and detail.split(":")[0].endswith("TimeoutError"):
+            what = "stall"          # 30 s without progress: no fault lasts that long
         self.res[(kind, what)] += 1
-        if what != "ok":
+        if what == "stall":
+            self.fail("stalled", "%s: %s" % (kind, detail))
+        elif what != "ok":
             if self.disturbed(t0, time.monotonic(), servers):
                 self.expected_errors[what] += 1
             else:
@@ -397,6 +401,8 @@ class Setup:
             # invalid: the catch-all route names a backend that does not exist
             "X": EXRELAY_CONF % dict(base, gen="X", fmt="json", connect=3, fallback="nosuchbackend"),
         }
+        if "misroute" in args.inject:       # /owa to Apache in config A: wrong_backend must fire
+            self.confs["A"] = self.confs["A"].replace('"/rpc", "/owa", ', '"/rpc", ')
         self.relay = harness.start_exrelay(self.confs["A"])
         self.gen = "A"
         self.front, self.admin, self.agent = (self.relay.port(n) for n in ("front", "admin", "agent"))
@@ -713,7 +719,7 @@ async def owa_one(s, c, op, state):
         BOOK.outcome(kind, "cut", t0, "%s %s" % (rid, e), [state["server"]] if state.get("server") else None)
         return False
     except (OSError, asyncio.TimeoutError, ValueError) as e:
-        BOOK.outcome(kind, "err", t0, "%s %s: %s" % (rid, type(e).__name__, e),
+        BOOK.outcome(kind, "err", t0, "%s: %s %s" % (type(e).__name__, rid, e),
                      [state["server"]] if state.get("server") else None)
         return False
 
@@ -725,7 +731,7 @@ async def owa_loop(w, i):
         try:
             await owa_conn(w)
         except (OSError, asyncio.TimeoutError) as e:
-            BOOK.outcome("owa_connect", "err", time.monotonic(), str(e))
+            BOOK.outcome("owa_connect", "err", time.monotonic(), "%s: %s" % (type(e).__name__, e))
             await asyncio.sleep(0.5)
 
 
@@ -903,7 +909,7 @@ async def malformed_loop(w, i):
                         BOOK.fail("no_close", "%s %s: %d and the connection stayed open" % (name, rid, resp.status))
             BOOK.outcome("malformed", "ok", t0)
         except (OSError, asyncio.TimeoutError, ValueError) as e:
-            BOOK.outcome("malformed", "err", t0, "%s %s: %s: %s" % (name, rid, type(e).__name__, e))
+            BOOK.outcome("malformed", "err", t0, "%s: %s %s: %s" % (type(e).__name__, name, rid, e))
         finally:
             if c:
                 c.close()
@@ -1107,7 +1113,14 @@ async def fd_fault(s, wave):
 async def wave_faults(w):
     """The faults of one wave: a stand-in fault at 5 s, the descriptor limit at half-time."""
     length = w.end - time.monotonic()
-    await asyncio.sleep(5)
+    if "relay-stop" in w.s.args.inject and w.n == 1:     # exrelay frozen: health_gap must fire
+        await asyncio.sleep(3)
+        os.kill(w.s.relay.pid, signal.SIGSTOP)
+        await asyncio.sleep(2.5)
+        os.kill(w.s.relay.pid, signal.SIGCONT)
+        await asyncio.sleep(0.5)
+    else:
+        await asyncio.sleep(5)
     await standin_fault(w.s, w.n)
     await asyncio.sleep(max(0.0, length / 2 - (length - (w.end - time.monotonic()))))
     if w.on():
@@ -1244,6 +1257,20 @@ def parse_access(s):
                     status, server = int(mm.group(1)), mm.group(2)
                 seen[m.group(1)].append((status, s.port_of.get(server, server)))
     return seen, other
+
+
+def tamper_access(s):
+    """--inject log-dup: in the current access.log, the first line with a request id is written
+    twice and the last one removed."""
+    p = os.path.join(s.dir, "access.log")
+    with open(p, encoding="utf-8", errors="replace") as f:
+        lines = f.readlines()
+    ids = [i for i, line in enumerate(lines) if RID_RE.search(line)]
+    if len(ids) >= 2:
+        lines.insert(ids[0], lines[ids[0]])
+        del lines[ids[-1] + 1]
+        with open(p, "w", encoding="utf-8") as f:
+            f.writelines(lines)
 
 
 def check_access(s):
@@ -1444,6 +1471,8 @@ async def main_async(args):
     extra = {"drain": "exit status %r after %.1f s" % (rc, took)}
     extra["health"] = check_health(s, t_start, t_end)
     extra["sanitizer lines"] = check_sanitizers(s)
+    if "log-dup" in args.inject:            # one line doubled, one removed: both must be caught
+        tamper_access(s)
     extra["access log"] = check_access(s)
     extra["stand-ins"] = check_standins(s)
     check_series(series)
@@ -1458,6 +1487,10 @@ def main():
     ap.add_argument("--pairs", type=int, default=40, help="concurrent RPC virtual connections (default 40)")
     ap.add_argument("--clients", type=int, default=8, help="OWA-like clients; NTLM and slow ones scale with it (default 8)")
     ap.add_argument("--seed", type=int, default=None, help="random seed (default: time)")
+    ap.add_argument("--inject", action="append", default=[], choices=("relay-stop", "log-dup", "misroute"),
+                    help="break something on purpose, to see the checks catch it (the run must FAIL): "
+                    "relay-stop (exrelay SIGSTOPped 2.5 s: health_gap), log-dup (an access-log line doubled "
+                    "and one removed), misroute (/owa sent to Apache: wrong_backend)")
     args = ap.parse_args()
     for path in (harness.HAPROXY_BIN, harness.APACHE_BIN, harness.exrelay_path()):
         if not os.access(path, os.X_OK):
