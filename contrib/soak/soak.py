@@ -70,6 +70,8 @@ class Book:
         self.rpc = []                           # finished virtual connections, checked at the stand-ins
         self.cuts = []                          # rid of request bodies the client cut: checked at the stand-ins
         self.expected_errors = collections.Counter()
+        self.excused = []                       # details of the cuts and errors inside fault windows
+        self.timeline = []                      # (t0, t1, fault, target)
 
     def rid(self, kind):
         """A new request id (goes into the target as rid=...); counts a request of `kind`."""
@@ -103,6 +105,7 @@ class Book:
         elif what != "ok":
             if self.disturbed(t0, time.monotonic(), servers):
                 self.expected_errors[what] += 1
+                self.excused.append("%.1f %s %s: %s" % (time.monotonic() - T0, kind, what, detail))
             else:
                 self.fail("unexpected_" + what, "%s: %s" % (kind, detail))
 
@@ -499,24 +502,30 @@ async def rpc_vc(s, mode, pdus, end):
     out = inn = None
     BOOK.log_expect(ro, "atmost")
     BOOK.log_expect(ri, "atmost")
+    step = "OUT connect"
     try:
         out = await Client.open(s.hport, src)
         source = random.randint(1, 4) << 20 if mode == "source" else 0
         q = "&source=%d&seed=%d" % (source, source % 97) if source else ""
         await out.send(rpch.rpc_out_request(base + ro + q) + rpch.conn_a1(cookie))
+        step = "OUT head"
         resp = await out.head()
         if resp.status != 200 or resp.origin not in NAMES:
             raise ValueError("OUT channel answered %d from %s" % (resp.status, resp.origin))
         rec["server"] = resp.origin
         check_choice(cookie, resp.origin, t0, "RPC OUT")
+        step = "A3"
         rpch.parse_a3(await out.exactly(rpch.A3_LEN))
+        step = "IN connect"
         inn = await Client.open(s.hport, src)
         b1 = rpch.conn_b1(cookie)
         rec["sha"].update(b1)
         rec["sent"] = len(b1)
         qi = "&mode=sink" if mode == "sink" else ""
         await inn.send(rpch.rpc_in_request(base + ri + qi) + b1)
+        step = "C2"
         rpch.parse_c2(await out.exactly(rpch.C2_LEN))
+        step = "stream"
         BOOK.log_expect(ro, "exact")
         BOOK.log_expect(ri, "exact")
         if mode == "source":
@@ -536,10 +545,12 @@ async def rpc_vc(s, mode, pdus, end):
                     break
                 data = random.randbytes(random.choice((20, 100, 1000, 4000, 16000, 60000)) if mode == "echo"
                                         else random.choice((65536, 262144)))
+                step = "IN write %d after %d" % (len(data), rec["sent"])
                 await inn.send(data)
                 rec["sha"].update(data)
                 rec["sent"] += len(data)
                 if mode == "echo":
+                    step = "echo read %d after %d" % (len(data), rec["sent"])
                     back = await out.exactly(len(data))
                     if back != data:
                         BOOK.fail("corrupt_body", "RPC echo on %s differs" % rec["server"])
@@ -548,9 +559,12 @@ async def rpc_vc(s, mode, pdus, end):
         rec["clean"] = True
         BOOK.outcome(kind, "ok", t0)
     except Cut as e:
-        BOOK.outcome(kind, "cut", t0, str(e), [rec["server"]] if rec["server"] else None)
+        BOOK.outcome(kind, "cut", t0, "%s on %s at %s: %s" % (rec["cookie"][:8], rec["server"], step, e),
+                     [rec["server"]] if rec["server"] else None)
     except (OSError, asyncio.TimeoutError, ValueError) as e:
-        BOOK.outcome(kind, "err", t0, "%s: %s" % (type(e).__name__, e), [rec["server"]] if rec["server"] else None)
+        BOOK.outcome(kind, "err", t0, "%s: %s on %s at %s (%.1f s in): %s" % (
+            type(e).__name__, rec["cookie"][:8], rec["server"], step, time.monotonic() - t0, e),
+            [rec["server"]] if rec["server"] else None)
     finally:
         for c in (inn, out):
             if c:
@@ -1069,6 +1083,7 @@ async def standin_fault(s, wave):
         if not await asyncio.to_thread(p.control, None, "normal"):
             BOOK.fail("fault", "stand-in %s did not leave blackhole mode" % name)
     BOOK.windows[idx] = (name, t0, time.monotonic())
+    BOOK.timeline.append((t0, time.monotonic(), kind, name))
 
 
 async def fd_fault(s, wave):
@@ -1108,6 +1123,7 @@ async def fd_fault(s, wave):
         for c in socks:
             c.close()
     BOOK.windows[idx] = ("all", t0, time.monotonic())
+    BOOK.timeline.append((t0, time.monotonic(), kind, "exrelay"))
 
 
 async def wave_faults(w):
@@ -1422,6 +1438,14 @@ def report(series, extra, args, elapsed):
     print("\n%-22s %6s" % ("faults injected", "count"))
     for k in sorted(BOOK.faults):
         print("%-22s %6d" % (k, BOOK.faults[k]))
+    print("\nfault windows (s from start): " + ", ".join(
+        "%s %s %.0f-%.0f" % (k, tg, a - T0, b - T0) for a, b, k, tg in BOOK.timeline))
+    if BOOK.excused:
+        with open(os.path.join(args.workdir, "excused.txt"), "w") as f:
+            f.write("\n".join(BOOK.excused) + "\n")
+        print("first cuts/errors inside fault windows (all in excused.txt of the work folder):")
+        for d in BOOK.excused[:6]:
+            print("  " + d[:200])
     print("\nexrelay after each wave (idle):")
     print("%-12s %6s %10s" % ("when", "fds", "RSS KiB"))
     for label, fds, rss, _ in series:
@@ -1476,6 +1500,7 @@ async def main_async(args):
     extra["access log"] = check_access(s)
     extra["stand-ins"] = check_standins(s)
     check_series(series)
+    args.workdir = s.dir
     report(series, extra, args, time.monotonic() - t_start)
     return 1 if BOOK.failures else 0
 
