@@ -487,6 +487,23 @@ class Wave:
         return time.monotonic() < self.end
 
 
+async def c2_or_refusal(out, inn):
+    """CONN/C2 on the OUT channel, or the IN channel's refusal (an answer or a close: ValueError
+    or Cut at once, rather than waiting for the stand-in to give up on the pair)."""
+    c2 = asyncio.ensure_future(out.exactly(rpch.C2_LEN))
+    inh = asyncio.ensure_future(inn.head())
+    done, _ = await asyncio.wait({c2, inh}, timeout=T_IO, return_when=asyncio.FIRST_COMPLETED)
+    loser = inh if c2 in done else c2
+    loser.cancel()
+    await asyncio.gather(loser, return_exceptions=True)
+    if c2 in done:
+        return c2.result()
+    if inh in done:
+        r = inh.result()
+        raise ValueError("IN channel answered %d from %s" % (r.status, r.origin))
+    raise asyncio.TimeoutError()
+
+
 async def rpc_vc(s, mode, pdus, end):
     """One RPC over HTTP virtual connection through HAProxy: OUT (A1 -> 200 + A3), IN (B1 ->
     C2 on OUT), then per mode: echo (random PDUs on IN, each read back on OUT and compared),
@@ -524,7 +541,7 @@ async def rpc_vc(s, mode, pdus, end):
         qi = "&mode=sink" if mode == "sink" else ""
         await inn.send(rpch.rpc_in_request(base + ri + qi) + b1)
         step = "C2"
-        rpch.parse_c2(await out.exactly(rpch.C2_LEN))
+        rpch.parse_c2(await c2_or_refusal(out, inn))
         step = "stream"
         BOOK.log_expect(ro, "exact")
         BOOK.log_expect(ri, "exact")
