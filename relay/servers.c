@@ -10,6 +10,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -19,12 +20,14 @@
 #include "log.h"
 #include "servers.h"
 
-#define COOKIES 64	/* open RPC channel cookies remembered per server */
+#define COOKIES_MIN 64	/* first size of a server's table of open RPC channel cookies */
 
 struct cookie_slot { uint64_t key; int count; };
+/* The cookies of the RPC channels open on one server; grows (doubling) as channels open. */
+struct cookie_table { struct cookie_slot *slot; int cap; };
 
 static struct srv table[SRV_MAX];
-static struct cookie_slot cookies[SRV_MAX][COOKIES];
+static struct cookie_table cookies[SRV_MAX];
 static int nsrv;
 static struct srv *order[SRV_MAX];	/* the live entries, in configuration order */
 static int norder;
@@ -257,10 +260,10 @@ cookie_key(const uint8_t *cookie)
 static bool
 has_cookie(const struct srv *s, uint64_t k)
 {
-	const struct cookie_slot *t = cookies[s - table];
+	const struct cookie_table *t = &cookies[s - table];
 
-	for (int i = 0; i < COOKIES; i++)
-		if (t[i].key == k && t[i].count > 0)
+	for (int i = 0; i < t->cap; i++)
+		if (t->slot[i].key == k && t->slot[i].count > 0)
 			return true;
 	return false;
 }
@@ -344,21 +347,34 @@ void
 servers_rpc_open(struct srv *s, const uint8_t *cookie)
 {
 	uint64_t k = cookie_key(cookie);
-	struct cookie_slot *t = cookies[s - table];
+	struct cookie_table *t = &cookies[s - table];
 	int free_slot = -1;
 
 	pthread_mutex_lock(&lock);
-	for (int i = 0; i < COOKIES; i++) {
-		if (t[i].key == k && t[i].count > 0) {
-			t[i].count++;
+	for (int i = 0; i < t->cap; i++) {
+		if (t->slot[i].key == k && t->slot[i].count > 0) {
+			t->slot[i].count++;
 			pthread_mutex_unlock(&lock);
 			return;
 		}
-		if (t[i].count == 0 && free_slot < 0)
+		if (t->slot[i].count == 0 && free_slot < 0)
 			free_slot = i;
 	}
+	if (free_slot < 0) {
+		/* Every slot holds an open channel: grow, or a partner channel would lose its server. */
+		int cap = t->cap ? 2 * t->cap : COOKIES_MIN;
+		struct cookie_slot *n = realloc(t->slot, (size_t)cap * sizeof(*n));
+		if (n) {
+			memset(n + t->cap, 0, (size_t)(cap - t->cap) * sizeof(*n));
+			free_slot = t->cap;
+			t->slot = n;
+			t->cap = cap;
+		} else {
+			log_error("server %s/%s: out of memory for RPC channel cookies", s->backend, s->name);
+		}
+	}
 	if (free_slot >= 0)
-		t[free_slot] = (struct cookie_slot){ k, 1 };
+		t->slot[free_slot] = (struct cookie_slot){ k, 1 };
 	pthread_mutex_unlock(&lock);
 }
 
@@ -366,12 +382,12 @@ void
 servers_rpc_close(struct srv *s, const uint8_t *cookie)
 {
 	uint64_t k = cookie_key(cookie);
-	struct cookie_slot *t = cookies[s - table];
+	struct cookie_table *t = &cookies[s - table];
 
 	pthread_mutex_lock(&lock);
-	for (int i = 0; i < COOKIES; i++)
-		if (t[i].key == k && t[i].count > 0) {
-			t[i].count--;
+	for (int i = 0; i < t->cap; i++)
+		if (t->slot[i].key == k && t->slot[i].count > 0) {
+			t->slot[i].count--;
 			break;
 		}
 	pthread_mutex_unlock(&lock);

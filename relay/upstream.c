@@ -167,13 +167,24 @@ upstream_open(struct conn *c, const char *key, size_t keylen, const uint8_t *coo
 	return 0;
 }
 
-/* After a connect failed late (refused, reset): the next server in the order, if any. 0 or -1. */
+/*
+ * After a connect failed late (refused, reset, timed out): the next server in the order, if
+ * any. An RPC channel's pin moves with it, so that its partner channel follows it to the server
+ * it now uses, not to the one that failed. 0 or -1.
+ */
 int
 upstream_retry(struct conn *c)
 {
 	drop_socket(c);
 	c->tries++;
-	return connect_next(c);
+	int r = connect_next(c);
+	if (c->cookie_srv && c->cookie_srv != current(c)) {
+		servers_rpc_close(c->cookie_srv, c->cookie);
+		c->cookie_srv = r == 0 ? current(c) : NULL;
+		if (c->cookie_srv)
+			servers_rpc_open(c->cookie_srv, c->cookie);
+	}
+	return r;
 }
 
 /* A failure of the current server (connect, tls, 5xx) counts toward its passive health. */

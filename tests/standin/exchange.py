@@ -14,10 +14,12 @@ Usage:
               [--ping-interval S] [--notify-interval S]
               [--tls-cert C --tls-key K [--require-client-cert CA] [--extended-protection]]
               [--user NAME:PASSWORD ...] [--no-default-users]
-              [--name NAME] [--control FILE]
+              [--name NAME] [--name-header] [--control FILE]
 
-Port 0 picks a free port; the bound addresses ("host:port", one line per --listen, in order) are
-written to --port-file atomically (temp file + rename) once every socket listens.
+--name-header adds "X-Standin-Name: NAME" to every response head (tests that spread requests
+over several stand-ins check which one answered). Port 0 picks a free port; the bound addresses
+("host:port", one line per --listen, in order) are written to --port-file atomically (temp file +
+rename) once every socket listens.
 
 Run-time control (--control FILE): a JSON knob file that the stand-in re-reads whenever it is
 replaced (polled every 20 ms; write it to a temp file and rename it into place). All keys optional:
@@ -516,10 +518,16 @@ class Conn:
         return n, h.hexdigest(), complete
 
 
+NAME_HEADER = None              # --name-header: "X-Standin-Name" value added to every response head
+
+
 def head_bytes(status, reason, headers, version="HTTP/1.1"):
-    """Serialises a response head: status line, headers as given, blank line."""
+    """Serialises a response head: status line, headers as given (then X-Standin-Name with
+    --name-header), blank line."""
     out = "%s %d %s\r\n" % (version, status, reason)
     out += "".join("%s: %s\r\n" % (n, v) for n, v in headers)
+    if NAME_HEADER is not None:
+        out += "X-Standin-Name: %s\r\n" % NAME_HEADER
     return (out + "\r\n").encode("latin-1")
 
 
@@ -1336,8 +1344,14 @@ def main(argv=None):
     ap.add_argument("--extended-protection", action="store_true",
                     help="require NTLM channel binding to our certificate on /rpc /owa /ecp /mapi /oab /powershell")
     ap.add_argument("--name", default="EXCH01", help="server name in health pages and JSON answers")
+    ap.add_argument("--name-header", action="store_true",
+                    help="add X-Standin-Name: NAME to every response head (which server answered)")
     ap.add_argument("--control", metavar="FILE", help="JSON knob file: health pages and server mode")
     args = ap.parse_args(argv)
+    if args.name_header:
+        global NAME_HEADER
+        NAME_HEADER = args.name
+
     if bool(args.tls_cert) != bool(args.tls_key):
         ap.error("--tls-cert and --tls-key go together")
     if args.extended_protection and not args.tls_cert:
