@@ -20,7 +20,8 @@
  *   2 client ends its sending (shutdown)   3 backend ends its sending
  *   4 client closes   5 backend closes   6 the connection's timer expires
  *   7 the next backend connect is refused (high bit 0) / the client stops or resumes reading
- * At the end every connection is closed (a worker's stop). Invariants (abort() on failure):
+ * (at most MAXOPS events; the rest of the input is ignored). At the end every connection is
+ * closed (a worker's stop). Invariants (abort() on failure):
  * no sanitizer report, every connection counted and freed (relay.nconns, the worker's list),
  * every socket exrelay opened is closed, every server's active count back to 0, every buffer
  * given back (buf_outstanding after draining the pool).
@@ -55,12 +56,14 @@ int real_connect(int fd, const struct sockaddr *sa, socklen_t len) __asm__("__re
 
 #define CHECK(c) do { if (!(c)) { fprintf(stderr, "fuzz_conn: check failed line %d: %s\n", __LINE__, #c); abort(); } } while (0)
 #define MAXBE 16
+#define MAXOPS 128			/* events per input: the rest is ignored (keeps runs short) */
 #define NCONF 4
 
 /* The backend connections exrelay opened during one run. */
 static struct {
 	int relay_fd[MAXBE];		/* exrelay's end (checked closed at the end) */
 	int fd[MAXBE];			/* the harness's end, -1 once closed */
+	bool eof[MAXBE];		/* exrelay ended its sending on it: nothing more to read */
 	int n;
 	bool active;			/* a run is in progress: socket() makes pairs */
 	bool refuse_next;
@@ -69,6 +72,7 @@ static struct {
 static struct config *confs[NCONF];
 static struct worker worker;
 static uint64_t moved;			/* bytes the harness read, for the progress test */
+static bool client_eof;			/* exrelay ended its sending to the client */
 
 static void
 small_buffers(int fd)
@@ -188,17 +192,19 @@ init_once(void)
 	relay.nworkers = 1;
 }
 
-/* Reads and drops whatever is waiting on a harness end (unless the harness is not reading). */
+/* Reads and drops whatever is waiting on a harness end; *eof once exrelay ended its side. */
 static void
-drain_fd(int fd)
+drain_fd(int fd, bool *eof)
 {
 	char tmp[16384];
 	ssize_t n;
 
-	if (fd < 0)
+	if (fd < 0 || *eof)
 		return;
 	while ((n = recv(fd, tmp, sizeof(tmp), MSG_DONTWAIT)) > 0)
 		moved += (uint64_t)n;
+	if (n == 0 || (n == -1 && errno != EAGAIN))
+		*eof = true;
 }
 
 /* A fingerprint of the state: changes while anything moves. */
@@ -220,12 +226,12 @@ settle(int client_fd, bool client_reads)
 {
 	uint64_t last = state() + 1;
 
-	for (int round = 0, still = 0; round < 256 && still < 3; round++) {
+	for (int round = 0, still = 0; round < 256 && still < 2; round++) {
 		ev_run(worker.loop, EVRUN_NOWAIT);
 		if (client_reads)
-			drain_fd(client_fd);
+			drain_fd(client_fd, &client_eof);
 		for (int i = 0; i < be.n; i++)
-			drain_fd(be.fd[i]);
+			drain_fd(be.fd[i], &be.eof[i]);
 		uint64_t now = state();
 		still = now == last ? still + 1 : 0;
 		last = now;
@@ -318,6 +324,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	sin->sin_addr.s_addr = htonl((ctl & 8) ? 0xc6336409u : 0x7f000001u);	/* 198.51.100.9 or 127.0.0.1 */
 
 	memset(&be, 0, sizeof(be));
+	client_eof = false;
 	be.active = true;
 	int rc = socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv);
 	CHECK(rc == 0);
@@ -330,7 +337,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	settle(client, client_reads);
 
 	size_t i = 1;
-	while (i < size) {
+	for (int ops = 0; i < size && ops < MAXOPS; ops++) {
 		uint8_t op = data[i++];
 		size_t len = 0;
 		if ((op & 7) <= 1 && i < size) {
