@@ -219,7 +219,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			size_t crc_at = (size_t)(crc - out);
 			for (size_t bit = 12 * 8; bit < (size_t)n * 8; bit++) {
 				size_t byte = bit / 8;
-				if (!(byte == 12 || (byte >= 16 && byte < 16 + ablock[ctl & 3]) ||
+				bool addr = byte >= 16 && byte < 16 + ablock[ctl & 3];
+				if (!(byte == 12 || (addr && bit % 8 == byte % 8) ||	/* one bit per address byte */
 				    (byte >= crc_at && byte < crc_at + 4)))
 					continue;
 				out[byte] ^= (uint8_t)(1u << (bit % 8));
