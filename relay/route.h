@@ -35,7 +35,8 @@ struct route {
  * "." and ".." segments removed, repeated '/' collapsed.
  * Returns the length written (the result starts with '/', or is "*"), or -1 when the path is
  * ambiguous and must be refused with 400: "%2F"/"%2f", "%5C", "%00", "%u", "\", '#', control
- * bytes or bytes >= 0x7F (raw, or as the result of a decoded escape), ".." above the root, ".."
+ * bytes (raw, or escaped: %01-%1F, %7F), raw bytes >= 0x7F (escaped ones, "%C3%A9", are kept
+ * as escapes: tests/fuzz/fuzz_route.c checks both rules), ".." above the root, ".."
  * anywhere after an empty segment ("/a//../b": RFC 3986 5.2.4 gives "/a/b", collapsing "//"
  * first gives "/b"; a decoded "%2e%2e" likewise), a malformed
  * escape ("%", "%4", "%zz"), a path not starting with '/', or cap too small. *why gets a short
