@@ -201,15 +201,34 @@ def rss_kib(pids):
     return total
 
 
-def open_fds(pids):
-    """Open descriptors summed over pids."""
-    total = 0
+def client_conns(pids, port):
+    """Established TCP connections on local port `port` whose socket one of pids holds (the
+    proxy's accepted client connections on that listener; not those still in its accept queue)."""
+    inodes = set()
     for p in pids:
         try:
-            total += len(os.listdir("/proc/%d/fd" % p))
+            fds = os.listdir("/proc/%d/fd" % p)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink("/proc/%d/fd/%s" % (p, fd))
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    v = line.split()
+                    if v[3] == "01" and int(v[1].rsplit(":", 1)[1], 16) == port and v[9] in inodes:
+                        n += 1
         except OSError:
             pass
-    return total
+    return n
 
 
 def core_jiffies(cpu):
@@ -345,6 +364,40 @@ def build_loadgen(args):
     return out
 
 
+class Clients:
+    """The load processes running now, killed (with their groups) when the run is cut short."""
+
+    running = set()
+
+    def stop(self):
+        """Called by harness.cleanup() at exit and on SIGINT/SIGTERM/SIGHUP."""
+        for c in list(self.running):
+            try:
+                os.killpg(c.pid, 9)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+harness._started.append(Clients())
+
+
+def run_client(argv, timeout):
+    """Runs a load process (in its own process group) to its end; returns (status, stdout, stderr).
+    Raises subprocess.TimeoutExpired after killing it."""
+    c = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    Clients.running.add(c)
+    try:
+        out, err = c.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(c.pid, 9)
+        c.communicate()
+        raise
+    finally:
+        Clients.running.discard(c)
+    return c.returncode, out, err
+
+
 def load_argv(args, argv):
     """argv pinned to the load core."""
     return ["taskset", "-c", str(args.load_cpu)] + argv
@@ -354,17 +407,16 @@ def loadgen(args, argv, timeout, check=True, raw=False):
     """Runs `loadgen ARGV` on the load core; returns its JSON line as a dict (raw: its whole
     output). On failure raises RuntimeError (check) or returns None."""
     try:
-        r = subprocess.run(load_argv(args, [args.loadgen] + argv), stdin=subprocess.DEVNULL, capture_output=True,
-                           text=True, timeout=timeout)
+        status, out, err = run_client(load_argv(args, [args.loadgen] + argv), timeout)
     except subprocess.TimeoutExpired:
         if check:
             raise RuntimeError("loadgen %s: no result within %d s" % (" ".join(argv), timeout))
         return None
-    if r.returncode != 0:
+    if status != 0:
         if check:
-            raise RuntimeError("loadgen %s: exit %d: %s" % (" ".join(argv), r.returncode, r.stderr.strip()[-500:]))
+            raise RuntimeError("loadgen %s: exit %d: %s" % (" ".join(argv), status, err.strip()[-500:]))
         return None
-    return r.stdout if raw else json.loads(r.stdout.strip().splitlines()[-1])
+    return out if raw else json.loads(out.strip().splitlines()[-1])
 
 
 class Meter:
@@ -392,7 +444,6 @@ class Meter:
             busy.append(100.0 * (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0)
         self.proxy_core_busy, self.load_busy = busy
         self.proxy_busy = 100.0 * self.cpu / self.wall if self.wall > 0 else 0.0
-        self.other_busy = max(0.0, self.proxy_core_busy - self.proxy_busy)
         return False
 
     def info(self):
@@ -403,24 +454,25 @@ class Meter:
 
 
 # ----------------------------------------------------------------------------------------------
-# The tests: each returns {metric: value, ...} plus "_info" (readings for the JSON)
+# The tests: each returns ({metric: value}, {reading: value}); the readings go to the JSON
 # ----------------------------------------------------------------------------------------------
 
 def t_idle(args, p):
     """Idle KiB per TLS connection after the handshake."""
     n = args.idle
     loadgen(args, ["idle", str(p.tls), str(max(1, n // 10))], timeout=120, raw=True)   # warm-up, closed again
-    harness.wait_for(lambda: open_fds(p.pids()) <= base_fds(p), 10.0, 0.05)
-    pids = p.pids()
-    before, fds0 = rss_kib(pids), open_fds(pids)
+    if not harness.wait_for(lambda: client_conns(p.pids(), p.tls) == 0, 10.0, 0.05):
+        raise RuntimeError("the warm-up connections are still open 10 s after they closed")
+    before = rss_kib(p.pids())
     c = subprocess.Popen(load_argv(args, [args.loadgen, "idle", str(p.tls), str(n)]), stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    Clients.running.add(c)
     try:
         line = c.stdout.readline()
         if not line.startswith("ready"):
             raise RuntimeError("loadgen idle: %s" % c.stderr.read().strip()[-500:])
         # the proxy has accepted all of them, and its RSS no longer moves
-        harness.wait_for(lambda: open_fds(p.pids()) - fds0 >= n, 20.0, 0.05)
+        harness.wait_for(lambda: client_conns(p.pids(), p.tls) >= n, 20.0, 0.05)
         prev = [rss_kib(p.pids()), time.monotonic()]
 
         def settled():
@@ -434,7 +486,7 @@ def t_idle(args, p):
         harness.wait_for(settled, 5.0, 0.05)
         p.check_alive()
         pids = p.pids()
-        after, fds = rss_kib(pids), open_fds(pids) - fds0
+        after, conns = rss_kib(pids), client_conns(pids, p.tls)
     finally:
         try:
             c.stdin.close()
@@ -442,18 +494,11 @@ def t_idle(args, p):
         except subprocess.TimeoutExpired:
             c.kill()
             c.wait()
-    if fds < n:
-        raise RuntimeError("the proxy holds %d new descriptors, not %d" % (fds, n))
-    return {"idle_kib": (after - before) / n,
-            "_info": {"connections": n, "rss_before_kib": before, "rss_after_kib": after, "new_fds": fds}}
-
-
-_base_fds = {}
-
-
-def base_fds(p):
-    """The proxy's descriptors when it had just started and answered its probes."""
-    return _base_fds[p.label]
+        Clients.running.discard(c)
+    if conns != n:
+        raise RuntimeError("the proxy holds %d client connections, not %d" % (conns, n))
+    return {"idle_kib": (after - before) / n}, {"connections": n, "rss_before_kib": before,
+                                               "rss_after_kib": after}
 
 
 def t_hs(args, p, resume):
@@ -470,8 +515,7 @@ def t_hs(args, p, resume):
         raise RuntimeError("%d 'full' handshakes resumed" % r["resumed"])
     key = "hs_resumed" if resume else "hs_full"
     return {key + "_per_cpu": r["handshakes"] / m.cpu if m.cpu > 0 else None,
-            key + "_per_s": r["handshakes"] / r["seconds"],
-            "_info": dict(m.info(), **r), "_load": m.load_busy, "_other": m.other_busy}
+            key + "_per_s": r["handshakes"] / r["seconds"]}, dict(m.info(), **r)
 
 
 WRK_REQS = re.compile(r"(\d+) requests in ([\d.]+)(m?s)")
@@ -483,19 +527,19 @@ def run_wrk(args, p, seconds):
     """wrk against p's TLS listener; returns (requests, seconds, errors text or None, output)."""
     argv = load_argv(args, [args.wrk, "-t1", "-c%d" % args.connections, "-d%ds" % seconds, "--timeout", "10s",
                             "https://127.0.0.1:%d%s" % (p.tls, GET_PATH)])
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
-    m = WRK_REQS.search(r.stdout)
-    if r.returncode != 0 or not m:
-        raise RuntimeError("wrk failed (exit %d): %s %s" % (r.returncode, r.stdout[-500:], r.stderr[-500:]))
+    status, out, err = run_client(argv, seconds + 60)
+    m = WRK_REQS.search(out)
+    if status != 0 or not m:
+        raise RuntimeError("wrk failed (exit %d): %s %s" % (status, out[-500:], err[-500:]))
     secs = float(m.group(2)) / (1000.0 if m.group(3) == "ms" else 1.0)
     errs = []
-    e = WRK_ERRS.search(r.stdout)
+    e = WRK_ERRS.search(out)
     if e and any(int(x) for x in e.groups()):
         errs.append(e.group(0))
-    e = WRK_NON2XX.search(r.stdout)
+    e = WRK_NON2XX.search(out)
     if e:
         errs.append(e.group(0))
-    return int(m.group(1)), secs, "; ".join(errs) or None, r.stdout
+    return int(m.group(1)), secs, "; ".join(errs) or None, out
 
 
 def t_get(args, p):
@@ -507,8 +551,7 @@ def t_get(args, p):
     if errs:
         raise RuntimeError("wrk: %s" % errs)
     return {"get_per_s": n / secs, "get_per_cpu": n / m.cpu if m.cpu > 0 else None,
-            "get_proxy_busy": m.proxy_busy,
-            "_info": dict(m.info(), requests=n, seconds=secs), "_load": m.load_busy, "_other": m.other_busy}
+            "get_proxy_busy": m.proxy_busy}, dict(m.info(), requests=n, seconds=secs)
 
 
 def t_latency(args, p):
@@ -517,8 +560,7 @@ def t_latency(args, p):
         r = loadgen(args, ["echo", "-t", str(p.tls), str(args.latency_count), str(args.latency_interval_us)],
                     timeout=60 + args.latency_count * (args.latency_interval_us / 1e6 + 0.05))
     p.check_alive()
-    return {"lat_median_ms": r["median_us"] / 1000.0, "lat_p99_ms": r["p99_us"] / 1000.0,
-            "_info": dict(m.info(), **r), "_load": m.load_busy, "_other": m.other_busy}
+    return {"lat_median_ms": r["median_us"] / 1000.0, "lat_p99_ms": r["p99_us"] / 1000.0}, dict(m.info(), **r)
 
 
 def t_transfer(args, p, tls, up):
@@ -531,15 +573,14 @@ def t_transfer(args, p, tls, up):
     p.check_alive()
     if r["bytes"] != nbytes or (up and not r["backend"].startswith("bytes=%d " % nbytes)):
         raise RuntimeError("%s: %r" % (name, r))
-    return {name + "_mbs": nbytes / r["seconds"] / 1e6, name + "_cpu_gib": m.cpu / (nbytes / GiB),
-            name + "_proxy_busy": m.proxy_busy,
-            "_info": dict(m.info(), **r), "_load": m.load_busy, "_other": m.other_busy}
+    return {name + "_mbs": nbytes / r["seconds"] / 1e6, name + "_cpu_gib": m.cpu / (nbytes / GiB)}, \
+        dict(m.info(), **r)
 
 
 def t_verify(args, p, expect):
     """The four transfers with the pattern and SHA-256, --verify-bytes each."""
     nbytes = args.verify_bytes
-    res, bad = {}, []
+    res, readings, bad = {}, {}, []
     for tls in (True, False):
         for up in (True, False):
             name = ("tls" if tls else "plain") + ("_up" if up else "_down")
@@ -550,13 +591,13 @@ def t_verify(args, p, expect):
             good = r["bytes"] == nbytes and got == expect and (
                 not up or r["backend"].startswith("bytes=%d " % nbytes))
             res["verify_" + name] = "ok" if good else "FAIL"
-            res["_info_" + name] = r
+            readings[name] = r
             if not good:
                 bad.append("%s: %r (want sha256 %s)" % (name, r, expect))
     p.check_alive()
     if bad:
         raise RuntimeError("byte-exact check failed: " + "; ".join(bad))
-    return res
+    return res, readings
 
 
 # ----------------------------------------------------------------------------------------------
@@ -617,6 +658,27 @@ def human_bytes(n):
     return "%d B" % n
 
 
+def summarize(runs):
+    """From {label: {test: [round]}}: the medians {label: {metric: value}} (a check: "ok" only if
+    every round said so) and the marks {label: {metric: "*!"}} from each test's median readings."""
+    results, marks = {}, {}
+    for lb, tests in runs.items():
+        results[lb], marks[lb] = {}, {}
+        for rounds in tests.values():
+            load = median([r["readings"].get("load_core_busy_pct") for r in rounds]) or 0.0
+            other = median([r["readings"].get("proxy_core_busy_pct", 0) - r["readings"].get("proxy_busy_pct", 0)
+                            for r in rounds]) or 0.0
+            mark = ("*" if load >= LOAD_BOUND else "") + ("!" if other >= OTHER_BOUND else "")
+            for k in rounds[0]["metrics"]:
+                values = [r["metrics"].get(k) for r in rounds]
+                if isinstance(values[0], str):
+                    results[lb][k] = "ok" if all(v == "ok" for v in values) else "FAIL"
+                else:
+                    results[lb][k] = median(values)
+                marks[lb][k] = mark
+    return results, marks
+
+
 def median(values):
     """Median of the non-None values, or None."""
     v = [x for x in values if x is not None]
@@ -672,24 +734,26 @@ def parse_args():
     ap.add_argument("--tests", default="idle,hs,get,latency,transfer",
                     help="which tests (comma-separated, of idle,hs,get,latency,transfer)")
     ap.add_argument("--quick", action="store_true", help="one short round (about a minute)")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--bytes", type=int, default=GiB, help="body of each timed transfer")
-    ap.add_argument("--duration", type=int, default=10, help="wrk seconds per run")
-    ap.add_argument("--warmup", type=int, default=2, help="wrk warm-up seconds before each run")
+    ap.add_argument("--rounds", type=int, help="rounds, medians reported (3; --quick 1)")
+    ap.add_argument("--bytes", type=int, help="body of each timed transfer (1 GiB; --quick 256 MiB)")
+    ap.add_argument("--duration", type=int, help="wrk seconds per run (8; --quick 4)")
+    ap.add_argument("--warmup", type=int, default=1, help="wrk warm-up seconds before each run")
     ap.add_argument("--connections", type=int, default=50, help="wrk connections")
-    ap.add_argument("--hs-seconds", type=float, default=4.0)
+    ap.add_argument("--hs-seconds", type=float, help="seconds per handshake test (3; --quick 2)")
     ap.add_argument("--hs-threads", type=int, default=4)
-    ap.add_argument("--idle", type=int, default=2000, help="idle TLS connections")
-    ap.add_argument("--latency-count", type=int, default=2000)
+    ap.add_argument("--idle", type=int, help="idle TLS connections (2000; --quick 500)")
+    ap.add_argument("--latency-count", type=int, help="round trips (1000; --quick 500)")
     ap.add_argument("--latency-interval-us", type=int, default=1000)
     ap.add_argument("--verify", action="store_true", help="the 2 GiB byte-exact SHA-256 transfers too")
     ap.add_argument("--verify-bytes", type=int, default=2 * GiB)
     ap.add_argument("--proxy-cpu", type=int, default=1)
     ap.add_argument("--load-cpu", type=int, default=0)
     a = ap.parse_args()
-    if a.quick:
-        a.rounds, a.bytes, a.duration, a.warmup = 1, 256 * MiB, 4, 1
-        a.hs_seconds, a.idle, a.latency_count = 2.0, 500, 500
+    defaults = {"rounds": (3, 1), "bytes": (GiB, 256 * MiB), "duration": (8, 4), "hs_seconds": (3.0, 2.0),
+                "idle": (2000, 500), "latency_count": (1000, 500)}
+    for k, (normal, quick) in defaults.items():
+        if getattr(a, k) is None:
+            setattr(a, k, quick if a.quick else normal)
     return a
 
 
@@ -749,14 +813,10 @@ def main():
         raise SystemExit("compare: the backend did not start: %s" % backend.stderr_text())
 
     errors = []
-    rounds = {p.label: {} for p in proxies}       # label -> metric -> [value per round]
-    loads = {p.label: {} for p in proxies}        # label -> metric -> [load core busy per round]
-    others = {p.label: {} for p in proxies}       # label -> metric -> [other work on the proxy core]
-    info = {p.label: {} for p in proxies}         # label -> test -> [readings per round]
+    runs = {p.label: {} for p in proxies}         # label -> test -> [{"metrics", "readings"} per round]
     for p in proxies:
         try:
             p.start(args, backend_port)
-            _base_fds[p.label] = open_fds(p.pids())
         except (RuntimeError, OSError, subprocess.SubprocessError) as e:
             p.dead = str(e)
             errors.append("%s: start: %s" % (p.label, e))
@@ -768,20 +828,14 @@ def main():
             return
         log("%s: %s" % (p.label, test))
         try:
-            r = fn()
+            metrics, readings = fn()
         except (RuntimeError, OSError, ValueError, KeyError, subprocess.SubprocessError) as e:
             errors.append("%s: %s: %s" % (p.label, test, e))
             log("ERROR %s" % errors[-1])
             if not p.proc.alive():
                 p.dead = "exited during %s" % test
             return
-        load, other = r.pop("_load", None), r.pop("_other", None)
-        info[p.label].setdefault(test, []).append({k: v for k, v in r.items() if k.startswith("_info")})
-        for k, v in r.items():
-            if not k.startswith("_info"):
-                rounds[p.label].setdefault(k, []).append(v)
-                loads[p.label].setdefault(k, []).append(load)
-                others[p.label].setdefault(k, []).append(other)
+        runs[p.label].setdefault(test, []).append({"metrics": metrics, "readings": readings})
 
     plan = []
     if "hs" in tests:
@@ -812,14 +866,7 @@ def main():
         for p in proxies:
             run(p, "verify", lambda p=p: t_verify(args, p, expect))
 
-    results = {lb: {k: median(v) for k, v in m.items()} for lb, m in rounds.items()}
-    for lb, m in rounds.items():        # a check's "ok" only when every round said so
-        for k, v in m.items():
-            if k.startswith("verify_"):
-                results[lb][k] = "ok" if all(x == "ok" for x in v) else "FAIL"
-    marks = {lb: {k: ("*" if (median(v) or 0) >= LOAD_BOUND else "") +
-                  ("!" if (median(others[lb][k]) or 0) >= OTHER_BOUND else "") for k, v in m.items()}
-             for lb, m in loads.items()}
+    results, marks = summarize(runs)
     la1 = loadavg()
     elapsed = time.monotonic() - t_start
 
@@ -842,9 +889,7 @@ def main():
             "latency_count", "latency_interval_us", "verify", "verify_bytes", "proxy_cpu", "load_cpu", "nofile",
             "maxconn")},
         "proxies": {p.label: {"kind": p.kind, "path": p.path, "version": p.version, "dead": p.dead,
-                              "median": results[p.label], "rounds": rounds[p.label],
-                              "load_core_busy_pct": loads[p.label], "other_on_proxy_core_pct": others[p.label],
-                              "readings": info[p.label]}
+                              "median": results[p.label], "runs": runs[p.label]}
                     for p in proxies},
         "errors": errors,
     }

@@ -4,7 +4,8 @@
  * a plaintext HTTP/1.1 backend and the clients (plaintext or TLS, GnuTLS). Not part of the
  * build: compare.py compiles it with
  *     cc -O2 -pthread loadgen.c $(pkg-config --cflags --libs gnutls)
- * Everything talks to 127.0.0.1; every socket read and write has a timeout (IO_TIMEOUT).
+ * Everything talks to 127.0.0.1; every socket read and write has a timeout (IO_TIMEOUT; an hour
+ * for the backend's reads, so that the proxies' idle backend connections stay).
  *
  * loadgen backend PORT
  *     Listens on 127.0.0.1:PORT, one thread per connection, keep-alive; prints "ready".
@@ -529,6 +530,7 @@ struct hs_arg {
 	const gnutls_datum_t *sess;
 	uint64_t count, resumed, failed;
 	char why[128];
+	char desc[128];		/* the first session's parameters */
 };
 
 static void *
@@ -547,6 +549,8 @@ hs_thread(void *p)
 			continue;
 		}
 		a->count++;
+		if (a->desc[0] == '\0')
+			cipher_desc(&c, a->desc, sizeof a->desc);
 		if (gnutls_session_is_resumed(c.s))
 			a->resumed++;
 		/* close_notify and our FIN, then wait for the proxy to close: a clean end each time */
@@ -603,6 +607,8 @@ cmd_hs(bool resume, int port, double seconds, int threads)
 		failed += a[i].failed;
 		if (a[i].failed)
 			why = a[i].why;
+		if (desc[0] == '\0')
+			snprintf(desc, sizeof desc, "%s", a[i].desc);
 	}
 	double t1 = now();
 	printf("{\"handshakes\": %" PRIu64 ", \"resumed\": %" PRIu64 ", \"failed\": %" PRIu64 ", "
@@ -804,8 +810,6 @@ echo_out_channel(struct conn *c, unsigned id, unsigned char *buf)
 	pthread_mutex_unlock(&echo_lock);
 	if (slot < 0 || conn_write(c, head, sizeof head - 1) < 0)
 		goto out;
-	struct timeval tv = { 3600, 0 };
-	(void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	while (conn_read(c, buf, CHUNK) > 0)
 		;
 out:
@@ -820,9 +824,6 @@ out:
 static void
 echo_in_channel(struct conn *c, unsigned id, unsigned char *buf)
 {
-	struct timeval tv = { 3600, 0 };
-
-	(void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	for (;;) {
 		ssize_t r = conn_read(c, buf, CHUNK);
 		if (r <= 0)
@@ -847,6 +848,9 @@ backend_conn(void *p)
 
 	conn_init(&c, (int)(intptr_t)p);
 	sock_opts(c.fd);
+	/* the proxies keep idle backend connections for their next requests: never cut them */
+	struct timeval tv = { 3600, 0 };
+	(void)setsockopt(c.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	while (buf) {
 		size_t hl;
 		char method[32], target[512], val[64];
