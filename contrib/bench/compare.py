@@ -280,7 +280,10 @@ class Proxy:
         """Writes the configuration into a temp dir, starts the proxy, waits until both ports
         accept and a request goes through each."""
         d = harness.tmpdir("exrelay-compare-%s-" % self.kind)
-        self.tls, self.plain = harness.free_port(), harness.free_port()
+        self.tls = harness.free_port()
+        self.plain = harness.free_port()
+        while self.plain in (self.tls, backend):
+            self.plain = harness.free_port()
         pin = ["taskset", "-c", str(args.proxy_cpu)]
         v = dict(tls=self.tls, plain=self.plain, backend=backend, cert=CERT, key=KEY, dir=d, nofile=args.nofile,
                  maxconn=args.maxconn)
@@ -578,7 +581,8 @@ def t_transfer(args, p, tls, up):
 
 
 def t_verify(args, p, expect):
-    """The four transfers with the pattern and SHA-256, --verify-bytes each."""
+    """The four transfers with the pattern and SHA-256, --verify-bytes each: "ok" or "FAIL" each,
+    and the failures as readings["error"]."""
     nbytes = args.verify_bytes
     res, readings, bad = {}, {}, []
     for tls in (True, False):
@@ -586,17 +590,19 @@ def t_verify(args, p, expect):
             name = ("tls" if tls else "plain") + ("_up" if up else "_down")
             argv = ["up" if up else "down", "-v"] + (["-t"] if tls else []) + [
                 str(p.tls if tls else p.plain), str(nbytes)]
-            r = loadgen(args, argv, timeout=120 + nbytes / (5 * MiB))
-            got = r["backend"].split("sha256=")[-1] if up else r["sha256"]
-            good = r["bytes"] == nbytes and got == expect and (
+            try:
+                r = loadgen(args, argv, timeout=120 + nbytes / (5 * MiB))
+            except RuntimeError as e:
+                r = {"error": str(e)}
+            got = (r.get("backend", "").split("sha256=")[-1] if up else r.get("sha256"))
+            good = r.get("bytes") == nbytes and got == expect and (
                 not up or r["backend"].startswith("bytes=%d " % nbytes))
             res["verify_" + name] = "ok" if good else "FAIL"
             readings[name] = r
             if not good:
-                bad.append("%s: %r (want sha256 %s)" % (name, r, expect))
-    p.check_alive()
+                bad.append("%s: %r (want %d bytes, sha256 %s)" % (name, r, nbytes, expect))
     if bad:
-        raise RuntimeError("byte-exact check failed: " + "; ".join(bad))
+        readings["error"] = "byte-exact check failed: " + "; ".join(bad)
     return res, readings
 
 
@@ -815,12 +821,17 @@ def main():
     errors = []
     runs = {p.label: {} for p in proxies}         # label -> test -> [{"metrics", "readings"} per round]
     for p in proxies:
-        try:
-            p.start(args, backend_port)
-        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-            p.dead = str(e)
-            errors.append("%s: start: %s" % (p.label, e))
-            log("ERROR %s" % errors[-1])
+        for attempt in range(3):      # a port picked free may be taken before the proxy binds it
+            try:
+                p.start(args, backend_port)
+                break
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                if p.proc:
+                    p.proc.stop()
+                if attempt == 2:
+                    p.dead = str(e)
+                    errors.append("%s: start: %s" % (p.label, e))
+                    log("ERROR %s" % errors[-1])
 
     def run(p, test, fn):
         """Runs one test on one proxy, records its numbers or its error."""
@@ -836,6 +847,12 @@ def main():
                 p.dead = "exited during %s" % test
             return
         runs[p.label].setdefault(test, []).append({"metrics": metrics, "readings": readings})
+        if readings.get("error"):
+            errors.append("%s: %s: %s" % (p.label, test, readings["error"]))
+            log("ERROR %s" % errors[-1])
+        if not p.proc.alive():
+            p.dead = "exited during %s" % test
+            errors.append("%s: %s: %s" % (p.label, test, p.stderr_tail()))
 
     plan = []
     if "hs" in tests:
@@ -876,7 +893,7 @@ def main():
     print("load average %.2f at the start, %.2f at the end%s" % (
         la0[0], la1[0], " (busy machine: the numbers are noisy)" if max(la0[0], la1[0]) > 0.5 else ""))
     for p in proxies:
-        print("  %-10s %s%s" % (p.label, p.version or p.path, "  [OUT: %s]" % p.dead if p.dead else ""))
+        print("  %-10s %s (%s)%s" % (p.label, p.version, p.path, "  [OUT: %s]" % p.dead if p.dead else ""))
     print_table(args, proxies, results, marks)
     for e in errors:
         print("ERROR: %s" % e)

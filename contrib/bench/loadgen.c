@@ -176,8 +176,9 @@ conn_read(struct conn *c, void *p, size_t n)
 	for (;;) {
 		ssize_t r;
 		if (c->s) {
+			/* blocking sockets: GNUTLS_E_AGAIN is SO_RCVTIMEO expiring */
 			r = gnutls_record_recv(c->s, p, n);
-			if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED)
+			if (r == GNUTLS_E_INTERRUPTED)
 				continue;
 			if (r == GNUTLS_E_PREMATURE_TERMINATION)
 				return 0;
@@ -203,7 +204,7 @@ conn_write(struct conn *c, const void *p, size_t n)
 		ssize_t r;
 		if (c->s) {
 			r = gnutls_record_send(c->s, b, n);
-			if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED)
+			if (r == GNUTLS_E_INTERRUPTED)
 				continue;
 			if (r < 0)
 				return -1;
@@ -385,7 +386,7 @@ client_open(struct conn *c, int port, bool tls, const gnutls_datum_t *sess, cons
 	int r;
 	do
 		r = gnutls_handshake(c->s);
-	while (r < 0 && !gnutls_error_is_fatal(r));
+	while (r == GNUTLS_E_INTERRUPTED || r == GNUTLS_E_WARNING_ALERT_RECEIVED);
 	if (r < 0) {
 		*why = gnutls_strerror(r);
 		return -1;
