@@ -607,6 +607,92 @@ def t_verify(args, p, expect):
 
 
 # ----------------------------------------------------------------------------------------------
+# System calls (--syscalls): a separate, untimed pass under strace -c
+# ----------------------------------------------------------------------------------------------
+
+def strace_counts(path):
+    """{syscall: calls} and the total from an `strace -c` summary file."""
+    calls, total = {}, 0
+    with open(path) as f:
+        for line in f:
+            v = line.split()
+            if len(v) < 5 or not v[3].isdigit():
+                continue
+            if v[-1] == "total":
+                total = int(v[3])
+            else:
+                calls[v[-1]] = int(v[3])
+    return calls, total
+
+
+def traced(args, p, fn):
+    """Runs fn() with strace -c attached to every thread of the proxy; returns (fn's result,
+    {syscall: calls}, total calls)."""
+    d = p.proc.workdir
+    out = os.path.join(d, "strace.txt")
+    pids = p.pids()
+    argv = load_argv(args, ["strace", "-c", "-f", "-qq", "-o", out] + sum((["-p", str(x)] for x in pids), []))
+    st = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, start_new_session=True)
+    Clients.running.add(st)
+
+    def tracer(pid):
+        """The TracerPid of pid."""
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("TracerPid:"):
+                    return int(line.split()[1])
+        return 0
+    try:
+        if not harness.wait_for(lambda: all(tracer(x) == st.pid for x in pids), 10.0, 0.02):
+            raise RuntimeError("strace did not attach: %s" % (st.stderr.read() if st.poll() is not None else ""))
+        result = fn()
+    finally:
+        st.send_signal(2)
+        try:
+            st.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(st.pid, 9)
+            st.wait()
+        Clients.running.discard(st)
+    calls, total = strace_counts(out)
+    return result, calls, total
+
+
+def t_syscalls(args, p):
+    """System calls per GET (wrk) and per MiB of each transfer, counted by strace -c."""
+    res, readings = {}, {}
+    (n, _, errs, _), calls, total = traced(args, p, lambda: run_wrk(args, p, 3))
+    if errs or n == 0:
+        raise RuntimeError("wrk under strace: %s" % (errs or "no request"))
+    res["sys_get"] = total / n
+    readings["get"] = {"requests": n, "calls": total, "top": top(calls, n)}
+    nbytes = args.syscall_bytes
+    for tls in (True, False):
+        for up in (True, False):
+            name = ("tls" if tls else "plain") + ("_up" if up else "_down")
+            argv = ["up" if up else "down"] + (["-t"] if tls else []) + [str(p.tls if tls else p.plain), str(nbytes)]
+            r, calls, total = traced(args, p, lambda argv=argv: loadgen(args, argv, timeout=120 + nbytes / MiB))
+            if r["bytes"] != nbytes:
+                raise RuntimeError("%s under strace: %r" % (name, r))
+            res["sys_" + name] = total / (nbytes / MiB)
+            readings[name] = {"bytes": nbytes, "calls": total, "top": top(calls, nbytes / MiB)}
+    p.check_alive()
+    return res, readings
+
+
+def top(calls, per):
+    """The system calls making up 95% of the count, each per unit (request, MiB)."""
+    out, seen, total = {}, 0, sum(calls.values())
+    for name, n in sorted(calls.items(), key=lambda kv: -kv[1]):
+        if seen >= 0.95 * total:
+            break
+        out[name] = round(n / per, 2)
+        seen += n
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
 # The table
 # ----------------------------------------------------------------------------------------------
 
@@ -630,6 +716,11 @@ ROWS = [
     ("idle_kib", "idle TLS connection: KiB ({n} open)", "f1", False),
     ("lat_median_ms", "100 B round trip over TLS: median ms", "f3", False),
     ("lat_p99_ms", "  p99 ms", "f3", False),
+    ("sys_get", "system calls (strace -c): per GET", "f1", False),
+    ("sys_tls_up", "  per MiB TLS upload", "f1", False),
+    ("sys_tls_down", "  per MiB TLS download", "f1", False),
+    ("sys_plain_up", "  per MiB plaintext upload", "f1", False),
+    ("sys_plain_down", "  per MiB plaintext download", "f1", False),
     ("verify_tls_up", "{vb} SHA-256: TLS upload", "str", None),
     ("verify_tls_down", "  TLS download", "str", None),
     ("verify_plain_up", "  plaintext upload", "str", None),
@@ -750,6 +841,9 @@ def parse_args():
     ap.add_argument("--idle", type=int, help="idle TLS connections (2000; --quick 500)")
     ap.add_argument("--latency-count", type=int, help="round trips (1000; --quick 500)")
     ap.add_argument("--latency-interval-us", type=int, default=1000)
+    ap.add_argument("--syscalls", action="store_true",
+                    help="count system calls per GET and per MiB (strace -c, a separate pass)")
+    ap.add_argument("--syscall-bytes", type=int, default=64 * MiB, help="transfers under strace")
     ap.add_argument("--verify", action="store_true", help="the 2 GiB byte-exact SHA-256 transfers too")
     ap.add_argument("--verify-bytes", type=int, default=2 * GiB)
     ap.add_argument("--proxy-cpu", type=int, default=1)
@@ -780,8 +874,9 @@ def make_proxies(args):
     missing = [p.path for p in proxies if not os.access(p.path, os.X_OK)]
     if "get" in args.tests.split(",") and not os.access(args.wrk, os.X_OK):
         missing.append(args.wrk)
-    if not shutil.which("taskset") or not shutil.which("pkg-config"):
-        missing.append("taskset / pkg-config")
+    for tool in ["taskset", "pkg-config", args.cc] + (["strace"] if args.syscalls else []):
+        if not shutil.which(tool):
+            missing.append(tool)
     if missing:
         raise SystemExit("compare: not found: %s (contrib/bench/install-deps installs the peers and tools; "
                          "build exrelay first)" % ", ".join(missing))
@@ -875,6 +970,9 @@ def main():
         for test, fn in plan:
             for p in order:
                 run(p, test, lambda p=p, fn=fn: fn(p))
+    if args.syscalls:
+        for p in proxies:
+            run(p, "syscalls", lambda p=p: t_syscalls(args, p))
     if args.verify:
         log("computing the SHA-256 of %d pattern bytes" % args.verify_bytes)
         r = subprocess.run([args.loadgen, "digest", str(args.verify_bytes)], capture_output=True, text=True,
@@ -903,8 +1001,8 @@ def main():
         "loadavg_start": la0, "loadavg_end": la1,
         "settings": {k: getattr(args, k) for k in (
             "rounds", "bytes", "duration", "warmup", "connections", "hs_seconds", "hs_threads", "idle",
-            "latency_count", "latency_interval_us", "verify", "verify_bytes", "proxy_cpu", "load_cpu", "nofile",
-            "maxconn")},
+            "latency_count", "latency_interval_us", "syscalls", "syscall_bytes", "verify", "verify_bytes",
+            "proxy_cpu", "load_cpu", "nofile", "maxconn")},
         "proxies": {p.label: {"kind": p.kind, "path": p.path, "version": p.version, "dead": p.dead,
                               "median": results[p.label], "runs": runs[p.label]}
                     for p in proxies},

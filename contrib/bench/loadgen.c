@@ -173,12 +173,17 @@ conn_read(struct conn *c, void *p, size_t n)
 		c->inoff += k;
 		return (ssize_t)k;
 	}
+	double t0 = now();
+
 	for (;;) {
 		ssize_t r;
 		if (c->s) {
-			/* blocking sockets: GNUTLS_E_AGAIN is SO_RCVTIMEO expiring */
+			/*
+			 * GNUTLS_E_AGAIN: SO_RCVTIMEO expired, or a TLS 1.3 post-handshake message
+			 * (a session ticket) was read and no data yet: go on until IO_TIMEOUT.
+			 */
 			r = gnutls_record_recv(c->s, p, n);
-			if (r == GNUTLS_E_INTERRUPTED)
+			if (r == GNUTLS_E_INTERRUPTED || (r == GNUTLS_E_AGAIN && now() - t0 < IO_TIMEOUT))
 				continue;
 			if (r == GNUTLS_E_PREMATURE_TERMINATION)
 				return 0;
@@ -199,12 +204,13 @@ static int
 conn_write(struct conn *c, const void *p, size_t n)
 {
 	const unsigned char *b = p;
+	double t0 = now();
 
 	while (n > 0) {
 		ssize_t r;
 		if (c->s) {
 			r = gnutls_record_send(c->s, b, n);
-			if (r == GNUTLS_E_INTERRUPTED)
+			if (r == GNUTLS_E_INTERRUPTED || (r == GNUTLS_E_AGAIN && now() - t0 < IO_TIMEOUT))
 				continue;
 			if (r < 0)
 				return -1;
@@ -384,9 +390,11 @@ client_open(struct conn *c, int port, bool tls, const gnutls_datum_t *sess, cons
 		gnutls_session_set_data(c->s, sess->data, sess->size);
 	gnutls_transport_set_int(c->s, fd);
 	int r;
+	double t0 = now();
 	do
 		r = gnutls_handshake(c->s);
-	while (r == GNUTLS_E_INTERRUPTED || r == GNUTLS_E_WARNING_ALERT_RECEIVED);
+	while (r == GNUTLS_E_INTERRUPTED || r == GNUTLS_E_WARNING_ALERT_RECEIVED ||
+	    (r == GNUTLS_E_AGAIN && now() - t0 < IO_TIMEOUT));
 	if (r < 0) {
 		*why = gnutls_strerror(r);
 		return -1;
