@@ -203,7 +203,9 @@ def rss_kib(pids):
 
 def client_conns(pids, port):
     """Established TCP connections on local port `port` whose socket one of pids holds (the
-    proxy's accepted client connections on that listener; not those still in its accept queue)."""
+    proxy's accepted client connections on that listener; not those still in its accept queue).
+    /proc/net/tcp is read in pieces while other connections come and go, so that a socket may
+    show twice or not at all: sockets are counted once each, and the best of three reads wins."""
     inodes = set()
     for p in pids:
         try:
@@ -217,18 +219,21 @@ def client_conns(pids, port):
                 continue
             if link.startswith("socket:["):
                 inodes.add(link[8:-1])
-    n = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    v = line.split()
-                    if v[3] == "01" and int(v[1].rsplit(":", 1)[1], 16) == port and v[9] in inodes:
-                        n += 1
-        except OSError:
-            pass
-    return n
+    best = 0
+    for _ in range(3):
+        found = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                with open(table) as f:
+                    lines = f.read().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                v = line.split()
+                if v[3] == "01" and int(v[1].rsplit(":", 1)[1], 16) == port and v[9] in inodes:
+                    found.add(v[9])
+        best = max(best, len(found))
+    return best
 
 
 def core_jiffies(cpu):

@@ -66,10 +66,11 @@
 /* The client's TLS: 1.3, AES-256-GCM, X25519, as wrk's OpenSSL picks by default. */
 #define CLIENT_PRIORITY "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-256-GCM:-GROUP-ALL:+GROUP-X25519"
 
+static _Noreturn void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static gnutls_certificate_credentials_t xcred;
 static gnutls_priority_t prio;
 
-static void
+static _Noreturn void
 die(const char *fmt, ...)
 {
 	va_list ap;
@@ -718,7 +719,7 @@ cmd_echo(bool tls, int port, int count, long interval_us)
 static int
 cmd_digest(uint64_t bytes)
 {
-	gnutls_hash_hd_t h;
+	gnutls_hash_hd_t h = NULL;
 	unsigned char *buf = malloc(CHUNK), d[32];
 	char out[65];
 
@@ -949,7 +950,7 @@ cmd_backend(int port)
 
 /* ---------------------------------------------------------------------------------------- */
 
-static void
+static _Noreturn void
 usage(void)
 {
 	fputs("usage: loadgen backend PORT\n"
