@@ -667,11 +667,33 @@ def traced(args, p, fn):
 def t_syscalls(args, p):
     """System calls per GET (wrk) and per MiB of each transfer, counted by strace -c."""
     res, readings = {}, {}
-    (n, _, errs, _), calls, total = traced(args, p, lambda: run_wrk(args, p, 3))
-    if errs or n == 0:
-        raise RuntimeError("wrk under strace: %s" % (errs or "no request"))
+    # GETs on --connections open keep-alive connections: their set-up is not counted
+    c = subprocess.Popen(load_argv(args, [args.loadgen, "get", str(p.tls), str(args.connections),
+                                          str(args.syscall_requests)]),
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    Clients.running.add(c)
+
+    def go():
+        """Starts the counted GETs, returns the client's result."""
+        c.stdin.write("go\n")
+        c.stdin.flush()
+        return json.loads(c.stdout.readline())
+    try:
+        if not c.stdout.readline().startswith("ready"):
+            raise RuntimeError("loadgen get: %s" % c.stderr.read().strip()[-500:])
+        r, calls, total = traced(args, p, go)
+    finally:
+        c.stdin.close()
+        try:
+            c.wait(30)
+        except subprocess.TimeoutExpired:
+            c.kill()
+            c.wait()
+        Clients.running.discard(c)
+    n = r["requests"]
     res["sys_get"] = total / n
-    readings["get"] = {"requests": n, "calls": total, "top": top(calls, n)}
+    readings["get"] = {"requests": n, "connections": args.connections, "calls": total, "top": top(calls, n)}
     nbytes = args.syscall_bytes
     for tls in (True, False):
         for up in (True, False):
@@ -792,7 +814,8 @@ def print_table(args, proxies, results, marks):
     labels = [p.label for p in proxies]
     first = labels[0]
     others = labels[1:] if proxies[0].kind == "exrelay" else []
-    head = ["%-44s" % ""] + ["%11s  " % lb for lb in labels] + ["%12s" % ("%s/%s" % ("ex", o[:8])) for o in others]
+    head = ["%-44s" % ""] + ["%11s  " % lb for lb in labels] + ["%12s" % ("%s/%s" % (first[:5], o[:6]))
+                                                                for o in others]
     print("".join(head).rstrip())
     for metric, label, kind, better in ROWS:
         if not any(metric in results[lb] for lb in labels):
@@ -811,8 +834,8 @@ def print_table(args, proxies, results, marks):
                 cells.append("%12s" % ("x%.2f" % (a / b if better else b / a)))
         print(("%-44s" % label[:44]) + "".join(cells).rstrip())
     if others:
-        print("ex/X: the first column against X, > 1 when %s is better (less CPU, more per CPU s, less memory)"
-              % first)
+        print("%s/X: the first column against X, > 1 when %s is better (less CPU, more per CPU s, less memory)"
+              % (first[:5], first))
     print("*: the load core (CPU %d) was >= %.0f%% busy: the load side set the pace, compare per CPU s"
           % (args.load_cpu, LOAD_BOUND))
     print("!: other work took >= %.0f%% of the proxy core (CPU %d) meanwhile: a busy machine, numbers noisy"
@@ -848,6 +871,7 @@ def parse_args():
     ap.add_argument("--latency-interval-us", type=int, default=1000)
     ap.add_argument("--syscalls", action="store_true",
                     help="count system calls per GET and per MiB (strace -c, a separate pass)")
+    ap.add_argument("--syscall-requests", type=int, default=2000, help="GETs under strace")
     ap.add_argument("--syscall-bytes", type=int, default=64 * MiB, help="transfers under strace")
     ap.add_argument("--verify", action="store_true", help="the 2 GiB byte-exact SHA-256 transfers too")
     ap.add_argument("--verify-bytes", type=int, default=2 * GiB)
@@ -1006,8 +1030,8 @@ def main():
         "loadavg_start": la0, "loadavg_end": la1,
         "settings": {k: getattr(args, k) for k in (
             "rounds", "bytes", "duration", "warmup", "connections", "hs_seconds", "hs_threads", "idle",
-            "latency_count", "latency_interval_us", "syscalls", "syscall_bytes", "verify", "verify_bytes",
-            "proxy_cpu", "load_cpu", "nofile", "maxconn")},
+            "latency_count", "latency_interval_us", "syscalls", "syscall_requests", "syscall_bytes", "verify",
+            "verify_bytes", "proxy_cpu", "load_cpu", "nofile", "maxconn")},
         "proxies": {p.label: {"kind": p.kind, "path": p.path, "version": p.version, "dead": p.dead,
                               "median": results[p.label], "runs": runs[p.label]}
                     for p in proxies},

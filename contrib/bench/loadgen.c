@@ -25,6 +25,10 @@
  *     for SECONDS; -r resumes the session of one first connection (TLS 1.3 ticket). JSON line.
  * loadgen idle PORT N
  *     Opens N TLS connections (handshake done), prints "ready N", holds them until stdin ends.
+ * loadgen get PORT CONNECTIONS REQUESTS
+ *     CONNECTIONS keep-alive TLS connections, one GET each, "ready N"; after a line on stdin,
+ *     REQUESTS more GETs in rounds (one on each connection, then the answers), a JSON line;
+ *     the connections stay open until stdin ends (counting system calls per request).
  * loadgen echo [-t] PORT COUNT INTERVAL_US
  *     One echo pair (OUT, then IN); COUNT round trips of 100 bytes written on IN and read back
  *     on OUT, INTERVAL_US apart, after 20 not counted. JSON line with the percentiles in us.
@@ -656,6 +660,61 @@ cmd_idle(int port, int n)
 	return 0;
 }
 
+/* Counted GETs --------------------------------------------------------------------------------- */
+
+/* One GET of the 100-byte file on each of n connections, then every answer. 0 or -1. */
+static int
+get_round(struct conn *c, int n)
+{
+	static const char req[] = "GET /100b.txt HTTP/1.1\r\nHost: " SNI "\r\n\r\n";
+	char body[SMALL_BODY];
+
+	for (int i = 0; i < n; i++)
+		if (conn_write(&c[i], req, sizeof req - 1) < 0)
+			return -1;
+	for (int i = 0; i < n; i++)
+		if (read_200(&c[i], "get") != SMALL_BODY || conn_read_full(&c[i], body, SMALL_BODY) < 0)
+			return -1;
+	return 0;
+}
+
+/*
+ * n keep-alive TLS connections, one GET each (so that the proxy has its backend connections),
+ * "ready"; after a line on stdin, requests GETs in rounds of one per connection; a JSON line;
+ * the connections stay open until stdin ends. For counting a proxy's system calls per request
+ * without the connections' set-up.
+ */
+static int
+cmd_get(int port, int n, int requests)
+{
+	struct conn *c = calloc((size_t)n, sizeof *c);
+	char line[64];
+	int done = 0;
+
+	if (!c || n < 1)
+		die("get: bad connection count");
+	for (int i = 0; i < n; i++)
+		client_open_or_die(&c[i], port, true);
+	if (get_round(c, n) < 0)
+		die("get: the first round failed");
+	printf("ready %d\n", n);
+	fflush(stdout);
+	if (!fgets(line, sizeof line, stdin))
+		return 1;
+	double t0 = now();
+	for (; done < requests; done += n)
+		if (get_round(c, n) < 0)
+			die("get: a round failed after %d requests", done);
+	printf("{\"requests\": %d, \"seconds\": %.6f}\n", done, now() - t0);
+	fflush(stdout);
+	while (fgets(line, sizeof line, stdin))
+		;
+	for (int i = 0; i < n; i++)
+		conn_free(&c[i]);
+	free(c);
+	return 0;
+}
+
 /* Echo latency --------------------------------------------------------------------------------- */
 
 static int
@@ -957,6 +1016,7 @@ usage(void)
 	    "       loadgen up|down [-t] [-v] PORT BYTES\n"
 	    "       loadgen hs [-r] PORT SECONDS THREADS\n"
 	    "       loadgen idle PORT N\n"
+	    "       loadgen get PORT CONNECTIONS REQUESTS\n"
 	    "       loadgen echo [-t] PORT COUNT INTERVAL_US\n"
 	    "       loadgen digest BYTES\n", stderr);
 	exit(2);
@@ -998,6 +1058,8 @@ main(int argc, char **argv)
 		return cmd_hs(resume, atoi(a[0]), atof(a[1]), atoi(a[2]));
 	if (strcmp(cmd, "idle") == 0 && n == 2)
 		return cmd_idle(atoi(a[0]), atoi(a[1]));
+	if (strcmp(cmd, "get") == 0 && n == 3)
+		return cmd_get(atoi(a[0]), atoi(a[1]), atoi(a[2]));
 	if (strcmp(cmd, "echo") == 0 && n == 3)
 		return cmd_echo(tls, atoi(a[0]), atoi(a[1]), atol(a[2]));
 	if (strcmp(cmd, "digest") == 0 && n == 1)
