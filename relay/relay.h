@@ -200,6 +200,7 @@ struct relay_state {
 	struct ev_loop *loop;		/* the main thread's loop: signals only */
 	int draining;			/* atomic: SIGTERM received */
 	int stopping;			/* atomic: close everything now */
+	int handed_over;		/* atomic: a new process took the listening sockets (SIGUSR2) */
 	long nconns;			/* atomic: client connections over all workers */
 	long max_conns;			/* atomic: global.max_connections of the current configuration */
 	int nworkers;

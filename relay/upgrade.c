@@ -1,0 +1,503 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * upgrade.c: the binary upgrade (SIGUSR2), both sides. The running process fork+execs the
+ * binary at the path it was started from with its listening sockets inherited (every other
+ * descriptor is closed by the exec), then waits on a pipe for "ready PID". The new process
+ * takes the inherited sockets that match its configuration instead of binding, closes the
+ * rest, and writes "ready PID" once its workers accept. The kernel's socket (and its backlog)
+ * never closes in between, so no connection attempt is refused. See upgrade.h for the
+ * hand-over's format.
+ */
+#include "autoconf.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include "relay.h"
+#include "runtime.h"
+#include "upgrade.h"
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+extern char **environ;
+
+/* close_range(3, ~0, CLOSE_RANGE_CLOEXEC) (Linux 5.11): every descriptor from 3 closes on exec; -1 when refused. */
+static int
+cloexec_from_3(void)
+{
+#ifdef SYS_close_range
+	return (int)syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
+#else
+	return -1;
+#endif
+}
+
+#define UPGRADE_ENV "EXRELAY_UPGRADE"
+#define INHERIT_MAX 4096		/* sockets handed over at most (workers x listeners + 2) */
+
+/* An inherited listening socket, until something takes it. */
+struct inherited {
+	int fd;				/* -1 once taken or closed */
+	char name[64];
+};
+
+static struct {
+	/* What the new process needs: taken at start. */
+	char exe[PATH_MAX];		/* "" = not found: no upgrade */
+	char cwd[PATH_MAX];
+	char **argv;
+	/* The new side: sockets handed to this process, the ready pipe. */
+	struct inherited *inh;
+	size_t ninh;
+	int ready_fd;
+	/* The old side: one upgrade at a time. */
+	bool running;
+	pid_t child;
+	int pipe_fd;
+	char msg[64];
+	size_t msglen;
+	ev_io pipe_io;
+	ev_timer timer;
+	ev_child child_w;
+	struct ev_loop *loop;
+	void (*done)(pid_t);
+} up = { .ready_fd = -1, .pipe_fd = -1 };
+
+/* Makes path absolute in out (relative to the current folder); -1 when it does not fit. */
+static int
+absolute(const char *path, char *out, size_t outlen)
+{
+	int n = path[0] == '/' ? snprintf(out, outlen, "%s", path) :
+	    snprintf(out, outlen, "%s/%s", up.cwd, path);
+
+	return n > 0 && (size_t)n < outlen ? 0 : -1;
+}
+
+/* Finds the binary: argv[0] with a slash, else the first executable of that name in $PATH. */
+static void
+find_exe(const char *arg0)
+{
+	const char *path = getenv("PATH");
+	char cand[PATH_MAX];
+
+	up.exe[0] = '\0';
+	if (strchr(arg0, '/')) {
+		while (arg0[0] == '.' && arg0[1] == '/')
+			arg0 += 2;
+		if (absolute(arg0, up.exe, sizeof(up.exe)) == -1)
+			up.exe[0] = '\0';
+		return;
+	}
+	while (path && *path) {
+		size_t len = strcspn(path, ":");
+		int n = snprintf(cand, sizeof(cand), "%.*s/%s", (int)len, len ? path : ".", arg0);
+		if (n > 0 && (size_t)n < sizeof(cand) && access(cand, X_OK) == 0) {
+			if (absolute(cand, up.exe, sizeof(up.exe)) == -1)
+				up.exe[0] = '\0';
+			return;
+		}
+		path += len + (path[len] == ':');
+	}
+}
+
+/* A descriptor handed over, if it is a listening socket: kept (close-on-exec again), else closed. */
+static void
+inherit_fd(int fd, const char *name)
+{
+	int on = 0;
+	socklen_t len = sizeof(on);
+
+	if (fd < 3 || fcntl(fd, F_SETFD, FD_CLOEXEC) == -1)
+		return;
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) == -1 || !on || up.ninh == INHERIT_MAX) {
+		log_warn("upgrade: inherited descriptor %d (%s) is not a listening socket; closed", fd, name);
+		close(fd);
+		return;
+	}
+	if (!up.inh && !(up.inh = calloc(INHERIT_MAX, sizeof(*up.inh)))) {
+		close(fd);
+		return;
+	}
+	up.inh[up.ninh].fd = fd;
+	snprintf(up.inh[up.ninh].name, sizeof(up.inh[up.ninh].name), "%s", name);
+	up.ninh++;
+}
+
+/* Reads EXRELAY_UPGRADE (see upgrade.h) and removes it from the environment. */
+static void
+inherit_env(void)
+{
+	const char *env = getenv(UPGRADE_ENV);
+	char *copy, *line, *save = NULL;
+
+	if (!env || !(copy = strdup(env)))
+		return;
+	unsetenv(UPGRADE_ENV);
+	for (line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		int fd, off = 0;
+		if (sscanf(line, "ready %d", &fd) == 1 && fd > 2 && fcntl(fd, F_SETFD, FD_CLOEXEC) == 0)
+			up.ready_fd = fd;
+		else if (sscanf(line, "fd %d %n", &fd, &off) == 1 && off > 0)
+			inherit_fd(fd, line + off);
+	}
+	free(copy);
+}
+
+void
+upgrade_init(int argc, char **argv)
+{
+	(void)argc;
+	up.argv = argv;
+	if (!getcwd(up.cwd, sizeof(up.cwd)))
+		snprintf(up.cwd, sizeof(up.cwd), "/");
+	find_exe(argv[0]);
+	inherit_env();
+}
+
+bool
+upgrade_is_child(void)
+{
+	return up.ready_fd != -1;
+}
+
+/* The port of a TCP address (network order), 0 for other families. */
+static in_port_t
+port_of(const struct sockaddr_storage *a)
+{
+	if (a->ss_family == AF_INET)
+		return ((const struct sockaddr_in *)a)->sin_port;
+	if (a->ss_family == AF_INET6)
+		return ((const struct sockaddr_in6 *)a)->sin6_port;
+	return 0;
+}
+
+/* Whether a and b have the same family and address, and the same port unless any_port. */
+static bool
+same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b, bool any_port)
+{
+	if (a->ss_family != b->ss_family || (!any_port && port_of(a) != port_of(b)))
+		return false;
+	if (a->ss_family == AF_INET)
+		return memcmp(&((const struct sockaddr_in *)a)->sin_addr, &((const struct sockaddr_in *)b)->sin_addr,
+		    sizeof(struct in_addr)) == 0;
+	if (a->ss_family == AF_INET6)
+		return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr,
+		    sizeof(struct in6_addr)) == 0 &&
+		    ((const struct sockaddr_in6 *)a)->sin6_scope_id == ((const struct sockaddr_in6 *)b)->sin6_scope_id;
+	return false;
+}
+
+int
+upgrade_take(const char *name, const struct sockaddr_storage *addr, socklen_t len)
+{
+	bool any_port = port_of(addr) == 0;
+	(void)len;
+
+	for (size_t i = 0; i < up.ninh; i++) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		int fd = up.inh[i].fd;
+		if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &sl) == -1)
+			continue;
+		if (any_port && strcmp(up.inh[i].name, name) != 0)
+			continue;	/* port 0: only the listener's own socket (the port it got) */
+		if (same_addr(&ss, addr, any_port)) {
+			up.inh[i].fd = -1;
+			return fd;
+		}
+	}
+	return -1;
+}
+
+int
+upgrade_take_unix(const char *path)
+{
+	for (size_t i = 0; i < up.ninh; i++) {
+		struct sockaddr_un sa;
+		socklen_t sl = sizeof(sa);
+		int fd = up.inh[i].fd;
+		if (fd < 0 || strcmp(up.inh[i].name, UPGRADE_ADMIN_UNIX) != 0 ||
+		    getsockname(fd, (struct sockaddr *)&sa, &sl) == -1 || sa.sun_family != AF_UNIX)
+			continue;
+		sa.sun_path[sizeof(sa.sun_path) - 1] = '\0';
+		if (strcmp(sa.sun_path, path) == 0) {
+			up.inh[i].fd = -1;
+			return fd;
+		}
+	}
+	return -1;
+}
+
+void
+upgrade_close_unused(void)
+{
+	size_t taken = 0;
+
+	for (size_t i = 0; i < up.ninh; i++)
+		taken += up.inh[i].fd < 0;
+	if (up.ninh)
+		log_info("upgrade: took over %zu of the %zu listening socket(s) handed over", taken, up.ninh);
+	for (size_t i = 0; i < up.ninh; i++)
+		if (up.inh[i].fd >= 0) {
+			log_info("upgrade: inherited socket of %s is not in the configuration; closed", up.inh[i].name);
+			close(up.inh[i].fd);
+			up.inh[i].fd = -1;
+		}
+	free(up.inh);
+	up.inh = NULL;
+	up.ninh = 0;
+}
+
+void
+upgrade_ready(void)
+{
+	char msg[32];
+	int n;
+
+	if (up.ready_fd == -1)
+		return;
+	n = snprintf(msg, sizeof(msg), "ready %d\n", (int)getpid());
+	if (write(up.ready_fd, msg, (size_t)n) != n)
+		log_warn("upgrade: cannot tell the previous process that this one is ready: %s", strerror(errno));
+	close(up.ready_fd);
+	up.ready_fd = -1;
+}
+
+/* --- the old side --------------------------------------------------------------------------- */
+
+/* Ends the wait: stops the pipe and the timer; done(pid) (pid > 0 ready, -1 failed). */
+static void
+finish(pid_t pid)
+{
+	ev_io_stop(up.loop, &up.pipe_io);
+	ev_timer_stop(up.loop, &up.timer);
+	if (up.pipe_fd != -1)
+		close(up.pipe_fd);
+	up.pipe_fd = -1;
+	up.running = false;
+	up.done(pid);
+}
+
+static void
+fail(const char *fmt, int arg)
+{
+	char why[160];
+
+	snprintf(why, sizeof(why), fmt, arg);
+	log_error("upgrade failed, this process keeps serving: %s", why);
+	finish(-1);
+}
+
+static void
+pipe_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	ssize_t n;
+	int pid = 0;
+	(void)loop; (void)w; (void)revents;
+
+	n = read(up.pipe_fd, up.msg + up.msglen, sizeof(up.msg) - 1 - up.msglen);
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n > 0) {
+		up.msglen += (size_t)n;
+		up.msg[up.msglen] = '\0';
+		if (!strchr(up.msg, '\n') && up.msglen < sizeof(up.msg) - 1)
+			return;
+		if (sscanf(up.msg, "ready %d", &pid) == 1 && pid > 0) {
+			log_info("upgrade: the new process (pid %d) is ready", pid);
+			finish(pid);
+			return;
+		}
+		fail("unexpected answer from the new process (pid %d)", (int)up.child);
+		return;
+	}
+	fail("the new process (pid %d) ended before it was ready (its log says why)", (int)up.child);
+}
+
+static void
+timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop; (void)w; (void)revents;
+	kill(up.child, SIGKILL);
+	fail("the new process (pid %d) was not ready in time; killed", (int)up.child);
+}
+
+/* The child (the new process, or the parent half of its daemon()) ended. */
+static void
+child_cb(struct ev_loop *loop, ev_child *w, int revents)
+{
+	int st = w->rstatus;
+	(void)revents;
+
+	ev_child_stop(loop, w);
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && up.running)
+		return;		/* -d: the new process went on in the background; its pipe tells */
+	if (WIFEXITED(st))
+		log_info("upgrade: process %d exited with status %d", w->rpid, WEXITSTATUS(st));
+	else if (WIFSIGNALED(st))
+		log_info("upgrade: process %d was killed by signal %d", w->rpid, WTERMSIG(st));
+}
+
+/* Appends "fd FD NAME\n" to the hand-over text; -1 when full. */
+static int
+env_add(char *env, size_t cap, size_t *len, int fd, const char *name)
+{
+	int n = snprintf(env + *len, cap - *len, "fd %d %s\n", fd, name);
+
+	if (n < 0 || (size_t)n >= cap - *len)
+		return -1;
+	*len += (size_t)n;
+	return 0;
+}
+
+/* Collects every listening socket into fds and the hand-over text; the number, or -1 logged. */
+static int
+collect(int *fds, char *env, size_t cap, int ready)
+{
+	size_t len = 0;
+	int n = 0, rt_tcp, rt_unix;
+
+	len = (size_t)snprintf(env, cap, "%s=ready %d\n", UPGRADE_ENV, ready);
+	for (int k = 0; k < relay.nworkers; k++)
+		for (struct listener *l = relay.workers[k].listeners; l; l = l->next) {
+			if (l->fd < 0)
+				continue;
+			if (n == INHERIT_MAX || env_add(env, cap, &len, l->fd, l->name) == -1)
+				goto full;
+			fds[n++] = l->fd;
+		}
+	runtime_fds(&rt_tcp, &rt_unix);
+	if (rt_tcp >= 0) {
+		if (n == INHERIT_MAX || env_add(env, cap, &len, rt_tcp, UPGRADE_ADMIN_TCP) == -1)
+			goto full;
+		fds[n++] = rt_tcp;
+	}
+	if (rt_unix >= 0) {
+		if (n == INHERIT_MAX || env_add(env, cap, &len, rt_unix, UPGRADE_ADMIN_UNIX) == -1)
+			goto full;
+		fds[n++] = rt_unix;
+	}
+	return n;
+full:
+	log_error("upgrade: too many listening sockets to hand over");
+	return -1;
+}
+
+/* The new environment: ours without an old EXRELAY_UPGRADE, plus hand (NULL when out of memory). */
+static char **
+child_environ(char *hand)
+{
+	size_t n = 0, k = 0;
+	char **envp;
+
+	while (environ[n])
+		n++;
+	if (!(envp = calloc(n + 2, sizeof(*envp))))
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(environ[i], UPGRADE_ENV "=", sizeof(UPGRADE_ENV)) != 0)
+			envp[k++] = environ[i];
+	envp[k++] = hand;
+	envp[k] = NULL;
+	return envp;
+}
+
+/*
+ * In the child, between fork and exec (async-signal-safe calls only): every descriptor but
+ * 0-2, the sockets and the pipe closes on exec; the signal mask is emptied; then the binary.
+ */
+static void __attribute__((noreturn))
+child_exec(char **envp, const int *fds, int n, int ready, int maxfd)
+{
+	static const char msg[] = "exrelay: upgrade: cannot run the new binary\n";
+	sigset_t none;
+
+	if (cloexec_from_3() == -1)
+		for (int fd = 3; fd < maxfd; fd++)
+			fcntl(fd, F_SETFD, FD_CLOEXEC);
+	for (int i = 0; i < n; i++)
+		fcntl(fds[i], F_SETFD, 0);
+	fcntl(ready, F_SETFD, 0);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (chdir(up.cwd) == -1 || execve(up.exe, up.argv, envp) == -1)
+		(void)!write(2, msg, sizeof(msg) - 1);
+	_exit(127);
+}
+
+int
+upgrade_start(struct ev_loop *loop, void (*done)(pid_t pid))
+{
+	static int fds[INHERIT_MAX];
+	static char hand[INHERIT_MAX * 80];
+	struct rlimit rl;
+	int p[2], n, maxfd = 65536;
+	char **envp;
+	pid_t pid;
+
+	if (up.running)
+		return -1;
+	if (!up.exe[0]) {
+		log_error("upgrade: the binary's path is unknown (started without a path and not found in $PATH)");
+		return -1;
+	}
+	if (access(up.exe, X_OK) == -1) {
+		log_error("upgrade: cannot run %s: %s", up.exe, strerror(errno));
+		return -1;
+	}
+	if (pipe2(p, O_CLOEXEC) == -1) {
+		log_error("upgrade: pipe: %s", strerror(errno));
+		return -1;
+	}
+	if ((n = collect(fds, hand, sizeof(hand), p[1])) == -1 || !(envp = child_environ(hand))) {
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)maxfd)
+		maxfd = (int)rl.rlim_cur;
+	if ((pid = fork()) == 0)
+		child_exec(envp, fds, n, p[1], maxfd);
+	free(envp);
+	close(p[1]);
+	if (pid == -1) {
+		log_error("upgrade: fork: %s", strerror(errno));
+		close(p[0]);
+		return -1;
+	}
+	fcntl(p[0], F_SETFL, O_NONBLOCK);
+	up.loop = loop;
+	up.done = done;
+	up.child = pid;
+	up.pipe_fd = p[0];
+	up.msglen = 0;
+	up.running = true;
+	ev_io_init(&up.pipe_io, pipe_cb, p[0], EV_READ);
+	ev_io_start(loop, &up.pipe_io);
+	ev_timer_init(&up.timer, timeout_cb, UPGRADE_TIMEOUT, 0.);
+	ev_timer_start(loop, &up.timer);
+	ev_child_init(&up.child_w, child_cb, pid, 0);
+	ev_child_start(loop, &up.child_w);
+	log_info("upgrade: started %s (pid %d) with %d listening socket(s)", up.exe, (int)pid, n);
+	return 0;
+}
+
+bool
+upgrade_running(void)
+{
+	return up.running;
+}
