@@ -109,6 +109,8 @@ static char addr_path[4096];		/* -a FILE, made absolute (-d changes to /); "" = 
 static ev_signal sig_hup, sig_term, sig_int, sig_usr1, sig_usr2;
 static ev_timer drain_timer;
 static ev_timer drain_check;
+static const char *pid_path;		/* -p or global.pidfile once written; NULL = none */
+static int write_pidfile(const char *path);
 
 /* Prints the options and the default configuration file to f. */
 static void
@@ -324,6 +326,11 @@ static void
 upgrade_done(pid_t pid)
 {
 	if (pid <= 0) {
+		/* The new process may have written them before it failed: they are this one's again. */
+		if (pid_path)
+			write_pidfile(pid_path);
+		if (!relay_draining())
+			write_addrfile(relay.workers[0].listeners);
 		notify("READY=1\nSTATUS=upgrade failed, the running process goes on");
 		return;
 	}
@@ -549,6 +556,7 @@ main_detach(struct main_options *o, struct listener **sets)
 	}
 	if (o->pidfile && write_pidfile(o->pidfile) == -1)
 		return -1;
+	pid_path = o->pidfile;
 	return 0;
 }
 

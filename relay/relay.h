@@ -209,6 +209,15 @@ struct relay_state {
 extern struct relay_state relay;
 
 static inline bool relay_draining(void) { return __atomic_load_n(&relay.draining, __ATOMIC_ACQUIRE); }
+/*
+ * What health answers, the agent and `show info` report: draining, except after an upgrade's
+ * hand-over, where the host goes on serving (the new process) and only this process drains.
+ */
+static inline bool
+relay_health_draining(void)
+{
+	return relay_draining() && !__atomic_load_n(&relay.handed_over, __ATOMIC_ACQUIRE);
+}
 
 /*
  * Who may call whom (relay/README): conn.c -> txn.c -> admin.c, access.c, upstream.c, pump.c;

@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
+"""
+t_service_upgrade.py: binary upgrade on SIGUSR2 without dropping a channel (TAP).
+
+exrelay runs from a copy of the built binary in a temporary folder; the copy is then replaced by
+another file (a new inode, as dpkg does) and exrelay gets SIGUSR2. Meanwhile RPC over HTTP
+channels (IN/OUT pairs to the Exchange stand-in) are open, and a prober connects every 10 ms and
+asks the traffic port's health_path. The test shows:
+  - the new process runs the new file, takes over the same ports (address file), writes its pid
+    to the pidfile and answers on the traffic port, the admin port and the admin socket;
+  - no probe is refused or fails at any time; the longest gap between answered probes is printed;
+  - the channels opened before keep echoing after the hand-over (the old process drains them), a
+    channel that ends by itself ends cleanly, and the old process cuts the rest at drain_timeout
+    and exits 0; new channels go to the new process;
+  - an upgrade whose configuration is invalid fails and the running process goes on serving;
+  - the upgraded process can be upgraded again (nothing of the first hand-over leaks).
+"""
+
+import os
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from harness import ok, is_, diag, done, start_standin, start_exrelay, tmpdir, wait_for, exrelay_path  # noqa: E402
+import rpch  # noqa: E402
+
+T0 = time.monotonic()
+DRAIN = 3
+HEALTH = b"GET /exrelay/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+bindir = tmpdir("exrelay-bin-")
+BIN = os.path.join(bindir, "exrelay")
+work = tmpdir("exrelay-upgrade-")
+PIDFILE = os.path.join(work, "exrelay.pid")
+SOCK = os.path.join(work, "admin.sock")
+
+
+def install_binary():
+    """Puts a fresh copy of the built binary at BIN: a new file renamed over the old (dpkg's way)."""
+    tmp = BIN + ".new"
+    shutil.copy2(exrelay_path(), tmp)
+    os.rename(tmp, BIN)
+
+
+CONFIG = '''
+global = { log_level = "info"; drain_timeout = %(drain)d; workers = 2; pidfile = "%(pidfile)s";
+           admin_socket = { path = "%(sock)s"; mode = "0600"; }; };
+timeouts = { request_head = 5; client_idle = 10; connect = 2; };
+listeners = (
+  { name = "public"; bind = "127.0.0.1:0"; health_path = "/exrelay/health"; },
+  { name = "admin"; bind = "127.0.0.1:0"; role = "admin"; },
+  { name = "agent"; bind = "127.0.0.1:0"; role = "agent"; } );
+backends = ( { name = "exchange"; servers = [ "127.0.0.1:%(sport)d" ]; idle_timeout = 3600; } );
+routes = ( { backend = "exchange"; paths = [ "/rpc" ]; } );
+'''
+
+ex = start_standin(ping_interval=0, notify_interval=30)
+install_binary()
+os.environ["EXRELAY"] = BIN
+relay = start_exrelay(CONFIG % dict(drain=DRAIN, pidfile=PIDFILE, sock=SOCK, sport=ex.port))
+PORT = relay.port("public")
+ADMIN = relay.port("admin")
+extra_pids = []     # processes started by the upgrades (not the harness's children)
+
+
+def pid_alive(pid):
+    """True while pid runs (a zombie counts as gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def read_pid():
+    try:
+        with open(PIDFILE) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def get(port, path):
+    """(status, body) of GET path on port (Connection: close)."""
+    with rpch.HttpConn("127.0.0.1", port, timeout=5) as c:
+        resp, body = c.request("GET", path, [("Host", "x"), ("Connection", "close")], timeout=5)
+        return resp.status, body
+
+
+def admin_command(cmd):
+    """The runtime API's answer to cmd on the admin socket."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(SOCK)
+    s.sendall(cmd.encode() + b"\n")
+    data = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+    s.close()
+    return data.decode()
+
+
+class Prober(threading.Thread):
+    """Connects to the traffic port every 10 ms and asks its health_path: records each answer's
+    time and every failure."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stop_ev = threading.Event()
+        self.ok_times, self.failures, self.count = [], [], 0
+
+    def probe(self):
+        s = socket.create_connection(("127.0.0.1", PORT), timeout=3)
+        try:
+            s.sendall(HEALTH)
+            data = b""
+            while True:
+                d = s.recv(4096)
+                if not d:
+                    break
+                data += d
+        finally:
+            s.close()
+        if not data.startswith(b"HTTP/1.1 200 "):
+            raise ValueError("answer %r" % data[:60])
+
+    def run(self):
+        while not self.stop_ev.is_set():
+            t = time.monotonic()
+            self.count += 1
+            try:
+                self.probe()
+                self.ok_times.append(time.monotonic())
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                self.failures.append("%.3f %r" % (t - T0, e))
+            self.stop_ev.wait(max(0.0, 0.01 - (time.monotonic() - t)))
+
+    def longest_gap(self, since, until):
+        ts = [t for t in self.ok_times if since <= t <= until]
+        return max((b - a for a, b in zip(ts, ts[1:])), default=None), len(ts)
+
+
+def vc_open():
+    return rpch.open_virtual_connection(lambda: rpch.HttpConn("127.0.0.1", PORT, timeout=10))
+
+
+def vc_echo(vc, n=1000):
+    data = os.urandom(n)
+    vc.inn.send(data)
+    return vc.out.read_exact(n, 5) == data
+
+
+def upgrade(pid, timeout=20):
+    """SIGUSR2 to pid; waits until the pidfile names another running process; returns its pid or None."""
+    os.kill(pid, signal.SIGUSR2)
+    if not wait_for(lambda: read_pid() not in (0, pid) and pid_alive(read_pid()), timeout):
+        return None
+    new = read_pid()
+    extra_pids.append(new)
+    return new
+
+
+def cleanup_extra():
+    for p in extra_pids:
+        if pid_alive(p):
+            os.kill(p, signal.SIGKILL)
+
+
+try:
+    old = relay.pid
+    is_(read_pid(), old, "the pidfile names the first process")
+    vcs = [vc_open() for _ in range(3)]
+    ok(all(vc_echo(v) for v in vcs), "3 RPC channels open and echo before the upgrade")
+
+    install_binary()    # the package's new file: the running process's binary is now deleted
+    ok(os.readlink("/proc/%d/exe" % old).endswith("(deleted)"), "the running binary was replaced on disk")
+
+    prober = Prober()
+    prober.start()
+    wait_for(lambda: len(prober.ok_times) >= 20, 5)
+    t_sig = time.monotonic()
+    new = upgrade(old)
+    ok(new is not None, "SIGUSR2: a new process (pid %s) wrote its pid to the pidfile" % new)
+    t_ready = time.monotonic()
+    diag("hand-over took %.3f s (signal to new pidfile)" % (t_ready - t_sig))
+    ok(new is not None and os.readlink("/proc/%d/exe" % new) == BIN, "the new process runs the new file %s" % BIN)
+    relay.read_addrs()
+    is_(relay.port("public"), PORT, "the new process listens on the same traffic port (address file)")
+    is_(relay.port("admin"), ADMIN, "... and the same admin port")
+    is_(get(ADMIN, "/health"), (200, b"ok\n"), "the admin port answers 'ok' (the new process, not draining)")
+    ok(wait_for(lambda: "handed over to pid %d" % new in relay.stderr_text(), 10),
+       "the old process logs the hand-over once the new one is ready")
+    ok(wait_for(lambda: "Pid: %d" % new in admin_command("show info"), 5),
+       "the admin socket is answered by the new process (show info: Pid: %d)" % new)
+    ok(relay.alive(), "the old process still runs (draining its channels)")
+
+    ok(all(vc_echo(v) for v in vcs), "the 3 channels opened before the upgrade still echo after it")
+    vc4 = vc_open()
+    ok(vc_echo(vc4), "a channel opened after the upgrade echoes (new process)")
+    vcs[0].close()      # this one ends by itself
+
+    ok(wait_for(lambda: not relay.alive(), DRAIN + 10), "the old process is gone after the drain")
+    t_gone = time.monotonic()
+    is_(relay.returncode, 0, "the old process exited with status 0")
+    diag("old process gone %.2f s after the hand-over (drain_timeout %d s)" % (t_gone - t_ready, DRAIN))
+    ok(t_gone - t_ready >= DRAIN - 0.5, "it waited for drain_timeout with channels open")
+    cut = [v.out.read_until_close(5) for v in vcs[1:]]
+    ok(all(c == b"" for c in cut), "the two channels left open were cut at drain_timeout (EOF)")
+    ok(vc_echo(vc4), "the channel on the new process still echoes after the old one left")
+    ok(pid_alive(new) and read_pid() == new, "the pidfile still names the new process")
+    ok(os.path.exists(relay.addr_path), "the old process left the address file (the new one's) in place")
+    ok(os.path.exists(SOCK), "the old process left the admin socket file (the new one's) in place")
+
+    # A failed upgrade: the new configuration is invalid; the running process goes on.
+    with open(relay.config_path) as f:
+        good = f.read()
+    with open(relay.config_path, "w") as f:
+        f.write(good + "\nbogus_setting = 1;\n")
+    mark = len(relay.stderr_text())
+    os.kill(new, signal.SIGUSR2)
+    ok(wait_for(lambda: "upgrade failed, this process keeps serving" in relay.stderr_text()[mark:], 15),
+       "an upgrade to an invalid configuration fails (logged)")
+    ok(pid_alive(new) and read_pid() == new, "the running process goes on, the pidfile unchanged")
+    is_(get(PORT, "/exrelay/health"), (200, b"ok\n"), "it still answers on the traffic port")
+    ok(vc_echo(vc4), "its channel still echoes")
+    bad_child = [ln for ln in relay.stderr_text()[mark:].splitlines() if "bogus_setting" in ln]
+    ok(bad_child, "the new process said why: %s" % (bad_child[:1],))
+
+    # Upgraded again, from the upgraded process.
+    with open(relay.config_path, "w") as f:
+        f.write(good)
+    third = upgrade(new)
+    ok(third is not None, "the upgraded process upgrades again (pid %s)" % third)
+    ok(vc_echo(vc4), "the channel opened on the second process echoes after the second upgrade")
+    vc4.close()
+    ok(wait_for(lambda: not pid_alive(new), DRAIN + 10), "the second process is gone once its channel ended")
+    is_(get(PORT, "/exrelay/health"), (200, b"ok\n"), "the third process answers")
+    time.sleep(0.2)     # a few probes after the last hand-over
+    prober.stop_ev.set()
+    prober.join(10)
+
+    gap, n = prober.longest_gap(t_sig - 0.5, time.monotonic())
+    diag("probes: %d sent, %d answered, %d failed; longest gap between answers: %.1f ms" % (
+        prober.count, len(prober.ok_times), len(prober.failures), gap * 1000 if gap else -1))
+    is_(prober.failures, [], "no probe was refused or failed during the upgrades")
+    ok(gap is not None and gap < 1.0, "answers kept coming (longest gap %.1f ms < 1 s)" % (gap * 1000 if gap else -1))
+
+    errs = [ln for ln in relay.stderr_text().splitlines() if "Sanitizer" in ln or "runtime error" in ln]
+    is_(errs, [], "no sanitizer lines from any of the processes")
+    os.kill(third, signal.SIGTERM)
+    ok(wait_for(lambda: not pid_alive(third), 10), "the third process stops on SIGTERM")
+    ok(not os.path.exists(PIDFILE), "... and removes the pidfile")
+finally:
+    cleanup_extra()
+diag("total %.1f s" % (time.monotonic() - T0))
+done()
