@@ -22,16 +22,15 @@ import shutil
 import signal
 import socket
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import ok, is_, diag, done, start_standin, start_exrelay, tmpdir, wait_for, exrelay_path  # noqa: E402
+from harness import (ok, is_, diag, done, start_standin, start_exrelay, tmpdir, wait_for, exrelay_path,  # noqa: E402
+                     pid_alive, read_pidfile, Prober)
 import rpch  # noqa: E402
 
 T0 = time.monotonic()
 DRAIN = 3
-HEALTH = b"GET /exrelay/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
 bindir = tmpdir("exrelay-bin-")
 BIN = os.path.join(bindir, "exrelay")
@@ -68,21 +67,8 @@ ADMIN = relay.port("admin")
 extra_pids = []     # processes started by the upgrades (not the harness's children)
 
 
-def pid_alive(pid):
-    """True while pid runs (a zombie counts as gone)."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def read_pid():
-    try:
-        with open(PIDFILE) as f:
-            return int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return 0
+    return read_pidfile(PIDFILE)
 
 
 def get(port, path):
@@ -106,46 +92,6 @@ def admin_command(cmd):
         data += d
     s.close()
     return data.decode()
-
-
-class Prober(threading.Thread):
-    """Connects to the traffic port every 10 ms and asks its health_path: records each answer's
-    time and every failure."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.stop_ev = threading.Event()
-        self.ok_times, self.failures, self.count = [], [], 0
-
-    def probe(self):
-        s = socket.create_connection(("127.0.0.1", PORT), timeout=3)
-        try:
-            s.sendall(HEALTH)
-            data = b""
-            while True:
-                d = s.recv(4096)
-                if not d:
-                    break
-                data += d
-        finally:
-            s.close()
-        if not data.startswith(b"HTTP/1.1 200 "):
-            raise ValueError("answer %r" % data[:60])
-
-    def run(self):
-        while not self.stop_ev.is_set():
-            t = time.monotonic()
-            self.count += 1
-            try:
-                self.probe()
-                self.ok_times.append(time.monotonic())
-            except Exception as e:  # noqa: BLE001 - every failure counts
-                self.failures.append("%.3f %r" % (t - T0, e))
-            self.stop_ev.wait(max(0.0, 0.01 - (time.monotonic() - t)))
-
-    def longest_gap(self, since, until):
-        ts = [t for t in self.ok_times if since <= t <= until]
-        return max((b - a for a, b in zip(ts, ts[1:])), default=None), len(ts)
 
 
 def vc_open():
@@ -183,7 +129,7 @@ try:
     install_binary()    # the package's new file: the running process's binary is now deleted
     ok(os.readlink("/proc/%d/exe" % old).endswith("(deleted)"), "the running binary was replaced on disk")
 
-    prober = Prober()
+    prober = Prober(PORT)
     prober.start()
     wait_for(lambda: len(prober.ok_times) >= 20, 5)
     t_sig = time.monotonic()
@@ -244,8 +190,7 @@ try:
     ok(wait_for(lambda: not pid_alive(new), DRAIN + 10), "the second process is gone once its channel ended")
     is_(get(PORT, "/exrelay/health"), (200, b"ok\n"), "the third process answers")
     time.sleep(0.2)     # a few probes after the last hand-over
-    prober.stop_ev.set()
-    prober.join(10)
+    prober.finish()
 
     gap, n = prober.longest_gap(t_sig - 0.5, time.monotonic())
     diag("probes: %d sent, %d answered, %d failed; longest gap between answers: %.1f ms" % (
