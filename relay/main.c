@@ -331,7 +331,7 @@ upgrade_done(pid_t pid)
 			write_pidfile(pid_path);
 		if (!relay_draining())
 			write_addrfile(relay.workers[0].listeners);
-		notify("READY=1\nSTATUS=upgrade failed, the running process goes on");
+		notify("STATUS=upgrade failed, the running process goes on");
 		return;
 	}
 	if (relay_draining()) {
@@ -357,10 +357,14 @@ usr2_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		log_warn("upgrade: SIGUSR2 ignored (%s)", relay_draining() ? "draining" : "an upgrade is under way");
 		return;
 	}
-	notify("RELOADING=1\nSTATUS=upgrading");
+	/*
+	 * No RELOADING=1: systemd takes MAINPID= from the main process in the running state (252
+	 * and later); the service stays "running" throughout, then its main process changes.
+	 */
+	notify("STATUS=upgrading");
 	if (upgrade_start(loop, upgrade_done) == -1) {
 		log_error("upgrade failed, this process keeps serving");
-		notify("READY=1\nSTATUS=upgrade failed, the running process goes on");
+		notify("STATUS=upgrade failed, the running process goes on");
 	}
 }
 
