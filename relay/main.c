@@ -413,12 +413,26 @@ drop_privileges(const struct config *cfg)
 	return 0;
 }
 
-/* Writes the process id to path; -1 logged. */
+/*
+ * Writes the process id to path: a temporary file beside it renamed into place, so a reader
+ * (an upgrade's old and new process write it in turn) never sees it empty; where the folder
+ * takes no new file, the file itself is rewritten. -1 logged.
+ */
 static int
 write_pidfile(const char *path)
 {
-	FILE *f = fopen(path, "w");
+	char tmp[4096 + 32];
+	FILE *f;
 
+	snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid());
+	if ((f = fopen(tmp, "w"))) {
+		bool bad = fprintf(f, "%d\n", (int)getpid()) < 0;
+		bad |= fclose(f) != 0;
+		if (!bad && rename(tmp, path) == 0)
+			return 0;
+		unlink(tmp);
+	}
+	f = fopen(path, "w");
 	if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0) {
 		log_error("cannot write pidfile %s: %s", path, strerror(errno));
 		return -1;

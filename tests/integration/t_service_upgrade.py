@@ -14,7 +14,10 @@ asks the traffic port's health_path. The test shows:
     channel that ends by itself ends cleanly, and the old process cuts the rest at drain_timeout
     and exits 0; new channels go to the new process;
   - an upgrade whose configuration is invalid fails and the running process goes on serving;
-  - the upgraded process can be upgraded again (nothing of the first hand-over leaks).
+  - the upgraded process can be upgraded again (nothing of the first hand-over leaks);
+  - sd_notify: the old (main) process sends MAINPID=<new pid> with READY=1 once the new one is
+    ready, and nothing says STOPPING=1 (systemd would stop the service); a failed upgrade sends
+    no MAINPID.
 """
 
 import os
@@ -28,6 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from harness import (ok, is_, diag, done, start_standin, start_exrelay, tmpdir, wait_for, exrelay_path,  # noqa: E402
                      pid_alive, read_pidfile, Prober)
 import rpch  # noqa: E402
+from service import Notify, notify_fields  # noqa: E402
 
 T0 = time.monotonic()
 DRAIN = 3
@@ -61,6 +65,8 @@ routes = ( { backend = "exchange"; paths = [ "/rpc" ]; } );
 ex = start_standin(ping_interval=0, notify_interval=30)
 install_binary()
 os.environ["EXRELAY"] = BIN
+notify = Notify()       # systemd's side of sd_notify (Type=notify, NotifyAccess=main)
+os.environ["NOTIFY_SOCKET"] = notify.path
 relay = start_exrelay(CONFIG % dict(drain=DRAIN, pidfile=PIDFILE, sock=SOCK, sport=ex.port))
 PORT = relay.port("public")
 ADMIN = relay.port("admin")
@@ -144,6 +150,9 @@ try:
     is_(get(ADMIN, "/health"), (200, b"ok\n"), "the admin port answers 'ok' (the new process, not draining)")
     ok(wait_for(lambda: "handed over to pid %d" % new in relay.stderr_text(), 10),
        "the old process logs the hand-over once the new one is ready")
+    ok(notify.wait_count(lambda m: notify_fields(m).get("MAINPID") == str(new) and
+                         notify_fields(m).get("READY") == "1", 1, 5),
+       "sd_notify: MAINPID=%d with READY=1 (from the old main process)" % new)
     ok(wait_for(lambda: "Pid: %d" % new in admin_command("show info"), 5),
        "the admin socket is answered by the new process (show info: Pid: %d)" % new)
     ok(relay.alive(), "the old process still runs (draining its channels)")
@@ -165,7 +174,10 @@ try:
     ok(os.path.exists(relay.addr_path), "the old process left the address file (the new one's) in place")
     ok(os.path.exists(SOCK), "the old process left the admin socket file (the new one's) in place")
 
+    ok(not [m for m in notify.texts() if "STOPPING=1" in m], "sd_notify: no STOPPING=1 from the draining old process")
+
     # A failed upgrade: the new configuration is invalid; the running process goes on.
+    n_mainpid = len([m for m in notify.texts() if "MAINPID=" in m])
     with open(relay.config_path) as f:
         good = f.read()
     with open(relay.config_path, "w") as f:
@@ -177,6 +189,9 @@ try:
     ok(pid_alive(new) and read_pid() == new, "the running process goes on, the pidfile unchanged")
     is_(get(PORT, "/exrelay/health"), (200, b"ok\n"), "it still answers on the traffic port")
     ok(vc_echo(vc4), "its channel still echoes")
+    ok(notify.wait_count(lambda m: "upgrade failed" in notify_fields(m).get("STATUS", ""), 1, 5) and
+       len([m for m in notify.texts() if "MAINPID=" in m]) == n_mainpid,
+       "sd_notify: STATUS says the upgrade failed, no new MAINPID")
     bad_child = [ln for ln in relay.stderr_text()[mark:].splitlines() if "bogus_setting" in ln]
     ok(bad_child, "the new process said why: %s" % (bad_child[:1],))
 
