@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -292,12 +293,16 @@ finish(pid_t pid)
 	up.done(pid);
 }
 
-static void
-fail(const char *fmt, int arg)
+/* Logs why the upgrade failed (fmt as printf) and ends the wait with done(-1). */
+static void __attribute__((format(printf, 1, 2)))
+fail(const char *fmt, ...)
 {
 	char why[160];
+	va_list ap;
 
-	snprintf(why, sizeof(why), fmt, arg);
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
 	log_error("upgrade failed, this process keeps serving: %s", why);
 	finish(-1);
 }
