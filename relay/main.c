@@ -517,6 +517,7 @@ main_configure(const struct main_options *o)
 		fprintf(stderr, "exrelay: more than %d backend servers\n", SRV_MAX);
 		return 2;
 	}
+	upgrade_apply_servers();	/* after an upgrade: the states set through the runtime API */
 	relay.loop = ev_default_loop(EVFLAG_AUTO);
 	if (apply_logs(cfg) == -1)
 		return 2;

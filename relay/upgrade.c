@@ -28,6 +28,7 @@
 
 #include "relay.h"
 #include "runtime.h"
+#include "servers.h"
 #include "upgrade.h"
 
 #ifndef CLOSE_RANGE_CLOEXEC
@@ -50,6 +51,12 @@ cloexec_from_3(void)
 #define UPGRADE_ENV "EXRELAY_UPGRADE"
 #define INHERIT_MAX 4096		/* sockets handed over at most (workers x listeners + 2) */
 
+/* A server's state set through the runtime API, carried to the new process. */
+struct kept_server {
+	int admin, weight;		/* -1: the configuration's */
+	char backend[64], name[64];
+};
+
 /* An inherited listening socket, until something takes it. */
 struct inherited {
 	int fd;				/* -1 once taken or closed */
@@ -64,6 +71,8 @@ static struct {
 	/* The new side: sockets handed to this process, the ready pipe. */
 	struct inherited *inh;
 	size_t ninh;
+	struct kept_server *kept;
+	size_t nkept;
 	int ready_fd;
 	/* The old side: one upgrade at a time. */
 	bool running;
@@ -138,6 +147,24 @@ inherit_fd(int fd, const char *name)
 	up.ninh++;
 }
 
+/* "server ADMIN WEIGHT BACKEND/NAME": kept until upgrade_apply_servers(). */
+static void
+inherit_server(const char *line)
+{
+	struct kept_server k;
+	int off = 0;
+	const char *slash;
+
+	if (sscanf(line, "server %d %d %n", &k.admin, &k.weight, &off) != 2 || off == 0 ||
+	    !(slash = strchr(line + off, '/')) || up.nkept == SRV_MAX)
+		return;
+	snprintf(k.backend, sizeof(k.backend), "%.*s", (int)(slash - (line + off)), line + off);
+	snprintf(k.name, sizeof(k.name), "%s", slash + 1);
+	if (!up.kept && !(up.kept = calloc(SRV_MAX, sizeof(*up.kept))))
+		return;
+	up.kept[up.nkept++] = k;
+}
+
 /* Reads EXRELAY_UPGRADE (see upgrade.h) and removes it from the environment. */
 static void
 inherit_env(void)
@@ -154,6 +181,8 @@ inherit_env(void)
 			up.ready_fd = fd;
 		else if (sscanf(line, "fd %d %n", &fd, &off) == 1 && off > 0)
 			inherit_fd(fd, line + off);
+		else if (strncmp(line, "server ", 7) == 0)
+			inherit_server(line);
 	}
 	free(copy);
 }
@@ -167,6 +196,28 @@ upgrade_init(int argc, char **argv)
 		snprintf(up.cwd, sizeof(up.cwd), "/");
 	find_exe(argv[0]);
 	inherit_env();
+}
+
+void
+upgrade_apply_servers(void)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < up.nkept; i++) {
+		struct srv *s = servers_find(up.kept[i].backend, up.kept[i].name);
+		if (!s)
+			continue;	/* no longer configured */
+		if (up.kept[i].admin >= 0 && strcmp(config_srv_admin_str((enum srv_admin)up.kept[i].admin), "?") != 0)
+			servers_set_admin(s, (enum srv_admin)up.kept[i].admin);
+		if (up.kept[i].weight >= 0)
+			servers_set_weight(s, up.kept[i].weight);
+		n++;
+	}
+	if (up.nkept)
+		log_info("upgrade: kept the run-time state of %zu of %zu server(s)", n, up.nkept);
+	free(up.kept);
+	up.kept = NULL;
+	up.nkept = 0;
 }
 
 bool
@@ -369,6 +420,31 @@ env_add(char *env, size_t cap, size_t *len, int fd, const char *name)
 	return 0;
 }
 
+/* Where collect() writes the servers' lines. */
+struct env_buf {
+	char *env;
+	size_t cap, *len;
+	bool full;
+};
+
+/* One "server ADMIN WEIGHT BACKEND/NAME" line for a server with a run-time state or weight. */
+static void
+env_server(struct srv *s, void *arg)
+{
+	struct env_buf *b = arg;
+	int admin = __atomic_load_n(&s->admin_rt, __ATOMIC_ACQUIRE);
+	int weight = __atomic_load_n(&s->weight_rt, __ATOMIC_ACQUIRE);
+
+	if (admin < 0 && weight < 0)
+		return;
+	int n = snprintf(b->env + *b->len, b->cap - *b->len, "server %d %d %s/%s\n", admin, weight,
+	    s->backend, s->name);
+	if (n < 0 || (size_t)n >= b->cap - *b->len)
+		b->full = true;
+	else
+		*b->len += (size_t)n;
+}
+
 /* Collects every listening socket into fds and the hand-over text; the number, or -1 logged. */
 static int
 collect(int *fds, char *env, size_t cap, int ready)
@@ -396,6 +472,10 @@ collect(int *fds, char *env, size_t cap, int ready)
 			goto full;
 		fds[n++] = rt_unix;
 	}
+	struct env_buf b = { .env = env, .cap = cap, .len = &len, .full = false };
+	servers_foreach(env_server, &b);
+	if (b.full)
+		goto full;
 	return n;
 full:
 	log_error("upgrade: too many listening sockets to hand over");

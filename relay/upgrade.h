@@ -9,7 +9,9 @@
  * "ready FD": the write end of a pipe; the new process writes "ready PID\n" there once its
  * workers accept, and closes it. "fd FD NAME": a listening socket, NAME the listener it served
  * (one line per worker socket), "@admin_socket.bind" or "@admin_socket.path" for the runtime
- * API's sockets. Everything runs on the main thread.
+ * API's sockets. "server ADMIN WEIGHT BACKEND/NAME": a state (enum srv_admin) or weight set
+ * through the runtime API (-1: none), which the new process keeps, like a reload does.
+ * Everything runs on the main thread.
  */
 #ifndef EXRELAY_UPGRADE_H
 #define EXRELAY_UPGRADE_H
@@ -31,6 +33,8 @@
  * environment). Call once, before the configuration is loaded.
  */
 void upgrade_init(int argc, char **argv);
+/* After servers_bind(): applies the run-time server states and weights handed over. */
+void upgrade_apply_servers(void);
 /* True when this process was started by an upgrade (and has not said it is ready yet). */
 bool upgrade_is_child(void);
 /*

@@ -13,7 +13,9 @@ asks the traffic port's health_path. The test shows:
   - the channels opened before keep echoing after the hand-over (the old process drains them), a
     channel that ends by itself ends cleanly, and the old process cuts the rest at drain_timeout
     and exits 0; new channels go to the new process;
-  - an upgrade whose configuration is invalid fails and the running process goes on serving;
+  - an upgrade whose configuration is invalid fails and the running process goes on serving,
+    as does one whose new binary exits at once;
+  - a server weight set through the runtime API carries over;
   - the upgraded process can be upgraded again (nothing of the first hand-over leaks);
   - sd_notify: the old (main) process sends MAINPID=<new pid> with READY=1 once the new one is
     ready, and nothing says STOPPING=1 (systemd would stop the service); a failed upgrade sends
@@ -36,6 +38,7 @@ from service import Notify, notify_fields  # noqa: E402
 T0 = time.monotonic()
 DRAIN = 3
 
+SOURCE = exrelay_path()     # the built binary (EXRELAY then names the copy)
 bindir = tmpdir("exrelay-bin-")
 BIN = os.path.join(bindir, "exrelay")
 work = tmpdir("exrelay-upgrade-")
@@ -46,7 +49,7 @@ SOCK = os.path.join(work, "admin.sock")
 def install_binary():
     """Puts a fresh copy of the built binary at BIN: a new file renamed over the old (dpkg's way)."""
     tmp = BIN + ".new"
-    shutil.copy2(exrelay_path(), tmp)
+    shutil.copy2(SOURCE, tmp)
     os.rename(tmp, BIN)
 
 
@@ -131,6 +134,9 @@ try:
     is_(read_pid(), old, "the pidfile names the first process")
     vcs = [vc_open() for _ in range(3)]
     ok(all(vc_echo(v) for v in vcs), "3 RPC channels open and echo before the upgrade")
+    SRV = "exchange/127.0.0.1:%d" % ex.port
+    admin_command("set weight %s 42" % SRV)
+    ok(admin_command("get weight %s" % SRV).startswith("42 "), "runtime API: weight of %s set to 42" % SRV)
 
     install_binary()    # the package's new file: the running process's binary is now deleted
     ok(os.readlink("/proc/%d/exe" % old).endswith("(deleted)"), "the running binary was replaced on disk")
@@ -155,6 +161,8 @@ try:
        "sd_notify: MAINPID=%d with READY=1 (from the old main process)" % new)
     ok(wait_for(lambda: "Pid: %d" % new in admin_command("show info"), 5),
        "the admin socket is answered by the new process (show info: Pid: %d)" % new)
+    w = admin_command("get weight %s" % SRV)
+    ok(w.startswith("42 "), "the weight set through the runtime API carried over: %r" % w.strip())
     ok(relay.alive(), "the old process still runs (draining its channels)")
 
     ok(all(vc_echo(v) for v in vcs), "the 3 channels opened before the upgrade still echo after it")
@@ -195,9 +203,24 @@ try:
     bad_child = [ln for ln in relay.stderr_text()[mark:].splitlines() if "bogus_setting" in ln]
     ok(bad_child, "the new process said why: %s" % (bad_child[:1],))
 
-    # Upgraded again, from the upgraded process.
     with open(relay.config_path, "w") as f:
         f.write(good)
+
+    # A failed upgrade: the new binary exits at once (a broken file).
+    with open(BIN + ".new", "w") as f:
+        f.write("#!/bin/sh\nexit 3\n")
+    os.chmod(BIN + ".new", 0o755)
+    os.rename(BIN + ".new", BIN)
+    mark = len(relay.stderr_text())
+    os.kill(new, signal.SIGUSR2)
+    ok(wait_for(lambda: "exited with status 3" in relay.stderr_text()[mark:], 15) and
+       "upgrade failed, this process keeps serving" in relay.stderr_text()[mark:],
+       "a new binary that exits at once: the upgrade fails (logged with its exit status)")
+    ok(pid_alive(new) and read_pid() == new, "the running process goes on, the pidfile unchanged")
+    ok(vc_echo(vc4), "its channel still echoes")
+    install_binary()
+
+    # Upgraded again, from the upgraded process.
     third = upgrade(new)
     ok(third is not None, "the upgraded process upgrades again (pid %s)" % third)
     ok(vc_echo(vc4), "the channel opened on the second process echoes after the second upgrade")
@@ -210,6 +233,8 @@ try:
     gap, n = prober.longest_gap(t_sig - 0.5, time.monotonic())
     diag("probes: %d sent, %d answered, %d failed; longest gap between answers: %.1f ms" % (
         prober.count, len(prober.ok_times), len(prober.failures), gap * 1000 if gap else -1))
+    for start, length in prober.gaps(t_sig - 0.5):
+        diag("gap of %.1f ms at +%.3f s after the first SIGUSR2" % (length * 1000, start - t_sig))
     is_(prober.failures, [], "no probe was refused or failed during the upgrades")
     ok(gap is not None and gap < 1.0, "answers kept coming (longest gap %.1f ms < 1 s)" % (gap * 1000 if gap else -1))
 

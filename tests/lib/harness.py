@@ -944,3 +944,9 @@ class Prober(threading.Thread):
         until = time.monotonic() if until is None else until
         ts = [t for t in self.ok_times if since <= t <= until]
         return max((b - a for a, b in zip(ts, ts[1:])), default=None), len(ts)
+
+    def gaps(self, since=0.0, until=None, over=0.05):
+        """[(start, length)] of the gaps between good answers longer than `over` seconds."""
+        until = time.monotonic() if until is None else until
+        ts = [t for t in self.ok_times if since <= t <= until]
+        return [(a, b - a) for a, b in zip(ts, ts[1:]) if b - a > over]
