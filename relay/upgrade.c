@@ -131,8 +131,11 @@ inherit_fd(int fd, const char *name)
 	int on = 0;
 	socklen_t len = sizeof(on);
 
-	if (fd < 3 || fcntl(fd, F_SETFD, FD_CLOEXEC) == -1)
+	if (fd < 3 || fd == up.ready_fd || fcntl(fd, F_SETFD, FD_CLOEXEC) == -1)
 		return;
+	for (size_t i = 0; i < up.ninh; i++)
+		if (up.inh[i].fd == fd)
+			return;		/* named twice: one entry owns it */
 	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) == -1 || !on || up.ninh == INHERIT_MAX) {
 		log_warn("upgrade: inherited descriptor %d (%s) is not a listening socket; closed", fd, name);
 		close(fd);
@@ -378,18 +381,22 @@ pipe_cb(struct ev_loop *loop, ev_io *w, int revents)
 			finish(pid);
 			return;
 		}
-		fail("unexpected answer from the new process (pid %d)", (int)up.child);
+		fail("unexpected answer from the new process: %.40s", up.msg);
 		return;
 	}
-	fail("the new process (pid %d) ended before it was ready (its log says why)", (int)up.child);
+	fail("the new process ended before it was ready (its log says why)");
 }
 
 static void
 timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop; (void)w; (void)revents;
-	kill(up.child, SIGKILL);
-	fail("the new process (pid %d) was not ready in time; killed", (int)up.child);
+	if (up.child > 0) {
+		kill(up.child, SIGKILL);
+		fail("the new process (pid %d) was not ready in time; killed", (int)up.child);
+	} else {
+		fail("the new process (in the background) was not ready in time");
+	}
 }
 
 /* The child (the new process, or the parent half of its daemon()) ended. */
@@ -400,6 +407,8 @@ child_cb(struct ev_loop *loop, ev_child *w, int revents)
 	(void)revents;
 
 	ev_child_stop(loop, w);
+	if (w->rpid == up.child)
+		up.child = 0;	/* reaped: its pid may be reused, never signalled again */
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && up.running)
 		return;		/* -d: the new process went on in the background; its pipe tells */
 	if (WIFEXITED(st))
