@@ -129,6 +129,31 @@ def cleanup_extra():
             os.kill(p, signal.SIGKILL)
 
 
+def check_daemon():
+    """-d: the new process goes to the background too; the pipe still says when it is ready."""
+    d = tmpdir("exrelay-upgrade-d-")
+    pidfile, elog = os.path.join(d, "pid"), os.path.join(d, "error.log")
+    conf = CONFIG % dict(drain=DRAIN, pidfile=pidfile, sock=os.path.join(d, "admin.sock"), sport=ex.port)
+    conf = conf.replace('log_level = "info";', 'log_level = "info"; error_log = "%s";' % elog)
+    p = start_exrelay(conf, args=["-d"], wait=False)
+    ok(wait_for(lambda: read_pidfile(pidfile) and pid_alive(read_pidfile(pidfile)), 10), "-d: the daemon runs")
+    first = read_pidfile(pidfile)
+    extra_pids.append(first)
+    port = wait_for(lambda: p.read_addrs() and p.port("public"), 10)
+    os.kill(first, signal.SIGUSR2)
+    ok(wait_for(lambda: read_pidfile(pidfile) not in (0, first) and pid_alive(read_pidfile(pidfile)), 15),
+       "-d: SIGUSR2 starts a new daemon (pidfile)")
+    second = read_pidfile(pidfile)
+    extra_pids.append(second)
+    ok(wait_for(lambda: not pid_alive(first), DRAIN + 5), "-d: the old daemon is gone (nothing to drain)")
+    ok(port and get(port, "/exrelay/health") == (200, b"ok\n"), "-d: the new daemon answers on the same port")
+    with open(elog) as f:
+        log = f.read()
+    ok("handed over to pid %d" % second in log, "-d: the old daemon handed over to the new one's pid")
+    os.kill(second, signal.SIGTERM)
+    ok(wait_for(lambda: not pid_alive(second), 10), "-d: the new daemon stops on SIGTERM")
+
+
 try:
     old = relay.pid
     is_(read_pid(), old, "the pidfile names the first process")
@@ -243,6 +268,7 @@ try:
     os.kill(third, signal.SIGTERM)
     ok(wait_for(lambda: not pid_alive(third), 10), "the third process stops on SIGTERM")
     ok(not os.path.exists(PIDFILE), "... and removes the pidfile")
+    check_daemon()
 finally:
     cleanup_extra()
 diag("total %.1f s" % (time.monotonic() - T0))
