@@ -4,7 +4,8 @@
 # (nocheck: make check has just run), runs lintian on the .deb and the .changes, installs it with
 # apt-get, checks hardening-check on the installed binary, runs the autopkgtest suite against the
 # installed package, upgrades it to a newer build with RPC channels open (upgrade-test.py: no
-# channel cut, no connection refused; prints the longest gap), purges it, and checks that nothing of it is left but the _exrelay user.
+# channel cut, no connection refused; prints the longest gap), purges it, and checks that
+# nothing of it is left but the _exrelay user.
 # Needs root and Debian 12; installs lintian, autopkgtest and devscripts when missing.
 set -u
 src=$(cd "$(dirname "$0")/../.." && pwd)
