@@ -54,6 +54,7 @@ cloexec_from_3(void)
 /* A server's state set through the runtime API, carried to the new process. */
 struct kept_server {
 	int admin, weight;		/* -1: the configuration's */
+	char down[CFG_MAX_PROTOS * 33];	/* the protocols a check found down, comma-separated; "-" none */
 	char backend[64], name[64];
 };
 
@@ -150,7 +151,7 @@ inherit_fd(int fd, const char *name)
 	up.ninh++;
 }
 
-/* "server ADMIN WEIGHT BACKEND/NAME": kept until upgrade_apply_servers(). */
+/* "server ADMIN WEIGHT DOWN BACKEND/NAME": kept until upgrade_apply_servers(). */
 static void
 inherit_server(const char *line)
 {
@@ -158,7 +159,7 @@ inherit_server(const char *line)
 	int off = 0;
 	const char *slash;
 
-	if (sscanf(line, "server %d %d %n", &k.admin, &k.weight, &off) != 2 || off == 0 ||
+	if (sscanf(line, "server %d %d %527s %n", &k.admin, &k.weight, k.down, &off) != 3 || off == 0 ||
 	    !(slash = strchr(line + off, '/')) || up.nkept == SRV_MAX)
 		return;
 	snprintf(k.backend, sizeof(k.backend), "%.*s", (int)(slash - (line + off)), line + off);
@@ -214,6 +215,9 @@ upgrade_apply_servers(void)
 			servers_set_admin(s, (enum srv_admin)up.kept[i].admin);
 		if (up.kept[i].weight >= 0)
 			servers_set_weight(s, up.kept[i].weight);
+		for (char *save = NULL, *p = strtok_r(up.kept[i].down, ",", &save); p; p = strtok_r(NULL, ",", &save))
+			if (strcmp(p, "-") != 0)
+				servers_keep_down(s, p);
 		n++;
 	}
 	if (up.nkept)
@@ -436,18 +440,30 @@ struct env_buf {
 	bool full;
 };
 
-/* One "server ADMIN WEIGHT BACKEND/NAME" line for a server with a run-time state or weight. */
+/*
+ * One "server ADMIN WEIGHT DOWN BACKEND/NAME" line for a server with a run-time state or weight,
+ * or a checked protocol down (DOWN: those protocols, comma-separated, or "-"): the new process
+ * starts from them instead of "ready, configured weight, up" until its checks say otherwise.
+ */
 static void
 env_server(struct srv *s, void *arg)
 {
 	struct env_buf *b = arg;
 	int admin = __atomic_load_n(&s->admin_rt, __ATOMIC_ACQUIRE);
 	int weight = __atomic_load_n(&s->weight_rt, __ATOMIC_ACQUIRE);
+	char down[sizeof(((struct kept_server *)NULL)->down)] = "";
+	size_t dl = 0;
 
-	if (admin < 0 && weight < 0)
+	for (int p = 0; __atomic_load_n(&s->checked, __ATOMIC_ACQUIRE) && p < s->nprotos; p++)
+		if (!__atomic_load_n(&s->health[p].up, __ATOMIC_ACQUIRE)) {
+			int k = snprintf(down + dl, sizeof(down) - dl, "%s%s", dl ? "," : "", s->protos[p]);
+			if (k > 0 && (size_t)k < sizeof(down) - dl)
+				dl += (size_t)k;
+		}
+	if (admin < 0 && weight < 0 && !dl)
 		return;
-	int n = snprintf(b->env + *b->len, b->cap - *b->len, "server %d %d %s/%s\n", admin, weight,
-	    s->backend, s->name);
+	int n = snprintf(b->env + *b->len, b->cap - *b->len, "server %d %d %s %s/%s\n", admin, weight,
+	    dl ? down : "-", s->backend, s->name);
 	if (n < 0 || (size_t)n >= b->cap - *b->len)
 		b->full = true;
 	else

@@ -9,8 +9,9 @@
  * "ready FD": the write end of a pipe; the new process writes "ready PID\n" there once its
  * workers accept, and closes it. "fd FD NAME": a listening socket, NAME the listener it served
  * (one line per worker socket), "@admin_socket.bind" or "@admin_socket.path" for the runtime
- * API's sockets. "server ADMIN WEIGHT BACKEND/NAME": a state (enum srv_admin) or weight set
- * through the runtime API (-1: none), which the new process keeps, like a reload does.
+ * API's sockets. "server ADMIN WEIGHT DOWN BACKEND/NAME": a state (enum srv_admin) or weight
+ * set through the runtime API (-1: none), which the new process keeps, like a reload does, and
+ * the protocols its checks found down (comma-separated, "-" none), which start down there.
  * Everything runs on the main thread.
  */
 #ifndef EXRELAY_UPGRADE_H

@@ -15,7 +15,8 @@ asks the traffic port's health_path. The test shows:
     and exits 0; new channels go to the new process;
   - an upgrade whose configuration is invalid fails and the running process goes on serving,
     as does one whose new binary exits at once;
-  - a server weight set through the runtime API carries over;
+  - a server weight set through the runtime API carries over, and so does a health check's
+    "down" (the new process does not send traffic to a server the old one knew down);
   - the upgraded process can be upgraded again (nothing of the first hand-over leaks);
   - sd_notify: the old (main) process sends MAINPID=<new pid> with READY=1 once the new one is
     ready, and nothing says STOPPING=1 (systemd would stop the service); a failed upgrade sends
@@ -61,16 +62,22 @@ listeners = (
   { name = "public"; bind = "127.0.0.1:0"; health_path = "/exrelay/health"; },
   { name = "admin"; bind = "127.0.0.1:0"; role = "admin"; },
   { name = "agent"; bind = "127.0.0.1:0"; role = "agent"; } );
-backends = ( { name = "exchange"; servers = [ "127.0.0.1:%(sport)d" ]; idle_timeout = 3600; } );
-routes = ( { backend = "exchange"; paths = [ "/rpc" ]; } );
+backends = ( { name = "exchange"; servers = [ "127.0.0.1:%(sport)d" ]; idle_timeout = 3600; },
+             { name = "owa"; servers = [ "127.0.0.1:%(oport)d" ];
+               check = { interval = %(interval)s; timeout = 1; rise = 2; fall = 1; path = "auto"; }; } );
+routes = ( { backend = "exchange"; paths = [ "/rpc" ]; }, { backend = "owa"; paths = [ "/owa" ]; } );
 '''
 
 ex = start_standin(ping_interval=0, notify_interval=30)
+ex2 = start_standin(name="owa")         # its health page answers 503 at first: down in exrelay
+ex2.control(health={"*": 503})
 install_binary()
 os.environ["EXRELAY"] = BIN
 notify = Notify()       # systemd's side of sd_notify (Type=notify, NotifyAccess=main)
 os.environ["NOTIFY_SOCKET"] = notify.path
-relay = start_exrelay(CONFIG % dict(drain=DRAIN, pidfile=PIDFILE, sock=SOCK, sport=ex.port))
+relay = start_exrelay(CONFIG % dict(drain=DRAIN, pidfile=PIDFILE, sock=SOCK, sport=ex.port, oport=ex2.port,
+                                    interval="0.3"))
+OWA = "127.0.0.1:%d" % ex2.port
 PORT = relay.port("public")
 ADMIN = relay.port("admin")
 extra_pids = []     # processes started by the upgrades (not the harness's children)
@@ -133,7 +140,8 @@ def check_daemon():
     """-d: the new process goes to the background too; the pipe still says when it is ready."""
     d = tmpdir("exrelay-upgrade-d-")
     pidfile, elog = os.path.join(d, "pid"), os.path.join(d, "error.log")
-    conf = CONFIG % dict(drain=DRAIN, pidfile=pidfile, sock=os.path.join(d, "admin.sock"), sport=ex.port)
+    conf = CONFIG % dict(drain=DRAIN, pidfile=pidfile, sock=os.path.join(d, "admin.sock"), sport=ex.port,
+                         oport=ex2.port, interval="60")
     conf = conf.replace('log_level = "info";', 'log_level = "info"; error_log = "%s";' % elog)
     p = start_exrelay(conf, args=["-d"], wait=False)
     ok(wait_for(lambda: read_pidfile(pidfile) and pid_alive(read_pidfile(pidfile)), 10), "-d: the daemon runs")
@@ -163,6 +171,15 @@ try:
     admin_command("set weight %s 42" % SRV)
     ok(admin_command("get weight %s" % SRV).startswith("42 "), "runtime API: weight of %s set to 42" % SRV)
 
+    ok(wait_for(lambda: (relay.server_stat("owa", OWA) or {}).get("status", "").startswith("DOWN"), 10),
+       "a checked server whose health page says 503 is DOWN")
+    # The new process checks once a minute (its first check falls anywhere in that minute) and
+    # needs two good ones: the server it knew down stays down until then, though it is healthy now.
+    ex2.control(health={})
+    with open(relay.config_path) as f:
+        text = f.read()
+    with open(relay.config_path, "w") as f:
+        f.write(text.replace("interval = 0.3;", "interval = 60;"))
     install_binary()    # the package's new file: the running process's binary is now deleted
     ok(os.readlink("/proc/%d/exe" % old).endswith("(deleted)"), "the running binary was replaced on disk")
 
@@ -186,6 +203,8 @@ try:
        "sd_notify: MAINPID=%d with READY=1 (from the old main process)" % new)
     ok(wait_for(lambda: "Pid: %d" % new in admin_command("show info"), 5),
        "the admin socket is answered by the new process (show info: Pid: %d)" % new)
+    st = (relay.server_stat("owa", OWA) or {}).get("status")
+    ok(st and st.startswith("DOWN"), "the server the old process saw down starts down in the new one (%s)" % st)
     w = admin_command("get weight %s" % SRV)
     ok(w.startswith("42 "), "the weight set through the runtime API carried over: %r" % w.strip())
     ok(relay.alive(), "the old process still runs (draining its channels)")
