@@ -164,7 +164,7 @@ def check_daemon():
 
 try:
     old = relay.pid
-    is_(read_pid(), old, "the pidfile names the first process")
+    ok(wait_for(lambda: read_pid() == old, 10), "the pidfile names the first process (written after the -a file)")
     vcs = [vc_open() for _ in range(3)]
     ok(all(vc_echo(v) for v in vcs), "3 RPC channels open and echo before the upgrade")
     SRV = "exchange/127.0.0.1:%d" % ex.port
