@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * upgrade.c: the binary upgrade (SIGUSR2), both sides. The running process fork+execs the
- * binary at the path it was started from with its listening sockets inherited (every other
- * descriptor is closed by the exec), then waits on a pipe for "ready PID". The new process
+ * upgrade.c: the binary upgrade (SIGUSR2), both sides. The running process spawns the binary at
+ * the path it was started from with its listening sockets inherited (every other descriptor
+ * of exrelay's is close-on-exec), then waits on a pipe for "ready PID". The new process
  * takes the inherited sockets that match its configuration instead of binding, closes the
  * rest, and writes "ready PID" once its workers accept. The kernel's socket (and its backlog)
  * never closes in between, so no connection attempt is refused. See upgrade.h for the
@@ -14,13 +14,12 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
@@ -31,22 +30,7 @@
 #include "servers.h"
 #include "upgrade.h"
 
-#ifndef CLOSE_RANGE_CLOEXEC
-#define CLOSE_RANGE_CLOEXEC (1U << 2)
-#endif
-
 extern char **environ;
-
-/* close_range(3, ~0, CLOSE_RANGE_CLOEXEC) (Linux 5.11): every descriptor from 3 closes on exec; -1 when refused. */
-static int
-cloexec_from_3(void)
-{
-#ifdef SYS_close_range
-	return (int)syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
-#else
-	return -1;
-#endif
-}
 
 #define UPGRADE_ENV "EXRELAY_UPGRADE"
 #define INHERIT_MAX 4096		/* sockets handed over at most (workers x listeners + 2) */
@@ -527,26 +511,39 @@ child_environ(char *hand)
 }
 
 /*
- * In the child, between fork and exec (async-signal-safe calls only): every descriptor but
- * 0-2, the sockets and the pipe closes on exec; the signal mask is emptied; then the binary.
+ * Starts the new binary with posix_spawn (a vfork-like clone: the page tables of a large
+ * process are not copied, so the workers do not stall as they would across a fork). Every
+ * descriptor of exrelay's is close-on-exec; the actions clear the flag on the sockets handed
+ * over and on the pipe (dup2 of a descriptor onto itself, POSIX 2024, glibc 2.29), set the
+ * folder exrelay was started in and an empty signal mask. 0 with *pid, or an errno value.
  */
-static void __attribute__((noreturn))
-child_exec(char **envp, const int *fds, int n, int ready, int maxfd)
+static int
+spawn(pid_t *pid, char **envp, const int *fds, int n, int ready)
 {
-	static const char msg[] = "exrelay: upgrade: cannot run the new binary\n";
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t at;
 	sigset_t none;
+	int rc;
 
-	if (cloexec_from_3() == -1)
-		for (int fd = 3; fd < maxfd; fd++)
-			fcntl(fd, F_SETFD, FD_CLOEXEC);
-	for (int i = 0; i < n; i++)
-		fcntl(fds[i], F_SETFD, 0);
-	fcntl(ready, F_SETFD, 0);
+	if ((rc = posix_spawn_file_actions_init(&fa)) != 0)
+		return rc;
+	if ((rc = posix_spawnattr_init(&at)) != 0) {
+		posix_spawn_file_actions_destroy(&fa);
+		return rc;
+	}
+	for (int i = 0; i < n && rc == 0; i++)
+		rc = posix_spawn_file_actions_adddup2(&fa, fds[i], fds[i]);
+	if (rc == 0)
+		rc = posix_spawn_file_actions_adddup2(&fa, ready, ready);
+	if (rc == 0)
+		rc = posix_spawn_file_actions_addchdir_np(&fa, up.cwd);
 	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-	if (chdir(up.cwd) == -1 || execve(up.exe, up.argv, envp) == -1)
-		(void)!write(2, msg, sizeof(msg) - 1);
-	_exit(127);
+	if (rc == 0 && (rc = posix_spawnattr_setsigmask(&at, &none)) == 0 &&
+	    (rc = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK)) == 0)
+		rc = posix_spawn(pid, up.exe, &fa, &at, up.argv, envp);
+	posix_spawnattr_destroy(&at);
+	posix_spawn_file_actions_destroy(&fa);
+	return rc;
 }
 
 int
@@ -554,10 +551,9 @@ upgrade_start(struct ev_loop *loop, void (*done)(pid_t pid))
 {
 	static int fds[INHERIT_MAX];
 	static char hand[INHERIT_MAX * 80];
-	struct rlimit rl;
-	int p[2], n, maxfd = 65536;
+	int p[2], n, rc;
 	char **envp;
-	pid_t pid;
+	pid_t pid = 0;
 
 	if (up.running)
 		return -1;
@@ -578,14 +574,11 @@ upgrade_start(struct ev_loop *loop, void (*done)(pid_t pid))
 		close(p[1]);
 		return -1;
 	}
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)maxfd)
-		maxfd = (int)rl.rlim_cur;
-	if ((pid = fork()) == 0)
-		child_exec(envp, fds, n, p[1], maxfd);
+	rc = spawn(&pid, envp, fds, n, p[1]);
 	free(envp);
 	close(p[1]);
-	if (pid == -1) {
-		log_error("upgrade: fork: %s", strerror(errno));
+	if (rc != 0) {
+		log_error("upgrade: cannot start %s: %s", up.exe, strerror(rc));
 		close(p[0]);
 		return -1;
 	}
