@@ -37,7 +37,7 @@ import rpch  # noqa: E402
 from service import Notify, notify_fields  # noqa: E402
 
 T0 = time.monotonic()
-DRAIN = 3
+DRAIN = 5
 
 SOURCE = exrelay_path()     # the built binary (EXRELAY then names the copy)
 bindir = tmpdir("exrelay-bin-")
