@@ -48,8 +48,8 @@ admin_route(const struct cfg_listener *l, const struct http1_request *req)
 static ssize_t
 admin_health(char *out, size_t cap, bool head_only, bool close)
 {
-	return rewrite_status_response(out, cap, relay_draining() ? 503 : 200, close,
-	    "Cache-Control: no-store\r\n", relay_draining() ? "draining\n" : "ok\n", head_only);
+	return rewrite_status_response(out, cap, relay_health_draining() ? 503 : 200, close,
+	    "Cache-Control: no-store\r\n", relay_health_draining() ? "draining\n" : "ok\n", head_only);
 }
 
 /*
@@ -109,7 +109,7 @@ admin_write(enum admin_answer a, char *out, size_t cap, bool head_only, bool clo
 void
 admin_agent_reply(int fd, const struct config *cfg)
 {
-	const char *line = relay_draining() || servers_all_down(cfg) ? "drain\n" : "up ready\n";
+	const char *line = relay_health_draining() || servers_all_down(cfg) ? "drain\n" : "up ready\n";
 
 	(void)!send(fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
 	close(fd);

@@ -5,8 +5,9 @@
  * Every worker has its own socket per configured listener (SO_REUSEPORT: the kernel spreads
  * new connections over the workers). The main thread builds a whole new set per worker on
  * start and on reload; a listener whose address is unchanged takes over the worker's current
- * socket, so no connection is refused or lost while the configuration changes. A set is
- * started, stopped and freed by its worker's thread.
+ * socket, so no connection is refused or lost while the configuration changes. After a binary
+ * upgrade (upgrade.c), a listener takes the previous process's socket for it instead of binding.
+ * A set is started, stopped and freed by its worker's thread.
  */
 #include "autoconf.h"
 
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include "relay.h"
+#include "upgrade.h"
 
 /* Pauses (or resumes) accepting on all of this worker's listeners. */
 static void
@@ -224,7 +226,9 @@ listener_open(struct listener *l, struct listener **sets, int k, size_t i, char 
 			socklen_t len = sizeof(a);
 			getsockname(first->fd, (struct sockaddr *)&a, &len);
 		}
-		if ((l->fd = bind_one(lc, &a, lc->addrlen, err, errlen)) == -1)
+		/* After an upgrade: the previous process's socket for this listener, else a new one. */
+		if ((l->fd = upgrade_take(lc->name, &lc->addr, lc->addrlen)) == -1 &&
+		    (l->fd = bind_one(lc, &a, lc->addrlen, err, errlen)) == -1)
 			return -1;
 	}
 	ev_io_set(&l->io, l->fd, EV_READ);
@@ -337,12 +341,17 @@ listener_set_free(struct listener *set)
 	}
 }
 
-/* Draining: stop accepting traffic (admin and agent ports keep answering). */
+/*
+ * Draining: stop accepting traffic (admin and agent ports keep answering); after an upgrade
+ * (relay.handed_over), every listener closes: the new process answers on all of them.
+ */
 void
 listener_close_traffic(struct worker *w)
 {
+	bool all = __atomic_load_n(&relay.handed_over, __ATOMIC_ACQUIRE);
+
 	for (struct listener *l = w->listeners; l; l = l->next)
-		if (l->lcfg->role == ROLE_TRAFFIC && l->fd >= 0) {
+		if ((all || l->lcfg->role == ROLE_TRAFFIC) && l->fd >= 0) {
 			ev_io_stop(w->loop, &l->io);
 			ev_timer_stop(w->loop, &l->backoff);
 			close(l->fd);

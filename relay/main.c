@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * main.c: the command line, start-up (configuration, logs, listeners, privileges), the
- * signals (SIGHUP reload, SIGTERM/SIGINT drain, SIGUSR1 log reopen) and the event loop.
+ * signals (SIGHUP reload, SIGTERM/SIGINT drain, SIGUSR1 log reopen, SIGUSR2 binary upgrade)
+ * and the event loop.
  */
 #include "autoconf.h"
 
@@ -31,6 +32,7 @@
 #include "runtime.h"
 #include "servers.h"
 #include "tls.h"
+#include "upgrade.h"
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
@@ -104,9 +106,11 @@ worker_count(const struct config *cfg)
 
 static const char *conf_path = SYSCONFDIR "/exrelay/exrelay.conf";
 static char addr_path[4096];		/* -a FILE, made absolute (-d changes to /); "" = none */
-static ev_signal sig_hup, sig_term, sig_int, sig_usr1;
+static ev_signal sig_hup, sig_term, sig_int, sig_usr1, sig_usr2;
 static ev_timer drain_timer;
 static ev_timer drain_check;
+static const char *pid_path;		/* -p or global.pidfile once written; NULL = none */
+static int write_pidfile(const char *path);
 
 /* Prints the options and the default configuration file to f. */
 static void
@@ -125,7 +129,10 @@ usage(FILE *f)
 	    "  -a FILE     write the addresses bound, one \"NAME ADDRESS:PORT\" line per listener\n"
 	    "              (port 0 resolved; rewritten on reload)\n"
 	    "  -V          print the versions of exrelay, GnuTLS, libev and libconfig\n"
-	    "  -h          this help\n", SYSCONFDIR "/exrelay/exrelay.conf");
+	    "  -h          this help\n"
+	    "signals: SIGHUP reload, SIGTERM/SIGINT drain and stop, SIGUSR1 reopen the logs,\n"
+	    "  SIGUSR2 upgrade: start the binary again from its path, hand it the listening sockets,\n"
+	    "  then drain and stop\n", SYSCONFDIR "/exrelay/exrelay.conf");
 }
 
 /* Prints the versions of exrelay and of the libraries it runs with (-V). */
@@ -208,6 +215,10 @@ reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 
 	if (relay_draining())
 		return;
+	if (upgrade_running()) {
+		log_warn("reload: an upgrade is under way; SIGHUP ignored (the new process reads the file)");
+		return;
+	}
 	notify("RELOADING=1");
 	if (!(cfg = config_load(conf_path, err, sizeof(err), NULL))) {
 		log_error("reload failed, keeping the running configuration: %s", err);
@@ -274,6 +285,19 @@ drain_check_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		stop_now(loop);
 }
 
+/* Starts the drain: the workers stop accepting, live connections get drain_timeout seconds. */
+static void
+drain_start(struct ev_loop *loop)
+{
+	/* Workers stop accepting traffic; the admin and agent ports keep answering (draining). */
+	__atomic_store_n(&relay.draining, 1, __ATOMIC_RELEASE);
+	worker_wake_all();
+	ev_timer_init(&drain_timer, drain_timeout_cb, relay.cfg->drain_timeout, 0.);
+	ev_timer_start(loop, &drain_timer);
+	ev_timer_init(&drain_check, drain_check_cb, 0.05, 0.05);
+	ev_timer_start(loop, &drain_check);
+}
+
 /* SIGTERM/SIGINT: starts the drain (the workers stop accepting traffic); a second one stops at once. */
 static void
 term_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -284,16 +308,64 @@ term_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		stop_now(loop);
 		return;
 	}
+	if (upgrade_running())
+		log_warn("signal %d during an upgrade: the new process may still take over", w->signum);
 	notify("STOPPING=1\nSTATUS=draining");
 	log_info("signal %d: draining %ld connection(s) for up to %g s", w->signum,
 	    __atomic_load_n(&relay.nconns, __ATOMIC_RELAXED), relay.cfg->drain_timeout);
-	/* Workers stop accepting traffic; the admin and agent ports keep answering (draining). */
-	__atomic_store_n(&relay.draining, 1, __ATOMIC_RELEASE);
-	worker_wake_all();
-	ev_timer_init(&drain_timer, drain_timeout_cb, relay.cfg->drain_timeout, 0.);
-	ev_timer_start(loop, &drain_timer);
-	ev_timer_init(&drain_check, drain_check_cb, 0.05, 0.05);
-	ev_timer_start(loop, &drain_check);
+	drain_start(loop);
+}
+
+/*
+ * The upgrade's end: pid > 0, the new process is ready and listens on every socket; systemd
+ * is told it is the main process now (this one's NotifyAccess=main rights pass to it), then
+ * this process closes its copies of the sockets (the kernel keeps them open in the new one)
+ * and drains. pid -1: it failed (logged); this process goes on as before.
+ */
+static void
+upgrade_done(pid_t pid)
+{
+	if (pid <= 0) {
+		/* The new process may have written them before it failed: they are this one's again. */
+		if (pid_path)
+			write_pidfile(pid_path);
+		if (!relay_draining())
+			write_addrfile(relay.workers[0].listeners);
+		notify("STATUS=upgrade failed, the running process goes on");
+		return;
+	}
+	if (relay_draining()) {
+		/* A stop was asked while the new process started: it stops too (it drains nothing yet). */
+		log_info("upgrade: a stop was asked meanwhile; stopping the new process (pid %d) too", (int)pid);
+		kill(pid, SIGTERM);
+		return;
+	}
+	notify("MAINPID=%d\nREADY=1\nSTATUS=upgraded: pid %d serves, pid %d drains", (int)pid, (int)pid, (int)getpid());
+	log_info("upgrade: handed over to pid %d; draining %ld connection(s) for up to %g s", (int)pid,
+	    __atomic_load_n(&relay.nconns, __ATOMIC_RELAXED), relay.cfg->drain_timeout);
+	__atomic_store_n(&relay.handed_over, 1, __ATOMIC_RELEASE);
+	runtime_release();
+	drain_start(relay.loop);
+}
+
+/* SIGUSR2: starts the binary again (a package upgrade's new file) and hands it the sockets. */
+static void
+usr2_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	(void)w; (void)revents;
+	if (relay_draining() || upgrade_running()) {
+		log_warn("upgrade: SIGUSR2 ignored (%s)", relay_draining() ? "draining" : "an upgrade is under way");
+		return;
+	}
+	/*
+	 * No RELOADING=1: systemd takes MAINPID= from the main process in the running state (252
+	 * and later); the service stays "running" throughout, then its main process changes.
+	 */
+	notify("STATUS=upgrading");
+	if (upgrade_start(loop, upgrade_done) == -1) {
+		log_error("upgrade failed, this process keeps serving");
+		notify("STATUS=upgrade failed, the running process goes on");
+	}
 }
 
 /* SIGUSR1: reopens the log files (after a rotation). */
@@ -341,12 +413,26 @@ drop_privileges(const struct config *cfg)
 	return 0;
 }
 
-/* Writes the process id to path; -1 logged. */
+/*
+ * Writes the process id to path: a temporary file beside it renamed into place, so a reader
+ * (an upgrade's old and new process write it in turn) never sees it empty; where the folder
+ * takes no new file, the file itself is rewritten. -1 logged.
+ */
 static int
 write_pidfile(const char *path)
 {
-	FILE *f = fopen(path, "w");
+	char tmp[4096 + 32];
+	FILE *f;
 
+	snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid());
+	if ((f = fopen(tmp, "w"))) {
+		bool bad = fprintf(f, "%d\n", (int)getpid()) < 0;
+		bad |= fclose(f) != 0;
+		if (!bad && rename(tmp, path) == 0)
+			return 0;
+		unlink(tmp);
+	}
+	f = fopen(path, "w");
 	if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0) {
 		log_error("cannot write pidfile %s: %s", path, strerror(errno));
 		return -1;
@@ -431,6 +517,7 @@ main_configure(const struct main_options *o)
 		fprintf(stderr, "exrelay: more than %d backend servers\n", SRV_MAX);
 		return 2;
 	}
+	upgrade_apply_servers();	/* after an upgrade: the states set through the runtime API */
 	relay.loop = ev_default_loop(EVFLAG_AUTO);
 	if (apply_logs(cfg) == -1)
 		return 2;
@@ -470,6 +557,7 @@ main_detach(struct main_options *o, struct listener **sets)
 	/* Before the privilege drop, like a listener on a port below 1024 (the admin socket too). */
 	if (write_addrfile(sets[0]) == -1 || runtime_start(relay.cfg) == -1 || drop_privileges(relay.cfg) == -1)
 		return -1;
+	upgrade_close_unused();		/* what an upgrade handed over and the configuration no longer has */
 	if (o->daemonize) {
 		if (daemon(0, 0) == -1) {
 			log_error("daemon: %s", strerror(errno));
@@ -487,6 +575,7 @@ main_detach(struct main_options *o, struct listener **sets)
 	}
 	if (o->pidfile && write_pidfile(o->pidfile) == -1)
 		return -1;
+	pid_path = o->pidfile;
 	return 0;
 }
 
@@ -512,10 +601,12 @@ main_signals(void)
 	ev_signal_init(&sig_term, term_cb, SIGTERM);
 	ev_signal_init(&sig_int, term_cb, SIGINT);
 	ev_signal_init(&sig_usr1, usr1_cb, SIGUSR1);
+	ev_signal_init(&sig_usr2, usr2_cb, SIGUSR2);
 	ev_signal_start(relay.loop, &sig_hup);
 	ev_signal_start(relay.loop, &sig_term);
 	ev_signal_start(relay.loop, &sig_int);
 	ev_signal_start(relay.loop, &sig_usr1);
+	ev_signal_start(relay.loop, &sig_usr2);
 }
 
 /* Starts the signals and the workers on sets, then runs the main loop until a stop: 0, or -1 logged. */
@@ -534,7 +625,11 @@ main_run(struct listener **sets)
 	health_start(relay.cfg);
 	log_info("exrelay %s started (pid %d, %d worker(s), %zu listener(s), %zu backend(s), %zu route(s))",
 	    PACKAGE_VERSION, (int)getpid(), relay.nworkers, cfg->nlisteners, cfg->nbackends, cfg->nroutes);
-	notify("READY=1\nMAINPID=%d\nSTATUS=%d worker(s) running", (int)getpid(), relay.nworkers);
+	/* Started by an upgrade: the previous process tells systemd (MAINPID) once this one is ready. */
+	if (upgrade_is_child())
+		upgrade_ready();
+	else
+		notify("READY=1\nMAINPID=%d\nSTATUS=%d worker(s) running", (int)getpid(), relay.nworkers);
 
 	ev_run(relay.loop, 0);
 	return 0;
@@ -548,11 +643,13 @@ main_shutdown(const char *pidfile)
 	worker_wake_all();
 	worker_join_all();
 	health_stop();
-	if (pidfile)
+	/* After an upgrade, the pidfile and the address file are the new process's. */
+	bool mine = !__atomic_load_n(&relay.handed_over, __ATOMIC_ACQUIRE);
+	if (pidfile && mine)
 		unlink(pidfile);
 	runtime_stop();
 	guard_free();
-	if (addr_path[0])
+	if (addr_path[0] && mine)
 		unlink(addr_path);
 	log_info("stopped");
 	config_unref(relay.cfg);
@@ -570,7 +667,11 @@ main(int argc, char **argv)
 	struct listener *sets[WORKERS_MAX];
 	int status;
 
-	if ((status = main_options(argc, argv, &o)) != -1 || (status = main_configure(&o)) != -1)
+	if ((status = main_options(argc, argv, &o)) != -1)
+		return status;
+	if (!o.test && !o.ep_test)
+		upgrade_init(argc, argv);
+	if ((status = main_configure(&o)) != -1)
 		return status;
 	if (main_listeners(sets) == -1)
 		return 2;

@@ -200,6 +200,7 @@ struct relay_state {
 	struct ev_loop *loop;		/* the main thread's loop: signals only */
 	int draining;			/* atomic: SIGTERM received */
 	int stopping;			/* atomic: close everything now */
+	int handed_over;		/* atomic: a new process took the listening sockets (SIGUSR2) */
 	long nconns;			/* atomic: client connections over all workers */
 	long max_conns;			/* atomic: global.max_connections of the current configuration */
 	int nworkers;
@@ -208,6 +209,15 @@ struct relay_state {
 extern struct relay_state relay;
 
 static inline bool relay_draining(void) { return __atomic_load_n(&relay.draining, __ATOMIC_ACQUIRE); }
+/*
+ * What health answers, the agent and `show info` report: draining, except after an upgrade's
+ * hand-over, where the host goes on serving (the new process) and only this process drains.
+ */
+static inline bool
+relay_health_draining(void)
+{
+	return relay_draining() && !__atomic_load_n(&relay.handed_over, __ATOMIC_ACQUIRE);
+}
 
 /*
  * Who may call whom (relay/README): conn.c -> txn.c -> admin.c, access.c, upstream.c, pump.c;

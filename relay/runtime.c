@@ -24,6 +24,7 @@
 #include "addr.h"
 #include "relay.h"
 #include "runtime.h"
+#include "upgrade.h"
 #include "runtime_int.h"
 
 #define RT_OUT_HIGH (64 * 1024)		/* interactive: stop reading while this much is unsent */
@@ -392,6 +393,9 @@ rt_open_tcp(const struct config *cfg)
 
 	if (!cfg->admin_socket.bind)
 		return 0;
+	/* An upgrade handed over the previous process's socket for this address: keep it. */
+	if ((fd = upgrade_take(UPGRADE_ADMIN_TCP, &cfg->admin_socket.bind_addr, cfg->admin_socket.bind_len)) >= 0)
+		goto bound;
 	fd = socket(cfg->admin_socket.bind_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
 	    bind(fd, (const struct sockaddr *)&cfg->admin_socket.bind_addr, cfg->admin_socket.bind_len) == -1 ||
@@ -401,6 +405,7 @@ rt_open_tcp(const struct config *cfg)
 			close(fd);
 		return -1;
 	}
+bound:
 	rt.tcp_fd = fd;
 	snprintf(rt.tcp_bind, sizeof(rt.tcp_bind), "%s", cfg->admin_socket.bind);
 	rt.nallow = cfg->admin_socket.nallow < RT_ALLOW_MAX ? cfg->admin_socket.nallow : RT_ALLOW_MAX;
@@ -450,7 +455,17 @@ runtime_start(const struct config *cfg)
 	if (!path)
 		return 0;
 	mode = rt_mode(cfg);
-	if ((fd = rt_open(path, mode, cfg->admin_socket.group)) == -1)
+	/* An upgrade handed over the socket at this path: keep it (the file stays as it was). */
+	if ((fd = upgrade_take_unix(path)) >= 0) {
+		struct stat st;
+		if (lstat(path, &st) == -1 || !S_ISSOCK(st.st_mode)) {
+			close(fd);	/* its file is gone: bind a new one */
+			fd = -1;
+		} else {
+			(void)rt_permissions(path, mode, cfg->admin_socket.group);
+		}
+	}
+	if (fd == -1 && (fd = rt_open(path, mode, cfg->admin_socket.group)) == -1)
 		return -1;
 	rt.fd = fd;
 	rt.mode = mode;
@@ -485,6 +500,25 @@ runtime_reload(const struct config *cfg)
 	rt_close_socket();
 	if ((path || cfg->admin_socket.bind) && runtime_start(cfg) == -1)
 		log_error("reload: admin socket %s not opened; the runtime API is off", path ? path : cfg->admin_socket.bind);
+}
+
+void
+runtime_fds(int *tcp_fd, int *unix_fd)
+{
+	*tcp_fd = rt.tcp_fd;
+	*unix_fd = rt.fd;
+}
+
+void
+runtime_release(void)
+{
+	rt_close_tcp();
+	if (rt.fd == -1)
+		return;
+	ev_io_stop(relay.loop, &rt.accept_io);
+	close(rt.fd);	/* the file stays: the new process listens on it */
+	rt.fd = -1;
+	rt.path[0] = '\0';
 }
 
 void

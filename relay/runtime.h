@@ -23,6 +23,10 @@ int runtime_start(const struct config *cfg);
 void runtime_reload(const struct config *cfg);
 /* Closes the socket and every client, and removes the socket file. */
 void runtime_stop(void);
+/* The listening sockets (admin_socket.bind, admin_socket.path), -1 for none (an upgrade hands them over). */
+void runtime_fds(int *tcp_fd, int *unix_fd);
+/* After an upgrade: stops listening, leaving the socket file to the new process; clients finish. */
+void runtime_release(void);
 
 /* --- internal to runtime.c, runtime_cmd.c and runtime_show.c ------------------------- */
 

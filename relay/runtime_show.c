@@ -413,5 +413,5 @@ runtime_show_info(struct rt_out *o)
 	    __atomic_load_n(&relay.max_conns, __ATOMIC_RELAXED), cfg->max_connections,
 	    __atomic_load_n(&relay.nconns, __ATOMIC_RELAXED));
 	rt_printf(o, "node: %s\nStopping: %d\nListeners: %zu\nStart_time_sec: %.0f\n", host,
-	    relay_draining() ? 1 : 0, cfg->nlisteners, start_wall);
+	    relay_health_draining() ? 1 : 0, cfg->nlisteners, start_wall);
 }

@@ -182,6 +182,17 @@ servers_set_admin(struct srv *s, enum srv_admin a)
 }
 
 void
+servers_keep_down(struct srv *s, const char *proto)
+{
+	for (int p = 0; p < s->nprotos; p++)
+		if (strcmp(s->protos[p], proto) == 0 && get(&s->health[p].up)) {
+			put(&s->health[p].up, 0);
+			s->health[p].streak = 0;
+			snprintf(s->health[p].last_status, sizeof(s->health[p].last_status), "INI DOWN");
+		}
+}
+
+void
 servers_set_weight(struct srv *s, int w)
 {
 	put(&s->weight_rt, w < 0 ? 0 : w > 256 ? 256 : w);

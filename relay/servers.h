@@ -83,6 +83,8 @@ enum srv_admin servers_admin(const struct srv *s);
 int servers_weight(const struct srv *s);
 void servers_set_admin(struct srv *s, enum srv_admin a);
 void servers_set_weight(struct srv *s, int w);
+/* After an upgrade (main thread, before the checker starts): proto ("*": the whole server) starts down. */
+void servers_keep_down(struct srv *s, const char *proto);
 /* "UP", "DOWN", "DRAIN", "MAINT", "no check", or "UP 1/3" / "DOWN 1/2" on the way. */
 void servers_status(const struct srv *s, char *out, size_t cap);
 /* True when the protocol (or any, proto < 0) is up, or the server is not checked. */

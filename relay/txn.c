@@ -156,7 +156,7 @@ answer_local(struct conn *c, const struct http1_request *req, enum admin_answer 
 	struct admin_args aa = { a, c->req_head_method, close };
 	if ((n = pump_put(&c->client, write_admin, &aa)) < 0)
 		return local_no_room(c, errno);
-	return local_answered(c, req, n, relay_draining() && a == ADMIN_HEALTH ? 503 : 200, close, "local");
+	return local_answered(c, req, n, relay_health_draining() && a == ADMIN_HEALTH ? 503 : 200, close, "local");
 }
 
 /* --- requests --------------------------------------------------------------------------- */

@@ -3,7 +3,9 @@
 # ci-package.sh: the package half of CI (TAP on stdout). Builds the .deb with contrib/build-deb
 # (nocheck: make check has just run), runs lintian on the .deb and the .changes, installs it with
 # apt-get, checks hardening-check on the installed binary, runs the autopkgtest suite against the
-# installed package, purges it, and checks that nothing of it is left but the _exrelay user.
+# installed package, upgrades it to a newer build with RPC channels open (upgrade-test.py: no
+# channel cut, no connection refused; prints the longest gap), purges it, and checks that
+# nothing of it is left but the _exrelay user.
 # Needs root and Debian 12; installs lintian, autopkgtest and devscripts when missing.
 set -u
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -37,6 +39,10 @@ check "apt-get install ./$(basename "$deb")" apt-get install -y -qq "$deb"
 check "hardening-check /usr/sbin/exrelay (control flow integrity included)" hardening-check /usr/sbin/exrelay
 check "autopkgtest against the installed package" \
 	autopkgtest --no-built-binaries "$src/contrib/" -- null
+# An upgrade to a newer build while RPC channels are open: the postinst hands over (SIGUSR2).
+check "package upgrade keeps open RPC channels, refuses no connection (upgrade-test.py)" \
+	python3 "$src/contrib/debian/upgrade-test.py" "$deb"
+sed -n 's/^# \(longest refusal gap .*\)/# \1/p' "$log" | tail -n 1
 check "apt-get purge exrelay" apt-get purge -y -qq exrelay
 # Where a package puts things (not the checkouts that may sit elsewhere on the machine).
 left=$(find /etc /usr /lib /var /run /opt /srv -xdev \( -path /var/tmp -o -path /var/cache/exrelay-piuparts \

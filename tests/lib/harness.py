@@ -872,3 +872,81 @@ def agent_line(port, timeout=5.0):
                 break
             data += piece
         return data
+
+
+# ----------------------------------------------------------------------------------------------
+# Upgrades (t_service_upgrade.py, contrib/debian/upgrade-test.py)
+# ----------------------------------------------------------------------------------------------
+
+def pid_alive(pid):
+    """True while pid runs (a zombie, or a process that is not ours to see, counts as gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def read_pidfile(path):
+    """The pid in a pidfile, or 0 when it is missing or empty."""
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+class Prober(threading.Thread):
+    """Every `interval` seconds, connects to 127.0.0.1:port, sends `request` and reads the whole
+    answer (until close), which must start with `expect`; records the time of each good answer and
+    every failure (refused, reset, timeout, wrong answer). .start(); .finish() stops it."""
+
+    def __init__(self, port, request=b"GET /exrelay/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                 expect=b"HTTP/1.1 200 ", interval=0.01, timeout=3.0):
+        super().__init__(daemon=True)
+        self.port, self.request, self.expect, self.interval, self.timeout = port, request, expect, interval, timeout
+        self.stop_ev = threading.Event()
+        self.ok_times, self.failures, self.count = [], [], 0
+
+    def probe(self):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
+        try:
+            s.sendall(self.request)
+            data = b""
+            while True:
+                d = s.recv(4096)
+                if not d:
+                    break
+                data += d
+        finally:
+            s.close()
+        if not data.startswith(self.expect):
+            raise ValueError("answer %r" % data[:60])
+
+    def run(self):
+        t0 = time.monotonic()
+        while not self.stop_ev.is_set():
+            t = time.monotonic()
+            self.count += 1
+            try:
+                self.probe()
+                self.ok_times.append(time.monotonic())
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                self.failures.append("+%.3f s: %r" % (t - t0, e))
+            self.stop_ev.wait(max(0.0, self.interval - (time.monotonic() - t)))
+
+    def finish(self, timeout=10.0):
+        self.stop_ev.set()
+        self.join(timeout)
+
+    def longest_gap(self, since=0.0, until=None):
+        """(longest time between two good answers in [since, until], number of answers there)."""
+        until = time.monotonic() if until is None else until
+        ts = [t for t in self.ok_times if since <= t <= until]
+        return max((b - a for a, b in zip(ts, ts[1:])), default=None), len(ts)
+
+    def gaps(self, since=0.0, until=None, over=0.05):
+        """[(start, length)] of the gaps between good answers longer than `over` seconds."""
+        until = time.monotonic() if until is None else until
+        ts = [t for t in self.ok_times if since <= t <= until]
+        return [(a, b - a) for a, b in zip(ts, ts[1:]) if b - a > over]
