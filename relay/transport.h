@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 struct half;
 
@@ -24,6 +25,12 @@ struct transport_ops {
 	bool (*pending)(struct half *h);
 	/* Releases transport state (not the fd). */
 	void (*release)(struct half *h);
+	/*
+	 * Writes iov[0..n) as one stream in one system call (TLS: one record of at most 16 KiB):
+	 * > 0 bytes written from the front; -1 with errno as send (EAGAIN: retry with the same
+	 * bytes in front, more may follow them).
+	 */
+	ssize_t (*sendv)(struct half *h, struct iovec *iov, int n);
 };
 
 extern const struct transport_ops sock_ops;
