@@ -61,9 +61,30 @@ arm_handshake(struct conn *c, struct half *h)
 }
 
 /*
+ * A transport holds bytes the socket will not signal (TLS: decrypted bytes, the read-ahead):
+ * h is read again at once the first time in a turn of the event loop; after the next poll
+ * otherwise, the write watcher standing in for the read (a socket is writable at once), as
+ * for a TLS read that waits for writability. So a fast connection reads at most two buffers
+ * per turn, and a feed never chains into a loop that starves the other connections.
+ */
+static void
+arm_pending(struct conn *c, struct half *h)
+{
+	unsigned it = ev_iteration(c->loop);
+
+	if (h->fed_iter != it) {
+		h->fed_iter = it;
+		ev_feed_event(c->loop, &h->rio, EV_READ);
+		return;
+	}
+	h->read_wants_write = true;
+	pump_io_set(c, &h->wio, true);
+}
+
+/*
  * Sets the read watchers from the state: read while there is room (and, for the client, unless
- * hold_client: a last answer is still leaving). A TLS session may hold decrypted bytes the
- * socket will never signal: feed a read event then.
+ * hold_client: a last answer is still leaving). A TLS session may hold bytes the socket will
+ * never signal: read it again then (arm_pending).
  */
 void
 pump_arm(struct conn *c, bool hold_client)
@@ -79,7 +100,7 @@ pump_arm(struct conn *c, bool hold_client)
 		if (rc && cl->read_wants_write)
 			pump_io_set(c, &cl->wio, true);
 		if (rc && cl->ops->pending(cl))
-			ev_feed_event(c->loop, &cl->rio, EV_READ);
+			arm_pending(c, cl);
 	}
 	if (be->fd < 0)
 		return;
@@ -91,7 +112,7 @@ pump_arm(struct conn *c, bool hold_client)
 		if (rb && be->read_wants_write)
 			pump_io_set(c, &be->wio, true);
 		if (rb && be->ops->pending(be))
-			ev_feed_event(c->loop, &be->rio, EV_READ);
+			arm_pending(c, be);
 	}
 }
 

@@ -48,6 +48,7 @@ struct half {
 	bool handshaking;		/* TLS handshake in progress */
 	bool read_wants_write;		/* the transport's last read waits for writability */
 	bool cut;			/* the side ended with an error (reset, TLS without close_notify) */
+	unsigned fed_iter;		/* pump.c: the event-loop turn a read was last fed in */
 	uint64_t nread, nwritten;
 };
 

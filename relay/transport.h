@@ -21,7 +21,10 @@ struct transport_ops {
 	ssize_t (*send)(struct half *h, const void *buf, size_t len);
 	/* Ends our sending direction (FIN, or close_notify then FIN). 0 or -1 with errno. */
 	int (*shutdown_wr)(struct half *h);
-	/* True when the transport holds decrypted bytes not yet returned by recv. */
+	/*
+	 * True when recv may return bytes the socket will not signal: TLS holds decrypted bytes or
+	 * read-ahead not yet returned by recv (or its last socket read was full: more may wait).
+	 */
 	bool (*pending)(struct half *h);
 	/* Releases transport state (not the fd). */
 	void (*release)(struct half *h);

@@ -521,7 +521,12 @@ txn_active(struct conn *c)
 		metrics_backend_error(upstream_name(c), "write");
 		return txn_fail(c, 502, "backend write failed");
 	}
-	r = c->rs == RS_HEAD ? txn_resp_head(c) : c->rs == RS_BODY ? txn_resp_body(c) : 0;
+	r = c->rs == RS_HEAD ? txn_resp_head(c) : 0;
+	if (r < 0 || STEP_IS_GOTO(r))
+		return r;
+	progress |= r;
+	/* The body bytes behind a final head are cleared now, so that both leave in one write. */
+	r = c->rs == RS_BODY ? txn_resp_body(c) : 0;
 	if (r < 0 || STEP_IS_GOTO(r))
 		return r;
 	progress |= r;
