@@ -364,18 +364,26 @@ txn_parse_head(struct conn *c)
 	return txn_start(c, &req);
 }
 
-/* Waiting for or reading a request head: earlier answers go out first, making room. */
+/*
+ * Waiting for or reading a request head: earlier answers go out first, making room. While
+ * pipelined requests wait behind them (and there is room), answers made here are gathered and
+ * leave together once no further head can be parsed.
+ */
 int
 txn_head(struct conn *c)
 {
-	size_t before = buf_len(c->client.out);
-	int r;
+	struct half *cl = &c->client;
+	bool gather = buf_len(cl->in) > 0 && !relay_draining() && cl->out && buf_room(cl->out) >= 4096;
+	size_t before = buf_len(cl->out);
+	int moved = 0, r;
 
-	if (pump_flush(c, &c->client) == -1)
+	if (!gather && pump_flush(c, cl) == -1)
 		return step_why(c, STEP_CLOSE, "client write failed");
-	int moved = buf_len(c->client.out) < before;
 	moved |= txn_backend_idle(c);
 	r = txn_parse_head(c);
+	if (r == 0 && gather && pump_flush(c, cl) == -1)
+		return step_why(c, STEP_CLOSE, "client write failed");
+	moved |= buf_len(cl->out) < before;
 	return r == 0 ? moved : r;
 }
 

@@ -18,8 +18,9 @@ Modes (--mode):
 
   contrib/bench/idle-tls-mem.py --exrelay build-bench/relay/exrelay [--mode rpc] [--conns 20000]
 
-Run as root (or with a hard RLIMIT_NOFILE above 2 x N + 1000): the script raises its own limit
-and exrelay inherits it. Prints a table, then one JSON line. The memory is user space only
+Needs a hard RLIMIT_NOFILE above 2 x N + 1024 (exrelay holds a client and a backend socket per
+connection): the script raises its soft limit (and the hard one where allowed; exrelay inherits
+them); below that it measures as many as fit and extrapolates the RSS to N. Prints a table, then one JSON line. The memory is user space only
 (VmRSS): kernel socket buffers are not in it. Not part of `make check`.
 """
 
@@ -135,12 +136,18 @@ def main():
     args = ap.parse_args()
     os.environ["EXRELAY"] = args.exrelay
 
-    want = 3 * args.conns + 1024
+    want = 2 * args.conns + 1024
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), max(hard, want)))
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    asked, limit = args.conns, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    per = 2 if args.mode in ("rpc", "idle") else 1	# exrelay's descriptors per connection
+    if per * args.conns + 1024 > limit:
+        args.conns = (limit - 1024) // per
+        print("# RLIMIT_NOFILE %d: measuring %d connections, extrapolating to %d" % (limit, args.conns, asked),
+              file=sys.stderr)
     be = subprocess.Popen([sys.executable, "-c", BACKEND], stdout=subprocess.PIPE)
     try:
         port = int(be.stdout.readline())
@@ -172,6 +179,10 @@ def main():
                "open_seconds": round(took, 1), "exrelay": args.exrelay}
         print("mode %-5s  connections %6d  RSS before %7d KiB  after %7d KiB  per connection %.2f KiB"
               "  (exrelay fds %d)" % (args.mode, args.conns, before, after, res["kib_per_conn"], fds))
+        if asked != args.conns:
+            res["extrapolated"] = {"conns": asked, "rss_kib": round(before + res["kib_per_conn"] * asked)}
+            print("extrapolated to %d connections: RSS %d KiB (%.1f MiB)" % (
+                asked, res["extrapolated"]["rss_kib"], res["extrapolated"]["rss_kib"] / 1024))
         print(json.dumps(res))
         for s in conns:
             s.close()

@@ -8,7 +8,7 @@ of this test's own, with a TLS and a plaintext listener:
 * One record, one send: a small keep-alive response (head rebuilt by exrelay + 100 body bytes
   read with it) leaves in ONE send call, and over TLS in ONE record (counted by the client, which
   reads the raw TLS stream itself); a request head and its small body reach the backend in one
-  send. Counted as the difference between a connection with several exchanges and one with one
+  send; pipelined answers exrelay makes itself leave together. Counted as the difference between a connection with several exchanges and one with one
   (the handshakes are alike), so nothing depends on how many calls a handshake takes.
 * Read-ahead and batching: an 8 MiB upload in 16 KiB records through TLS arrives byte for byte
   (SHA-256 at the backend) with fewer recv calls than records (GnuTLS alone pulls each record in
@@ -102,7 +102,7 @@ global = { log_level = "info"; workers = 1; drain_timeout = 1; };
 timeouts = { client_idle = 60; request_head = 30; };
 listeners = (
   { name = "tls"; bind = "127.0.0.1:0"; tls = { certificates = ( { cert = "%(cert)s"; key = "%(key)s"; } ); }; },
-  { name = "plain"; bind = "127.0.0.1:0"; }
+  { name = "plain"; bind = "127.0.0.1:0"; health_path = "/exrelay/health"; }
 );
 backends = ( { name = "be"; servers = [ "127.0.0.1:%(port)d" ]; idle_timeout = 60; } );
 routes = ( { backend = "be"; } );
@@ -370,6 +370,21 @@ _, b1, _ = plain_exchanges(1, POST)
 _, b4, bodies = plain_exchanges(4, POST)
 ok(bodies == [hashlib.sha256(POSTBODY).hexdigest().encode()] * 4, "POST bodies reach the backend intact")
 is_(b4 - b1, 3, "a request head and its body reach the backend in one send (%d for 1, %d for 4)" % (b1, b4))
+
+# Pipelined requests exrelay answers itself: the answers leave together.
+settle()
+n0 = len(events())
+s = socket.create_connection(("127.0.0.1", PLAIN_PORT), timeout=30)
+fd = accepted_since(n0)
+s.sendall(b"GET /exrelay/health HTTP/1.1\r\nHost: h\r\n\r\n" * 3)
+buf, bodies = b"", []
+for _ in range(3):
+    head, body, buf = plain_response(s, buf)
+    bodies.append(body)
+settle()
+ok(bodies == [b"ok\n"] * 3, "three pipelined health answers")
+is_(count(events()[n0:], fd, SENDS), 1, "pipelined answers exrelay makes itself leave in one send")
+s.close()
 
 # --- 3. read-ahead and batching: an upload through TLS --------------------------------------------
 
