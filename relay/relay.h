@@ -38,6 +38,7 @@ struct half {
 	const struct transport_ops *ops;
 	void *tls;			/* transport state (TLS session), or NULL */
 	int want;			/* EV_READ or EV_WRITE: what the transport waits for after EAGAIN */
+	unsigned fed_iter;		/* pump.c: the event-loop turn a read was last fed in */
 	ev_io rio, wio;
 	struct buf *in;			/* bytes read from this side, not yet written to the other */
 	struct buf *out;		/* bytes exrelay made for this side, sent before peer->in */
@@ -48,7 +49,6 @@ struct half {
 	bool handshaking;		/* TLS handshake in progress */
 	bool read_wants_write;		/* the transport's last read waits for writability */
 	bool cut;			/* the side ended with an error (reset, TLS without close_notify) */
-	unsigned fed_iter;		/* pump.c: the event-loop turn a read was last fed in */
 	uint64_t nread, nwritten;
 };
 
