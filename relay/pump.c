@@ -62,10 +62,10 @@ arm_handshake(struct conn *c, struct half *h)
 
 /*
  * A transport holds bytes the socket will not signal (TLS: decrypted bytes, the read-ahead):
- * h is read again at once the first time in a turn of the event loop; after the next poll
- * otherwise, the write watcher standing in for the read (a socket is writable at once), as
- * for a TLS read that waits for writability. So a fast connection reads at most two buffers
- * per turn, and a feed never chains into a loop that starves the other connections.
+ * h is read again at once the first time in a turn of the event loop; otherwise after the
+ * next poll (c->refeed: an idle watcher of the highest priority, which also keeps that poll
+ * from blocking), in turn with the connections it found ready. So a fast connection reads at
+ * most two buffers per turn: a feed never chains into a loop that starves the others.
  */
 static void
 arm_pending(struct conn *c, struct half *h)
@@ -77,8 +77,8 @@ arm_pending(struct conn *c, struct half *h)
 		ev_feed_event(c->loop, &h->rio, EV_READ);
 		return;
 	}
-	h->read_wants_write = true;
-	pump_io_set(c, &h->wio, true);
+	if (!ev_is_active(&c->refeed))
+		ev_idle_start(c->loop, &c->refeed);
 }
 
 /*

@@ -121,6 +121,7 @@ struct conn {
 	struct half client, backend;
 	enum conn_phase phase;		/* changed only by conn_set_phase() */
 	ev_timer timer;
+	ev_idle refeed;			/* pump.c: a half's held bytes are read after the next poll */
 	ev_tstamp timer_at;		/* when the timer fires (absolute, ev_now clock) */
 	ev_tstamp phase_start;		/* when the current phase (or connect) began */
 	ev_tstamp last_activity;	/* last byte moved in either direction */

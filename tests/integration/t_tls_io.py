@@ -30,7 +30,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import ok, is_, diag, done, skip_all, serve_loopback, tmpdir, wait_for, exrelay_argv  # noqa: E402
+from harness import ok, is_, done, skip_all, serve_loopback, tmpdir, wait_for, exrelay_argv  # noqa: E402
 import harness  # noqa: E402
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
