@@ -48,6 +48,7 @@ conn_close(struct conn *c, const char *reason)
 	upstream_close_parked(c);
 	pump_close_half(c, &c->client);
 	ev_timer_stop(c->loop, &c->timer);
+	ev_idle_stop(c->loop, &c->refeed);
 	struct worker *w = c->w;
 	if (c->prev)
 		c->prev->next = c->next;
@@ -439,6 +440,24 @@ half_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 		conn_arm(c);	/* nothing read: a TLS read may wait for writability */
 }
 
+/*
+ * After a poll: a half whose transport holds bytes the socket will not signal is read now,
+ * in turn with the connections the poll found ready (pump.c's arm_pending starts this).
+ */
+static void
+conn_refeed_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+	struct conn *c = w->data;
+	struct half *hs[2] = { &c->client, &c->backend };
+	(void)revents;
+
+	CHECK_OBJ(c, CONN_MAGIC);
+	ev_idle_stop(loop, w);
+	for (int i = 0; i < 2; i++)
+		if (hs[i]->fd >= 0 && ev_is_active(&hs[i]->rio) && hs[i]->ops->pending(hs[i]))
+			ev_feed_event(loop, &hs[i]->rio, EV_READ);
+}
+
 /* Sets up one half's watchers; the socket comes with pump_half_open. */
 static void
 conn_half_init(struct conn *c, struct half *h)
@@ -497,6 +516,9 @@ conn_accept(struct listener *l, int fd, const struct sockaddr_storage *peer)
 	conn_half_init(c, &c->parked.h);
 	pump_half_open(&c->client, fd);
 	ev_init(&c->timer, conn_timeout_cb);
+	ev_idle_init(&c->refeed, conn_refeed_cb);
+	ev_set_priority(&c->refeed, EV_MAXPRI);	/* runs after every poll, before the I/O it found */
+	c->refeed.data = c;
 	c->timer.data = c;
 	c->next = c->w->conns;
 	if (c->w->conns)

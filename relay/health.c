@@ -278,6 +278,7 @@ health_main(void *arg)
 {
 	(void)arg;
 	ev_run(H.loop, 0);
+	buf_pool_drain();	/* the TLS read-ahead's buffers (tls.c) */
 	return NULL;
 }
 

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "relay.h"
@@ -60,9 +61,30 @@ arm_handshake(struct conn *c, struct half *h)
 }
 
 /*
+ * A transport holds bytes the socket will not signal (TLS: decrypted bytes, the read-ahead):
+ * h is read again at once the first time in a turn of the event loop; otherwise after the
+ * next poll (c->refeed: an idle watcher of the highest priority, which also keeps that poll
+ * from blocking), in turn with the connections it found ready. So a fast connection reads at
+ * most two buffers per turn: a feed never chains into a loop that starves the others.
+ */
+static void
+arm_pending(struct conn *c, struct half *h)
+{
+	unsigned it = ev_iteration(c->loop);
+
+	if (h->fed_iter != it) {
+		h->fed_iter = it;
+		ev_feed_event(c->loop, &h->rio, EV_READ);
+		return;
+	}
+	if (!ev_is_active(&c->refeed))
+		ev_idle_start(c->loop, &c->refeed);
+}
+
+/*
  * Sets the read watchers from the state: read while there is room (and, for the client, unless
- * hold_client: a last answer is still leaving). A TLS session may hold decrypted bytes the
- * socket will never signal: feed a read event then.
+ * hold_client: a last answer is still leaving). A TLS session may hold bytes the socket will
+ * never signal: read it again then (arm_pending).
  */
 void
 pump_arm(struct conn *c, bool hold_client)
@@ -78,7 +100,7 @@ pump_arm(struct conn *c, bool hold_client)
 		if (rc && cl->read_wants_write)
 			pump_io_set(c, &cl->wio, true);
 		if (rc && cl->ops->pending(cl))
-			ev_feed_event(c->loop, &cl->rio, EV_READ);
+			arm_pending(c, cl);
 	}
 	if (be->fd < 0)
 		return;
@@ -90,13 +112,18 @@ pump_arm(struct conn *c, bool hold_client)
 		if (rb && be->read_wants_write)
 			pump_io_set(c, &be->wio, true);
 		if (rb && be->ops->pending(be))
-			ev_feed_event(c->loop, &be->rio, EV_READ);
+			arm_pending(c, be);
 	}
 }
 
 /* --- writing ---------------------------------------------------------------------------- */
 
-/* Writes what is waiting for dst; 0 when done or blocked (write watcher armed), -1 on error. */
+/*
+ * Writes what is waiting for dst; 0 when done or blocked (write watcher armed), -1 on error.
+ * exrelay's own bytes (dst->out) and the cleared bytes of the peer's input behind them leave
+ * together: one system call and, over TLS, one record (a response head and the start of its
+ * body, a request head and its body, answers that are ready together).
+ */
 int
 pump_flush(struct conn *c, struct half *dst)
 {
@@ -106,23 +133,23 @@ pump_flush(struct conn *c, struct half *dst)
 		return 0;
 	ASSERT(dst->fwd <= buf_len(src->in));
 	for (;;) {
-		const char *p;
-		size_t n;
-		bool from_out = buf_len(dst->out) > 0;
+		struct iovec iov[2];
+		int k = 0;
+		size_t nout = buf_len(dst->out), nin = 0;
 
-		if (from_out) {
-			p = buf_head(dst->out);
-			n = buf_len(dst->out);
-		} else if (dst->fwd > 0 && buf_len(src->in) > 0) {
-			p = buf_head(src->in);
-			n = buf_len(src->in);
-			if (n > dst->fwd)
-				n = (size_t)dst->fwd;
-		} else {
-			break;
+		if (nout > 0) {
+			iov[k].iov_base = dst->out->data + dst->out->r;
+			iov[k++].iov_len = nout;
 		}
-		ssize_t w = dst->ops->send(dst, p, n);
-		ASSERT(w <= (ssize_t)n);	/* never more than was buffered and cleared */
+		if (dst->fwd > 0 && buf_len(src->in) > 0) {
+			nin = buf_len(src->in) < dst->fwd ? buf_len(src->in) : (size_t)dst->fwd;
+			iov[k].iov_base = src->in->data + src->in->r;
+			iov[k++].iov_len = nin;
+		}
+		if (k == 0)
+			break;
+		ssize_t w = dst->ops->sendv(dst, iov, k);
+		ASSERT(w <= (ssize_t)(nout + nin));	/* never more than was buffered and cleared */
 		if (w < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
 				pump_io_set(c, &dst->wio, true);
@@ -130,13 +157,14 @@ pump_flush(struct conn *c, struct half *dst)
 			}
 			return -1;
 		}
+		size_t wo = (size_t)w < nout ? (size_t)w : nout;
 		dst->nwritten += (uint64_t)w;
 		c->last_activity = ev_now(c->loop);
-		if (from_out) {
-			dst->out->r += (size_t)w;
-		} else {
-			src->in->r += (size_t)w;
-			dst->fwd -= (uint64_t)w;
+		if (wo > 0)
+			dst->out->r += wo;
+		if ((size_t)w > wo) {
+			src->in->r += (size_t)w - wo;
+			dst->fwd -= (uint64_t)w - wo;
 		}
 	}
 	pump_io_set(c, &dst->wio, false);
@@ -229,38 +257,51 @@ pump_close_half(struct conn *c, struct half *h)
 }
 
 /*
- * Reads once from h into its buffer. Returns 1 when bytes arrived or the side ended (h->eof,
- * h->cut), 0 when nothing came, -1 with errno ENOMEM when no buffer could be had.
+ * Reads from h into its buffer until the buffer is full, the socket or TLS session has nothing
+ * more, or the side ends; the caller then writes once. The per-wakeup budget is the buffer's
+ * free room (at most BUF_CAP, 64 KiB): a fast channel takes one buffer per turn of the event
+ * loop and then waits behind the other connections (a larger budget would need the buffer to
+ * drain in between, i.e. writes inside the read, and one more buffer's latency for the others).
+ * A short read means the socket was emptied: no second call only to hear EAGAIN, so a wakeup
+ * costs at most one EAGAIN. Returns 1 when bytes arrived or the side ended (h->eof, h->cut),
+ * 0 when nothing came, -1 with errno ENOMEM when no buffer could be had.
  */
 int
 pump_read(struct conn *c, struct half *h)
 {
+	int got = 0;
+
 	ASSERT(!h->eof);	/* a half is never read after its end */
 	if (!h->in && !(h->in = buf_get())) {
 		errno = ENOMEM;
 		return -1;
 	}
-	size_t room = buf_room(h->in);
-	if (room == 0) {
-		pump_io_set(c, &h->rio, false);
-		return 0;
+	for (;;) {
+		size_t room = buf_room(h->in);
+		if (room == 0) {
+			if (!got)
+				pump_io_set(c, &h->rio, false);
+			return got;
+		}
+		ssize_t n = h->ops->recv(h, h->in->data + h->in->w, room);
+		h->read_wants_write = n < 0 && errno == EAGAIN && h->want == EV_WRITE;
+		if (n > 0) {
+			h->in->w += (size_t)n;
+			h->nread += (uint64_t)n;
+			c->last_activity = ev_now(c->loop);
+			got = 1;
+			if ((size_t)n < room && !h->ops->pending(h))
+				return 1;	/* the socket (and the session) had no more */
+			continue;
+		}
+		if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+			if (n < 0 && h == &c->backend)
+				log_info("client=%s backend read error: %s", c->client_ip, strerror(errno));
+			h->eof = true;
+			h->cut = n < 0;
+			pump_io_set(c, &h->rio, false);
+			return 1;
+		}
+		return got;
 	}
-	ssize_t n = h->ops->recv(h, h->in->data + h->in->w, room);
-	h->read_wants_write = n < 0 && errno == EAGAIN && h->want == EV_WRITE;
-	if (n > 0) {
-		h->in->w += (size_t)n;
-		h->nread += (uint64_t)n;
-		c->last_activity = ev_now(c->loop);
-		return 1;
-	}
-	if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
-		if (n < 0 && h == &c->backend)
-			log_info("client=%s backend read error: %s", c->client_ip, strerror(errno));
-		h->eof = true;
-		h->cut = n < 0;
-		pump_io_set(c, &h->rio, false);
-		return 1;
-	}
-	return 0;
 }
-

@@ -38,6 +38,7 @@ struct half {
 	const struct transport_ops *ops;
 	void *tls;			/* transport state (TLS session), or NULL */
 	int want;			/* EV_READ or EV_WRITE: what the transport waits for after EAGAIN */
+	unsigned fed_iter;		/* pump.c: the event-loop turn a read was last fed in */
 	ev_io rio, wio;
 	struct buf *in;			/* bytes read from this side, not yet written to the other */
 	struct buf *out;		/* bytes exrelay made for this side, sent before peer->in */
@@ -120,6 +121,7 @@ struct conn {
 	struct half client, backend;
 	enum conn_phase phase;		/* changed only by conn_set_phase() */
 	ev_timer timer;
+	ev_idle refeed;			/* pump.c: a half's held bytes are read after the next poll */
 	ev_tstamp timer_at;		/* when the timer fires (absolute, ev_now clock) */
 	ev_tstamp phase_start;		/* when the current phase (or connect) began */
 	ev_tstamp last_activity;	/* last byte moved in either direction */

@@ -36,6 +36,19 @@ sock_send(struct half *h, const void *buf, size_t len)
 	return n;
 }
 
+/* One sendmsg for all pieces (a head and the body bytes behind it leave together). */
+static ssize_t
+sock_sendv(struct half *h, struct iovec *iov, int n)
+{
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = (size_t)n };
+	ssize_t w;
+
+	do
+		w = sendmsg(h->fd, &m, MSG_NOSIGNAL);
+	while (w == -1 && errno == EINTR);
+	return w;
+}
+
 static int
 sock_shutdown_wr(struct half *h)
 {
@@ -56,7 +69,7 @@ sock_release(struct half *h)
 }
 
 const struct transport_ops sock_ops = {
-	"tcp", sock_recv, sock_send, sock_shutdown_wr, sock_pending, sock_release,
+	"tcp", sock_recv, sock_send, sock_shutdown_wr, sock_pending, sock_release, sock_sendv,
 };
 
 int

@@ -23,16 +23,33 @@
 #include "relay.h"
 #include "tls.h"
 
-struct tls_conn {
-	gnutls_session_t s;
-	char *pre;			/* bytes read before TLS started (after a PROXY header) */
-	size_t pre_len, pre_off;
-	size_t pending_send;		/* length of a send that returned AGAIN (retried with NULL, 0) */
-	bool client, done;
+/*
+ * The read-ahead: GnuTLS pulls a record in two small reads (its 5-byte header, then the rest);
+ * tls_pull instead receives what the socket has, up to TLS_READAHEAD bytes (two full records),
+ * into a pool buffer held only while bytes wait in it, and serves GnuTLS's reads from there.
+ */
+#define TLS_READAHEAD 32768
+#define TLS_RECORD_MAX 16384		/* plaintext bytes in one record */
+
+/* What only a backend (client) session needs. */
+struct tls_names {
 	char cache_key[160];		/* backend session cache key */
 	char host[256];			/* name verified (GnuTLS keeps the pointer for the session) */
-	char why[256];			/* last verification failure */
 };
+
+struct tls_conn {
+	gnutls_session_t s;
+	struct buf *ra;			/* read-ahead (also the bytes read before TLS started), or NULL */
+	size_t pending_send;		/* length of a send that returned AGAIN (retried with NULL, 0) */
+	bool client, done;
+	bool ra_more;			/* the last socket read filled the read-ahead: more may wait */
+	struct tls_names *names;	/* client sessions only */
+};
+
+/* The last handshake failure, for the caller to log at once (per thread). */
+static __thread char tls_why[256];
+/* A head and the body bytes behind it, gathered into one record (per thread). */
+static __thread char tls_stage[TLS_RECORD_MAX];
 
 static gnutls_datum_t ticket_key;
 
@@ -169,7 +186,11 @@ tls_client_free(struct tls_client *t)
 	free_cred_prio(&t->cred, &t->prio);
 }
 
-/* GnuTLS pull: first the bytes read before TLS started, then the socket. */
+/*
+ * GnuTLS pull: served from the read-ahead (first the bytes read before TLS started), which is
+ * refilled by one recv of what the socket has when it is empty; an empty read-ahead goes back
+ * to the pool, so an idle session holds none. Without a buffer, reads straight into GnuTLS's.
+ */
 static ssize_t
 tls_pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 {
@@ -177,22 +198,34 @@ tls_pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 	struct tls_conn *t = h->tls;
 	ssize_t n;
 
-	if (t->pre_off < t->pre_len) {
-		n = (ssize_t)(t->pre_len - t->pre_off < len ? t->pre_len - t->pre_off : len);
-		memcpy(buf, t->pre + t->pre_off, (size_t)n);
-		t->pre_off += (size_t)n;
-		if (t->pre_off == t->pre_len) {
-			free(t->pre);
-			t->pre = NULL;
-			t->pre_len = t->pre_off = 0;
+	if (buf_len(t->ra) == 0) {
+		void *to = buf;
+		size_t cap = len;
+		if (len < TLS_READAHEAD && (t->ra || (t->ra = buf_get()))) {
+			t->ra->r = t->ra->w = 0;
+			to = t->ra->data;
+			cap = TLS_READAHEAD;
 		}
-		return n;
+		do
+			n = recv(h->fd, to, cap, 0);
+		while (n == -1 && errno == EINTR);
+		t->ra_more = n == (ssize_t)cap;
+		if (n <= 0 || to == buf) {
+			if (n == -1)
+				gnutls_transport_set_errno(t->s, errno);
+			buf_put(t->ra);
+			t->ra = NULL;
+			return n;
+		}
+		t->ra->w = (size_t)n;
 	}
-	do
-		n = recv(h->fd, buf, len, 0);
-	while (n == -1 && errno == EINTR);
-	if (n == -1)
-		gnutls_transport_set_errno(t->s, errno);
+	n = (ssize_t)(buf_len(t->ra) < len ? buf_len(t->ra) : len);
+	memcpy(buf, buf_head(t->ra), (size_t)n);
+	t->ra->r += (size_t)n;
+	if (buf_len(t->ra) == 0) {
+		buf_put(t->ra);
+		t->ra = NULL;
+	}
 	return n;
 }
 
@@ -238,10 +271,11 @@ tls_start_server(struct half *h, const struct tls_server *ts, const char *prerea
 	if (!t)
 		return -1;
 	if (n > 0) {
-		if (!(t->pre = malloc(n)))
+		ASSERT(n <= BUF_CAP);
+		if (!(t->ra = buf_get()))
 			return -1;
-		memcpy(t->pre, preread, n);
-		t->pre_len = n;
+		memcpy(t->ra->data, preread, n);
+		t->ra->w = n;
 	}
 	if (gnutls_priority_set(t->s, ts->prio) < 0 ||
 	    gnutls_credentials_set(t->s, GNUTLS_CRD_CERTIFICATE, ts->cred) < 0 ||
@@ -264,12 +298,12 @@ tls_start_client(struct half *h, const struct tls_client *tc, const char *host, 
 	struct tls_conn *t = tls_new(h, GNUTLS_CLIENT);
 	const char *name;
 
-	if (!t)
+	if (!t || !(t->names = calloc(1, sizeof(*t->names))))
 		return -1;
-	snprintf(t->host, sizeof(t->host), "%s", tc->sni ? tc->sni : host);
-	name = t->host;
+	snprintf(t->names->host, sizeof(t->names->host), "%s", tc->sni ? tc->sni : host);
+	name = t->names->host;
 	t->client = true;
-	snprintf(t->cache_key, sizeof(t->cache_key), "%s", cache_key);
+	snprintf(t->names->cache_key, sizeof(t->names->cache_key), "%s", cache_key);
 	if (gnutls_priority_set(t->s, tc->prio) < 0 ||
 	    gnutls_credentials_set(t->s, GNUTLS_CRD_CERTIFICATE, tc->cred) < 0)
 		return -1;
@@ -306,11 +340,11 @@ cache_store(struct tls_conn *t)
 	gnutls_datum_t d;
 	int free_slot = -1, i;
 
-	if (!t->client || !t->done || !t->cache_key[0] || gnutls_session_get_data2(t->s, &d) < 0)
+	if (!t->client || !t->done || !t->names->cache_key[0] || gnutls_session_get_data2(t->s, &d) < 0)
 		return;
 	pthread_mutex_lock(&cache.lock);
 	for (i = 0; i < CACHE_SLOTS; i++) {
-		if (cache.slot[i].data.data && strcmp(cache.slot[i].key, t->cache_key) == 0)
+		if (cache.slot[i].data.data && strcmp(cache.slot[i].key, t->names->cache_key) == 0)
 			break;
 		if (!cache.slot[i].data.data && free_slot < 0)
 			free_slot = i;
@@ -318,7 +352,7 @@ cache_store(struct tls_conn *t)
 	if (i == CACHE_SLOTS)
 		i = free_slot >= 0 ? free_slot : 0;
 	gnutls_free(cache.slot[i].data.data);
-	snprintf(cache.slot[i].key, sizeof(cache.slot[i].key), "%s", t->cache_key);
+	snprintf(cache.slot[i].key, sizeof(cache.slot[i].key), "%s", t->names->cache_key);
 	cache.slot[i].data = d;
 	pthread_mutex_unlock(&cache.lock);
 }
@@ -352,15 +386,15 @@ tls_handshake(struct half *h, const char **why)
 		gnutls_datum_t out;
 		unsigned status = gnutls_session_get_verify_cert_status(t->s);
 		if (gnutls_certificate_verification_status_print(status, gnutls_certificate_type_get(t->s), &out, 0) == 0) {
-			snprintf(t->why, sizeof(t->why), "certificate verification failed: %s", out.data);
+			snprintf(tls_why, sizeof(tls_why), "certificate verification failed: %s", out.data);
 			gnutls_free(out.data);
 		} else {
-			snprintf(t->why, sizeof(t->why), "certificate verification failed");
+			snprintf(tls_why, sizeof(tls_why), "certificate verification failed");
 		}
 	} else {
-		snprintf(t->why, sizeof(t->why), "TLS handshake failed: %s", gnutls_strerror(r));
+		snprintf(tls_why, sizeof(tls_why), "TLS handshake failed: %s", gnutls_strerror(r));
 	}
-	*why = t->why;
+	*why = tls_why;
 	return -1;
 }
 
@@ -410,7 +444,7 @@ tls_send(struct half *h, const void *buf, size_t len)
 	if (t->pending_send)
 		n = gnutls_record_send(t->s, NULL, 0);
 	else
-		n = gnutls_record_send(t->s, buf, len > 16384 ? 16384 : len);
+		n = gnutls_record_send(t->s, buf, len > TLS_RECORD_MAX ? TLS_RECORD_MAX : len);
 	if (n >= 0) {
 		if (t->pending_send && n == 0)
 			n = (ssize_t)t->pending_send;
@@ -419,7 +453,7 @@ tls_send(struct half *h, const void *buf, size_t len)
 	}
 	if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
 		if (!t->pending_send)
-			t->pending_send = len > 16384 ? 16384 : len;
+			t->pending_send = len > TLS_RECORD_MAX ? TLS_RECORD_MAX : len;
 		h->want = direction(t);
 		errno = EAGAIN;
 		return -1;
@@ -427,6 +461,27 @@ tls_send(struct half *h, const void *buf, size_t len)
 	log_debug("TLS send: %s", gnutls_strerror((int)n));
 	errno = EPIPE;
 	return -1;
+}
+
+/*
+ * Gathers the pieces into one record (up to 16 KiB, copied into a per-thread staging area)
+ * when the first is shorter than a record; after AGAIN, GnuTLS flushes the record it already
+ * made (tls_send's retry), so the staging area need not outlive the call.
+ */
+static ssize_t
+tls_sendv(struct half *h, struct iovec *iov, int n)
+{
+	struct tls_conn *t = h->tls;
+	size_t len = 0;
+
+	if (n == 1 || t->pending_send || iov[0].iov_len >= TLS_RECORD_MAX)
+		return tls_send(h, iov[0].iov_base, iov[0].iov_len);
+	for (int i = 0; i < n && len < TLS_RECORD_MAX; i++) {
+		size_t k = iov[i].iov_len < TLS_RECORD_MAX - len ? iov[i].iov_len : TLS_RECORD_MAX - len;
+		memcpy(tls_stage + len, iov[i].iov_base, k);
+		len += k;
+	}
+	return tls_send(h, tls_stage, len);
 }
 
 static int
@@ -444,7 +499,7 @@ tls_pending(struct half *h)
 {
 	struct tls_conn *t = h->tls;
 
-	return t && gnutls_record_check_pending(t->s) > 0;
+	return t && (gnutls_record_check_pending(t->s) > 0 || buf_len(t->ra) > 0 || t->ra_more);
 }
 
 static void
@@ -456,7 +511,8 @@ tls_release(struct half *h)
 		return;
 	cache_store(t);
 	gnutls_deinit(t->s);
-	free(t->pre);
+	buf_put(t->ra);
+	free(t->names);
 	free(t);
 	h->tls = NULL;
 	h->ops = &sock_ops;
@@ -535,5 +591,5 @@ tls_peer_cert(const struct half *h, struct cbind_cert *out)
 }
 
 const struct transport_ops tls_ops = {
-	"tls", tls_recv, tls_send, tls_shutdown_wr, tls_pending, tls_release,
+	"tls", tls_recv, tls_send, tls_shutdown_wr, tls_pending, tls_release, tls_sendv,
 };

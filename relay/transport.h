@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 struct half;
 
@@ -20,10 +21,19 @@ struct transport_ops {
 	ssize_t (*send)(struct half *h, const void *buf, size_t len);
 	/* Ends our sending direction (FIN, or close_notify then FIN). 0 or -1 with errno. */
 	int (*shutdown_wr)(struct half *h);
-	/* True when the transport holds decrypted bytes not yet returned by recv. */
+	/*
+	 * True when recv may return bytes the socket will not signal: TLS holds decrypted bytes or
+	 * read-ahead not yet returned by recv (or its last socket read was full: more may wait).
+	 */
 	bool (*pending)(struct half *h);
 	/* Releases transport state (not the fd). */
 	void (*release)(struct half *h);
+	/*
+	 * Writes iov[0..n) as one stream in one system call (TLS: one record of at most 16 KiB):
+	 * > 0 bytes written from the front; -1 with errno as send (EAGAIN: retry with the same
+	 * bytes in front, more may follow them).
+	 */
+	ssize_t (*sendv)(struct half *h, struct iovec *iov, int n);
 };
 
 extern const struct transport_ops sock_ops;

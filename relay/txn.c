@@ -364,18 +364,26 @@ txn_parse_head(struct conn *c)
 	return txn_start(c, &req);
 }
 
-/* Waiting for or reading a request head: earlier answers go out first, making room. */
+/*
+ * Waiting for or reading a request head: earlier answers go out first, making room. While
+ * pipelined requests wait behind them (and there is room), answers made here are gathered and
+ * leave together once no further head can be parsed.
+ */
 int
 txn_head(struct conn *c)
 {
-	size_t before = buf_len(c->client.out);
-	int r;
+	struct half *cl = &c->client;
+	bool gather = buf_len(cl->in) > 0 && !relay_draining() && cl->out && buf_room(cl->out) >= 4096;
+	size_t before = buf_len(cl->out);
+	int moved = 0, r;
 
-	if (pump_flush(c, &c->client) == -1)
+	if (!gather && pump_flush(c, cl) == -1)
 		return step_why(c, STEP_CLOSE, "client write failed");
-	int moved = buf_len(c->client.out) < before;
 	moved |= txn_backend_idle(c);
 	r = txn_parse_head(c);
+	if (r == 0 && gather && pump_flush(c, cl) == -1)
+		return step_why(c, STEP_CLOSE, "client write failed");
+	moved |= buf_len(cl->out) < before;
 	return r == 0 ? moved : r;
 }
 
@@ -521,7 +529,12 @@ txn_active(struct conn *c)
 		metrics_backend_error(upstream_name(c), "write");
 		return txn_fail(c, 502, "backend write failed");
 	}
-	r = c->rs == RS_HEAD ? txn_resp_head(c) : c->rs == RS_BODY ? txn_resp_body(c) : 0;
+	r = c->rs == RS_HEAD ? txn_resp_head(c) : 0;
+	if (r < 0 || STEP_IS_GOTO(r))
+		return r;
+	progress |= r;
+	/* The body bytes behind a final head are cleared now, so that both leave in one write. */
+	r = c->rs == RS_BODY ? txn_resp_body(c) : 0;
 	if (r < 0 || STEP_IS_GOTO(r))
 		return r;
 	progress |= r;

@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
+"""
+idle-tls-mem.py: what an idle TLS client connection costs exrelay in memory (VmRSS).
+
+Starts exrelay (one worker, a TLS listener with the tests' ECDSA P-256 certificate) in front of
+a small plaintext backend of its own (a child process: answers GET with 100 bytes, swallows
+anything else), reads exrelay's VmRSS, opens N TLS connections one after the other, reads VmRSS
+again, and prints (after - before) / N. A warm-up of 50 connections is opened and closed first,
+so that the allocator's and GnuTLS's one-time costs are in "before".
+
+Modes (--mode):
+  idle   handshake, one keep-alive GET answered (100-byte body), then idle (default)
+  hello  handshake only
+  rpc    an RPC_IN_DATA channel: head with a 1 GiB Content-Length and the first PDU (CONN/B1,
+         so that exrelay picks the server by its cookie and opens the backend), then idle.
+         Each channel is a TLS client connection plus a plaintext backend connection.
+
+  contrib/bench/idle-tls-mem.py --exrelay build-bench/relay/exrelay [--mode rpc] [--conns 20000]
+
+Needs a hard RLIMIT_NOFILE above 2 x N + 1024 (exrelay holds a client and a backend socket per
+connection): the script raises its soft limit (and the hard one where allowed; exrelay inherits
+them); below that it measures as many as fit and extrapolates the RSS to N. Prints a table, then one JSON line. The memory is user space only
+(VmRSS): kernel socket buffers are not in it. Not part of `make check`.
+"""
+
+import argparse
+import json
+import os
+import resource
+import socket
+import ssl
+import subprocess
+import sys
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
+import harness  # noqa: E402  (cleanup of children and temp dirs at exit)
+import rpch  # noqa: E402
+
+CERTS = os.path.join(TOP, "tests", "certs")
+
+# The backend: one thread, selectors; a GET gets 100 bytes, everything else is read and dropped.
+BACKEND = r'''
+import selectors, socket, sys
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", 0)); ls.listen(4096); ls.setblocking(False)
+print(ls.getsockname()[1], flush=True)
+sel = selectors.DefaultSelector(); sel.register(ls, selectors.EVENT_READ)
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 100
+while True:
+    for key, _ in sel.select():
+        if key.fileobj is ls:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                continue
+            c.setblocking(False); sel.register(c, selectors.EVENT_READ)
+            continue
+        c = key.fileobj
+        try:
+            d = c.recv(65536)
+        except OSError:
+            d = b""
+        if not d:
+            sel.unregister(c); c.close()
+        elif d.startswith(b"GET "):
+            c.send(ANSWER)
+'''
+
+CONFIG = '''
+global = { log_level = "warning"; workers = 1; drain_timeout = 1; max_connections = %(maxc)d; };
+timeouts = { tls_handshake = 60; request_head = 60; client_idle = 3600; connect = 10; };
+listeners = (
+  { name = "tls"; bind = "127.0.0.1:0"; proxy_protocol = "off";
+    tls = { certificates = ( { cert = "%(cert)s"; key = "%(key)s"; } ); }; }
+);
+backends = ( { name = "be"; servers = [ "127.0.0.1:%(port)d" ]; idle_timeout = 3600; } );
+routes = ( { backend = "be"; } );
+'''
+
+
+def rss_kib(pid):
+    """VmRSS of pid in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS for %d" % pid)
+
+
+def read_head(s):
+    """Reads one response head and a Content-Length body from s; returns the status line."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(4096)
+        if not d:
+            raise RuntimeError("closed before a response")
+        buf += d
+    head, body = buf.split(b"\r\n\r\n", 1)
+    n = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            n = int(v)
+    while len(body) < n:
+        d = s.recv(4096)
+        if not d:
+            raise RuntimeError("closed inside a body")
+        body += d
+    return head.split(b"\r\n", 1)[0]
+
+
+def open_one(port, ctx, mode):
+    """One TLS connection in the state `mode` describes."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s = ctx.wrap_socket(raw, server_hostname="mail.example.com")
+    if mode == "idle":
+        s.sendall(b"GET /x HTTP/1.1\r\nHost: mail.example.com\r\n\r\n")
+        st = read_head(s)
+        if b" 200 " not in st:
+            raise RuntimeError("unexpected answer %r" % st)
+    elif mode == "rpc":
+        s.sendall(b"RPC_IN_DATA /rpc/rpcproxy.dll?ex1:6001 HTTP/1.1\r\nHost: mail.example.com\r\n"
+                  b"Content-Length: 1073741824\r\n\r\n" + rpch.conn_b1(rpch.new_cookie()))
+    return s
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--exrelay", default=os.environ.get("EXRELAY", os.path.join(TOP, "relay", "exrelay")))
+    ap.add_argument("--conns", type=int, default=2000)
+    ap.add_argument("--mode", choices=("idle", "hello", "rpc"), default="idle")
+    args = ap.parse_args()
+    os.environ["EXRELAY"] = args.exrelay
+
+    want = 2 * args.conns + 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), max(hard, want)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    asked, limit = args.conns, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    per = 2 if args.mode in ("rpc", "idle") else 1	# exrelay's descriptors per connection
+    if per * args.conns + 1024 > limit:
+        args.conns = (limit - 1024) // per
+        print("# RLIMIT_NOFILE %d: measuring %d connections, extrapolating to %d" % (limit, args.conns, asked),
+              file=sys.stderr)
+    be = subprocess.Popen([sys.executable, "-c", BACKEND], stdout=subprocess.PIPE)
+    try:
+        port = int(be.stdout.readline())
+        relay = harness.start_exrelay(CONFIG % dict(cert=os.path.join(CERTS, "mail-ecdsa.pem"),
+                                                    key=os.path.join(CERTS, "mail-ecdsa.test-key.pem"),
+                                                    port=port, maxc=args.conns + 1000))
+        lport = relay.port("tls")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        warm = [open_one(lport, ctx, args.mode) for _ in range(50)]
+        for s in warm:
+            s.close()
+        time.sleep(1.0)	# let exrelay see the closes (not a readiness wait: nothing to poll)
+        before = rss_kib(relay.pid)
+        t0 = time.monotonic()
+        conns = []
+        for i in range(args.conns):
+            conns.append(open_one(lport, ctx, args.mode))
+            if i % 1000 == 999:
+                print("# %d open, exrelay RSS %d KiB" % (i + 1, rss_kib(relay.pid)), file=sys.stderr)
+        if args.mode == "rpc":
+            time.sleep(2.0)	# the last channels' backend connects
+        after = rss_kib(relay.pid)
+        took = time.monotonic() - t0
+        fds = len(os.listdir("/proc/%d/fd" % relay.pid))
+        res = {"mode": args.mode, "conns": args.conns, "rss_before_kib": before, "rss_after_kib": after,
+               "kib_per_conn": round((after - before) / args.conns, 2), "exrelay_fds": fds,
+               "open_seconds": round(took, 1), "exrelay": args.exrelay}
+        print("mode %-5s  connections %6d  RSS before %7d KiB  after %7d KiB  per connection %.2f KiB"
+              "  (exrelay fds %d)" % (args.mode, args.conns, before, after, res["kib_per_conn"], fds))
+        if asked != args.conns:
+            res["extrapolated"] = {"conns": asked, "rss_kib": round(before + res["kib_per_conn"] * asked)}
+            print("extrapolated to %d connections: RSS %d KiB (%.1f MiB)" % (
+                asked, res["extrapolated"]["rss_kib"], res["extrapolated"]["rss_kib"] / 1024))
+        print(json.dumps(res))
+        for s in conns:
+            s.close()
+    finally:
+        be.kill()
+        be.wait()
+
+
+if __name__ == "__main__":
+    main()
