@@ -486,7 +486,7 @@ config_new(const char *path)
 	c->path = path;
 	config_init(&c->lc);
 	c->max_connections = 20000;
-	c->splice_pipes = 64;
+	c->splice_pipes = 16;
 	c->drain_timeout = 30;
 	c->error_log = "stderr";
 	c->log_level = LVL_INFO;
