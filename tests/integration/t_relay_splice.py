@@ -177,7 +177,7 @@ def backend(c):
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(ans) + ans)
         elif path == "/small":
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nsmall")
-        elif path == "/down":
+        elif path in ("/down", "/short/down"):
             data = BLOBS[q["blob"]]
             mode = q.get("mode", "cl")
             if mode == "chunked":
@@ -188,6 +188,17 @@ def backend(c):
                 c.sendall(data)
                 c.close()
                 return
+            elif mode == "trickle":
+                # Pieces every `gap` s: `stop` pieces, then silence until the client gives up.
+                n, gap, stop = int(q["pieces"]), float(q["gap"]), int(q.get("stop", q["pieces"]))
+                piece = len(data) // n
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (piece * n))
+                for i in range(n):
+                    if i == stop:
+                        c.recv(1)       # until exrelay closes
+                        return
+                    c.sendall(data[i * piece:(i + 1) * piece])
+                    time.sleep(gap)
             elif mode in ("closerst", "clcut"):
                 cut = int(q["cut"])
                 lenhdr = b"Content-Length: %d\r\n" % len(data) if mode == "clcut" else b"Connection: close\r\n"
@@ -223,8 +234,9 @@ access_log = { path = "%(access)s"; format = "json"; };
 timeouts = { request_head = 5; client_idle = 30; connect = 2; };
 listeners = ( { name = "public"; bind = "127.0.0.1:0"; },
               { name = "admin"; bind = "127.0.0.1:0"; role = "admin"; } );
-backends = ( { name = "plain"; servers = [ "127.0.0.1:%(bport)d" ]; idle_timeout = 60; } );
-routes = ( { backend = "plain"; } );
+backends = ( { name = "plain"; servers = [ "127.0.0.1:%(bport)d" ]; idle_timeout = 60; },
+             { name = "short"; servers = [ "127.0.0.1:%(bport)d" ]; idle_timeout = 1; } );
+routes = ( { backend = "short"; paths = [ "/short" ]; }, { backend = "plain"; } );
 '''
 
 
@@ -510,6 +522,27 @@ def check_tunnel():
     s.close()
 
 
+def check_timeouts():
+    """idle_timeout = 1: a spliced body that moves every 0.4 s lives on; one that stops is cut."""
+    data = blob("trickle", 2 * MiB)
+    before = metric(relay, "exrelay_splice_bytes_total")
+    s = connect(relay)
+    s.sendall(b"GET /short/down?blob=trickle&mode=trickle&pieces=8&gap=0.4 HTTP/1.1\r\nHost: x\r\n\r\n")
+    st, _, body, _ = read_response(s)
+    s.close()
+    ok(st == 200 and body == data, "idle_timeout 1 s: a body spliced in pieces 0.4 s apart over 3 s arrives whole")
+    ok(metric(relay, "exrelay_splice_bytes_total") - before >= len(data) * 0.8, "idle_timeout: the pieces were spliced")
+    s = connect(relay)
+    t0 = time.monotonic()
+    s.sendall(b"GET /short/down?blob=trickle&mode=trickle&pieces=8&gap=0.1&stop=3 HTTP/1.1\r\nHost: x\r\n\r\n")
+    st, _, body, _ = read_response(s)
+    s.close()
+    took = time.monotonic() - t0
+    ok(st == 200 and len(body) == 3 * len(data) // 8 and took < 10,
+       "idle_timeout 1 s: a spliced body that stops is cut after the timeout (%d of %d bytes, %.1f s)" %
+       (len(body), len(data), took))
+
+
 def check_idle():
     pid = relay.pid
     base = fd_count(pid)
@@ -576,5 +609,6 @@ def check_pool_exhausted():
             r2.stop()
 
 
-checks = [check_transfers, check_pipelined, check_cuts, check_tunnel, check_idle, check_pool_exhausted]
+checks = [check_transfers, check_pipelined, check_cuts, check_tunnel, check_timeouts, check_idle,
+          check_pool_exhausted]
 run_checks(checks, relay=relay, t0=T0, errors_expected=True)
