@@ -18,8 +18,10 @@ the proof that splice carried the bytes:
     client a short body;
  4. a 101 tunnel is spliced both ways (echo, SHA-256) and its half-close is passed on;
  5. idle channels hold no pipe: 30 RPC_IN_DATA channels stopped mid-body add 2 fds each (client
-    and backend sockets), not 4, and exrelay_splice_pipes stays within the pool's cache;
- 6. with global.splice_pipes = 1 and that pipe held by a stalled download, an upload falls back
+    and backend sockets), not 4, and exrelay_splice_pipes stays within the pool's cache (4);
+ 6. timeouts: with idle_timeout = 1 a spliced body whose pieces come 0.4 s apart arrives whole
+    (splice counts as activity), and one that stops is cut about a second later;
+ 7. with global.splice_pipes = 1 and that pipe held by a stalled download, an upload falls back
     to the buffers (exrelay_splice_fallbacks_total grows) and is still byte-exact, and so is the
     stalled download once read; with splice_pipes = 0 nothing is spliced.
 Run: cd tests && EXRELAY=/path/to/exrelay python3 integration/t_relay_splice.py
