@@ -38,7 +38,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import serve_loopback, run_checks, ok, is_, diag, start_exrelay, wait_for, tmpdir  # noqa: E402
+from harness import serve_loopback, run_checks, ok, is_, start_exrelay, wait_for, tmpdir  # noqa: E402
 
 T0 = time.monotonic()
 MiB = 1 << 20
@@ -323,7 +323,6 @@ def upload(relay, data, method="POST", tag="u", chunked=False, s=None):
     s = s or connect(relay)
     framing = b"Transfer-Encoding: chunked\r\n" if chunked else b"Content-Length: %d\r\n" % len(data)
     s.sendall(b"%s /up?tag=%s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (method.encode(), tag.encode(), framing))
-    time.sleep(0)   # the head and the body leave in separate writes
     send_body(s, data, chunked)
     st, _, body, _ = read_response(s)
     if own:
@@ -579,14 +578,15 @@ def check_pool_exhausted():
         s = connect(r2, rcvbuf=65536)
         s.sendall(b"GET /down?blob=stall32 HTTP/1.1\r\nHost: x\r\n\r\n")
         # The backend stalls once every buffer on the way is full; the pipe then holds bytes.
-        last = [-1]
+        last, same = [-1], [0]
 
         def stalled():
+            """True once the backend's count stood still for 4 polls in a row (1.2 s)."""
             v = PROGRESS.get("stall32", 0)
-            still = v == last[0] and 0 < v < len(big)
+            same[0] = same[0] + 1 if v == last[0] and 0 < v < len(big) else 0
             last[0] = v
-            return still
-        ok(wait_for(stalled, 20, interval=0.3), "pool test: the download stalled (%d bytes sent)" %
+            return same[0] >= 4
+        ok(wait_for(stalled, 30, interval=0.3), "pool test: the download stalled (%d bytes sent)" %
            PROGRESS.get("stall32", 0))
         fb0 = metric(r2, "exrelay_splice_fallbacks_total")
         data = blob("up4", 4 * MiB)
