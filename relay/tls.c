@@ -37,6 +37,7 @@ struct tls_conn {
 	bool client, done;
 	bool ktls_wanted;		/* tls.ktls: GnuTLS has the socket itself, so it may hand records to the kernel */
 	bool ktls;			/* the kernel encrypts and decrypts both ways (splice.c may splice) */
+	bool ktls_tx, ktls_rx;		/* GnuTLS hands that direction's records to the kernel itself */
 	char cache_key[160];		/* backend session cache key */
 	char host[256];			/* name verified (GnuTLS keeps the pointer for the session) */
 	char why[256];			/* last verification failure */
@@ -281,7 +282,10 @@ ktls_check(struct tls_conn *t)
 	if (!t->ktls_wanted)
 		return;
 #ifdef HAVE_GNUTLS_TRANSPORT_IS_KTLS_ENABLED
-	t->ktls = gnutls_transport_is_ktls_enabled(t->s) == GNUTLS_KTLS_DUPLEX;
+	unsigned f = (unsigned)gnutls_transport_is_ktls_enabled(t->s);
+	t->ktls_tx = (f & GNUTLS_KTLS_SEND) != 0;
+	t->ktls_rx = (f & GNUTLS_KTLS_RECV) != 0;
+	t->ktls = t->ktls_tx && t->ktls_rx;
 #endif
 	if (!t->ktls && !__atomic_exchange_n(&logged, 1, __ATOMIC_RELAXED))
 		log_warn("kTLS not enabled by GnuTLS (its system configuration needs ktls = true): "
@@ -472,7 +476,7 @@ tls_recv(struct half *h, void *buf, size_t len)
 		case GNUTLS_E_WARNING_ALERT_RECEIVED:
 			continue;
 		case GNUTLS_E_AGAIN:
-			h->want = direction(t);
+			h->want = t->ktls_rx ? EV_READ : direction(t);	/* kTLS: the socket's own read */
 			errno = EAGAIN;
 			return -1;
 		case GNUTLS_E_REHANDSHAKE:
@@ -512,6 +516,15 @@ tls_send(struct half *h, const void *buf, size_t len)
 		return n;
 	}
 	if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
+		/*
+		 * kTLS sends straight to the socket and keeps nothing when it would block: the same
+		 * bytes are offered again (no NULL, 0 retry), and it waits for writability.
+		 */
+		if (t->ktls_tx) {
+			h->want = EV_WRITE;
+			errno = EAGAIN;
+			return -1;
+		}
 		if (!t->pending_send)
 			t->pending_send = len > 16384 ? 16384 : len;
 		h->want = direction(t);
