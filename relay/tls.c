@@ -282,9 +282,9 @@ ktls_check(struct tls_conn *t)
 	if (!t->ktls_wanted)
 		return;
 #ifdef HAVE_GNUTLS_TRANSPORT_IS_KTLS_ENABLED
-	unsigned f = (unsigned)gnutls_transport_is_ktls_enabled(t->s);
-	t->ktls_tx = (f & GNUTLS_KTLS_SEND) != 0;
-	t->ktls_rx = (f & GNUTLS_KTLS_RECV) != 0;
+	gnutls_transport_ktls_enable_flags_t f = gnutls_transport_is_ktls_enabled(t->s);
+	t->ktls_tx = f == GNUTLS_KTLS_SEND || f == GNUTLS_KTLS_DUPLEX;
+	t->ktls_rx = f == GNUTLS_KTLS_RECV || f == GNUTLS_KTLS_DUPLEX;
 	t->ktls = t->ktls_tx && t->ktls_rx;
 #endif
 	if (!t->ktls && !__atomic_exchange_n(&logged, 1, __ATOMIC_RELAXED))
