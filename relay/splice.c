@@ -277,8 +277,10 @@ splice_read(struct conn *c, struct half *src)
 {
 	struct half *dst = src == &c->client ? &c->backend : &c->client;
 	struct http1_body *b;
-	uint64_t limit = splice_limit(c, src, &b);
 
+	if (src != &c->client && src != &c->backend)
+		return SPLICE_NO;	/* a parked backend connection is never read here */
+	uint64_t limit = splice_limit(c, src, &b);
 	if (limit == 0 || src->eof || dst->shut || c->cfg->splice_pipes == 0 ||
 	    buf_len(src->in) > 0 || buf_len(dst->out) > 0 || !spliceable(src) || !spliceable(dst))
 		return SPLICE_NO;
