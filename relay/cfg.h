@@ -129,6 +129,7 @@ struct config {
 	const char *user, *group, *pidfile;
 	int workers;
 	int max_connections;
+	int splice_pipes;		/* pipes per worker for splice(2) (0: never splice) */
 	double drain_timeout;
 	const char *error_log;
 	enum log_level log_level;

@@ -293,12 +293,13 @@ config_elem(const config_setting_t *g, const char *name, size_t i)
 	return config_setting_get_elem(config_setting_get_member(g, name), (unsigned)i);
 }
 
-/* global = { user; group; pidfile; workers; max_connections; drain_timeout; error_log; log_level; } */
+/* global = { user; group; pidfile; workers; max_connections; drain_timeout; error_log; log_level;
+ * splice_pipes; admin_socket; } */
 static int
 config_load_global(struct config_ctx *x, const config_setting_t *root)
 {
 	static const char *const known[] = { "user", "group", "pidfile", "workers", "max_connections",
-	    "drain_timeout", "error_log", "log_level", "admin_socket", NULL };
+	    "drain_timeout", "error_log", "log_level", "admin_socket", "splice_pipes", NULL };
 	struct config *c = x->cfg;
 	config_setting_t *g = config_setting_get_member(root, "global");
 	const char *lvl = NULL;
@@ -312,6 +313,7 @@ config_load_global(struct config_ctx *x, const config_setting_t *root)
 	    config_get_str(x, g, "pidfile", &c->pidfile, false) ||
 	    config_get_int(x, g, "workers", &c->workers, 0, 256) ||
 	    config_get_int(x, g, "max_connections", &c->max_connections, 1, 10000000) ||
+	    config_get_int(x, g, "splice_pipes", &c->splice_pipes, 0, 4096) ||
 	    config_get_duration(x, g, "drain_timeout", &c->drain_timeout, 0, 86400) ||
 	    config_get_str(x, g, "error_log", &c->error_log, true) ||
 	    config_get_str(x, g, "log_level", &lvl, true))
@@ -484,6 +486,7 @@ config_new(const char *path)
 	c->path = path;
 	config_init(&c->lc);
 	c->max_connections = 20000;
+	c->splice_pipes = 16;
 	c->drain_timeout = 30;
 	c->error_log = "stderr";
 	c->log_level = LVL_INFO;

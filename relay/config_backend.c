@@ -24,24 +24,27 @@ config_backend_is_token(const char *p, size_t n)
 	return ok;
 }
 
-/* backends[].tls = { verify; ca_file; sni; cert; key; channel_binding; } */
+/* backends[].tls = { verify; ca_file; sni; cert; key; channel_binding; ktls; } */
 static int
 config_backend_tls(struct config_ctx *x, config_setting_t *g, struct cfg_backend *b)
 {
-	static const char *const known[] = { "verify", "ca_file", "sni", "cert", "key", "channel_binding", NULL };
+	static const char *const known[] = { "verify", "ca_file", "sni", "cert", "key", "channel_binding", "ktls",
+	    NULL };
 	const char *ca = NULL, *sni = NULL, *cert = NULL, *key = NULL;
-	bool verify = true;
+	bool verify = true, ktls = false;
 	int cb = CB_CHECK;
 	char msg[512];
 
 	if (config_want_section(x, g, "tls", known) || config_get_bool(x, g, "verify", &verify) ||
 	    config_get_str(x, g, "ca_file", &ca, false) || config_get_str(x, g, "sni", &sni, false) ||
 	    config_get_str(x, g, "cert", &cert, false) || config_get_str(x, g, "key", &key, false) ||
-	    config_get_enum(x, g, "channel_binding", &cb, config_cb_mode_kw))
+	    config_get_enum(x, g, "channel_binding", &cb, config_cb_mode_kw) ||
+	    config_get_bool(x, g, "ktls", &ktls))
 		return -1;
 	b->channel_binding = (enum cb_mode)cb;
 	if (!(b->tls = calloc(1, sizeof(*b->tls))))
 		return config_fail(x, g, "out of memory");
+	b->tls->ktls = ktls;
 	if (tls_client_setup(b->tls, verify, ca, cert, key, sni, msg, sizeof(msg)) == -1) {
 		x->unusable_file = true;
 		return config_fail(x, g, "backend '%s': %s", b->name ? b->name : "?", msg);

@@ -32,11 +32,11 @@ config_listener_cert(struct config_ctx *x, config_setting_t *c, struct cfg_liste
 	return 0;
 }
 
-/* listeners[].tls = { certificates = ( { cert; key; }, ... ); priority; } */
+/* listeners[].tls = { certificates = ( { cert; key; }, ... ); priority; ktls; } */
 static int
 config_listener_tls(struct config_ctx *x, config_setting_t *g, struct cfg_listener *l)
 {
-	static const char *const known[] = { "certificates", "priority", NULL };
+	static const char *const known[] = { "certificates", "priority", "ktls", NULL };
 	const char *prio = NULL;
 	char msg[512];
 	config_setting_t *certs = config_setting_get_member(g, "certificates");
@@ -45,6 +45,8 @@ config_listener_tls(struct config_ctx *x, config_setting_t *g, struct cfg_listen
 		return -1;
 	if (!(l->tls = calloc(1, sizeof(*l->tls))))
 		return config_fail(x, g, "out of memory");
+	if (config_get_bool(x, g, "ktls", &l->tls->ktls))
+		return -1;
 	if (!certs || config_setting_type(certs) != CONFIG_TYPE_LIST ||
 	    config_setting_length(certs) == 0)
 		return config_fail(x, certs ? certs : g,

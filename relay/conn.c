@@ -23,6 +23,7 @@
 #include "addr.h"
 #include "proxyproto.h"
 #include "relay.h"
+#include "splice.h"
 #include "tls.h"
 
 static void conn_run(struct conn *c);
@@ -412,6 +413,15 @@ conn_backend_setup(struct conn *c)
 	conn_run(c);
 }
 
+/* Reads from h: spliced straight to the other half when splice.c can, else into h's buffer. */
+static int
+conn_read(struct conn *c, struct half *h)
+{
+	int r = splice_read(c, h);
+
+	return r == SPLICE_NO ? pump_read(c, h) : r;
+}
+
 /*
  * A half's socket is readable or writable. During the backend's connect or a TLS handshake
  * the event steps the setup; otherwise it reads (a read event, or a write event the
@@ -431,7 +441,7 @@ half_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 		return;
 	}
 	if (!h->handshaking && ((revents & EV_READ) || h->read_wants_write))
-		r = pump_read(c, h);
+		r = conn_read(c, h);
 	if (r < 0)
 		conn_close(c, "out of memory");
 	else if (r == 1 || (revents & EV_WRITE) || h->handshaking)

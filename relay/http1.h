@@ -228,4 +228,14 @@ void http1_body_init(struct http1_body *b, enum http1_body_kind kind, uint64_t c
  */
 ssize_t http1_body_feed(struct http1_body *b, const char *buf, size_t len);
 
+/*
+ * How many of the next bytes belong to the body as opaque data, so that they may pass
+ * without being looked at (splice): BODY_LENGTH the bytes left; BODY_CHUNKED inside chunk
+ * data the bytes left of that chunk (0 on a size line, CRLF or trailer: those are parsed);
+ * BODY_CLOSE and BODY_TUNNEL UINT64_MAX; 0 once done or for BODY_NONE.
+ */
+uint64_t http1_body_opaque(const struct http1_body *b);
+/* Counts n opaque bytes (n <= http1_body_opaque(b)) as fed, as http1_body_feed would. */
+void http1_body_skip(struct http1_body *b, uint64_t n);
+
 #endif

@@ -10,6 +10,7 @@
 
 #include <string.h>
 
+#include "check.h"
 #include "http1_int.h"
 
 #define CHUNK_EXT_MAX	4096u		/* bytes of BWS + chunk-ext on one size line */
@@ -245,4 +246,40 @@ http1_body_feed(struct http1_body *b, const char *buf, size_t len)
 	}
 	b->done = true;
 	return 0;
+}
+
+uint64_t
+http1_body_opaque(const struct http1_body *b)
+{
+	if (b->done)
+		return 0;
+	switch (b->kind) {
+	case HTTP1_BODY_LENGTH:
+		return b->remaining;
+	case HTTP1_BODY_CHUNKED:
+		return b->state == HTTP1_CS_DATA ? b->remaining : 0;
+	case HTTP1_BODY_CLOSE:
+	case HTTP1_BODY_TUNNEL:
+		return UINT64_MAX;
+	case HTTP1_BODY_NONE:
+		break;
+	}
+	return 0;
+}
+
+void
+http1_body_skip(struct http1_body *b, uint64_t n)
+{
+	if (n == 0)
+		return;
+	ASSERT(n <= http1_body_opaque(b));
+	if (b->kind == HTTP1_BODY_CLOSE || b->kind == HTTP1_BODY_TUNNEL)
+		return;
+	b->remaining -= n;
+	if (b->remaining > 0)
+		return;
+	if (b->kind == HTTP1_BODY_LENGTH)
+		b->done = true;
+	else
+		b->state = HTTP1_CS_DATA_CR;
 }

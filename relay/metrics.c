@@ -34,7 +34,8 @@ struct named {
 enum { V_ACTIVE, V_TOTAL, V_PP_ERRORS };	/* listeners; the others count in v[0] */
 enum { V_TLS_FULL, V_TLS_RESUMED, V_TLS_FAILED };	/* TLS handshakes per listener */
 enum { T_LISTENERS, T_REQUESTS, T_BERRORS, T_FILTERS, T_TLS, T_COUNT };
-enum { S_BYTES_IN, S_BYTES_OUT, S_RPC_IN, S_RPC_OUT, S_COUNT };
+enum { S_BYTES_IN, S_BYTES_OUT, S_RPC_IN, S_RPC_OUT, S_SPLICE_BYTES, S_SPLICE_PIPES, S_SPLICE_FALLBACKS,
+    S_COUNT };
 
 struct table {
 	struct named e[MAX_KEYS];
@@ -182,6 +183,27 @@ void
 metrics_rpc_channel(const char *method, int delta)
 {
 	add(&block()->s[strcmp(method, "RPC_IN_DATA") == 0 ? S_RPC_IN : S_RPC_OUT], delta);
+}
+
+/* Bytes written by splice(2) (splice.c). */
+void
+metrics_splice_bytes(uint64_t n)
+{
+	add(&block()->s[S_SPLICE_BYTES], (int64_t)n);
+}
+
+/* Splice pipes opened (+1) or closed (-1). */
+void
+metrics_splice_pipes(int delta)
+{
+	add(&block()->s[S_SPLICE_PIPES], delta);
+}
+
+/* A read that could have been spliced went through the buffers (pool empty, refused). */
+void
+metrics_splice_fallback(void)
+{
+	add(&block()->s[S_SPLICE_FALLBACKS], 1);
 }
 
 void
@@ -466,6 +488,14 @@ metrics_write(struct metrics_out *o)
 	    "exrelay_rpc_channels_active{method=\"RPC_IN_DATA\"} %lld\n"
 	    "exrelay_rpc_channels_active{method=\"RPC_OUT_DATA\"} %lld\n",
 	    (long long)sum_scalar(S_RPC_IN), (long long)sum_scalar(S_RPC_OUT));
+	metrics_printf(o, "# HELP exrelay_splice_bytes_total Body and tunnel bytes relayed with splice(2), without a copy.\n"
+	    "# TYPE exrelay_splice_bytes_total counter\nexrelay_splice_bytes_total %lld\n"
+	    "# HELP exrelay_splice_pipes Pipes open for splice(2): held by transfers and pooled.\n"
+	    "# TYPE exrelay_splice_pipes gauge\nexrelay_splice_pipes %lld\n"
+	    "# HELP exrelay_splice_fallbacks_total Reads that could have been spliced but went through buffers.\n"
+	    "# TYPE exrelay_splice_fallbacks_total counter\nexrelay_splice_fallbacks_total %lld\n",
+	    (long long)sum_scalar(S_SPLICE_BYTES), (long long)sum_scalar(S_SPLICE_PIPES),
+	    (long long)sum_scalar(S_SPLICE_FALLBACKS));
 	family(o, "exrelay_backend_errors_total", "counter", "Backend failures, per backend and kind.");
 	for (int i = 0; i < e.n; i++)
 		metrics_printf(o, "exrelay_backend_errors_total{backend=\"%s\",kind=\"%s\"} %lld\n",

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "relay.h"
+#include "splice.h"
 
 /* The other half of h's connection. */
 struct half *
@@ -49,7 +50,7 @@ pump_io_set(struct conn *c, ev_io *w, bool on)
 bool
 pump_has_output(struct half *h)
 {
-	return buf_len(h->out) > 0 || (h->fwd > 0 && buf_len(pump_peer(h)->in) > 0);
+	return buf_len(h->out) > 0 || (h->fwd > 0 && buf_len(pump_peer(h)->in) > 0) || splice_pending(h);
 }
 
 /* Sets a handshaking half's watchers from the direction the transport waits for. */
@@ -95,7 +96,7 @@ pump_arm(struct conn *c, bool hold_client)
 	if (cl->handshaking) {
 		arm_handshake(c, cl);
 	} else if (cl->fd >= 0) {
-		bool rc = !cl->eof && !hold_client && (!cl->in || buf_room(cl->in) > 0);
+		bool rc = !cl->eof && !hold_client && (!cl->in || buf_room(cl->in) > 0) && !splice_pending(be);
 		pump_io_set(c, &cl->rio, rc);
 		if (rc && cl->read_wants_write)
 			pump_io_set(c, &cl->wio, true);
@@ -107,7 +108,7 @@ pump_arm(struct conn *c, bool hold_client)
 	if (be->handshaking) {
 		arm_handshake(c, be);
 	} else if (!be->connecting) {
-		bool rb = !be->eof && (!be->in || buf_room(be->in) > 0);
+		bool rb = !be->eof && (!be->in || buf_room(be->in) > 0) && !splice_pending(cl);
 		pump_io_set(c, &be->rio, rb);
 		if (rb && be->read_wants_write)
 			pump_io_set(c, &be->wio, true);
@@ -132,6 +133,11 @@ pump_flush(struct conn *c, struct half *dst)
 	if (dst->fd < 0 || dst->connecting)
 		return 0;
 	ASSERT(dst->fwd <= buf_len(src->in));
+	if (dst->pipe) {
+		int r = splice_flush(c, dst);	/* spliced bytes: older than any buffered (splice.c) */
+		if (r != 1)
+			return r;
+	}
 	for (;;) {
 		struct iovec iov[2];
 		int k = 0;
@@ -249,11 +255,12 @@ pump_close_half(struct conn *c, struct half *h)
 		close(h->fd);
 		h->fd = -1;
 	}
+	splice_release(h);
 	buf_put(h->in);
 	buf_put(h->out);
 	h->in = h->out = NULL;
 	h->fwd = 0;
-	h->eof = h->shut = h->connecting = h->handshaking = h->read_wants_write = h->cut = false;
+	h->eof = h->shut = h->connecting = h->handshaking = h->read_wants_write = h->cut = h->nosplice = false;
 }
 
 /*

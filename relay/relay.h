@@ -28,6 +28,7 @@
 #define UPSTREAM_TRIES 16		/* servers a request tries at most, in rendezvous order */
 
 struct srv;
+struct spipe;
 #define WORKER_MAGIC 0x776f726bU	/* "work" */
 #define LISTENER_MAGIC 0x6c69736eU	/* "lisn" */
 
@@ -49,6 +50,8 @@ struct half {
 	bool handshaking;		/* TLS handshake in progress */
 	bool read_wants_write;		/* the transport's last read waits for writability */
 	bool cut;			/* the side ended with an error (reset, TLS without close_notify) */
+	bool nosplice;			/* splice.c: the kernel refused splice on this socket: buffers only */
+	struct spipe *pipe;		/* splice.c: bytes spliced from the peer, not yet written to this side */
 	uint64_t nread, nwritten;
 };
 

@@ -14,9 +14,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#ifdef HAVE_GNUTLS_TRANSPORT_IS_KTLS_ENABLED
+#include <gnutls/socket.h>
+#endif
 #include <gnutls/x509.h>
 
 #include "cbind.h"
@@ -43,6 +49,9 @@ struct tls_conn {
 	size_t pending_send;		/* length of a send that returned AGAIN (retried with NULL, 0) */
 	bool client, done;
 	bool ra_more;			/* the last socket read filled the read-ahead: more may wait */
+	bool ktls_wanted;		/* tls.ktls: GnuTLS has the socket itself, so it may hand records to the kernel */
+	bool ktls;			/* the kernel encrypts and decrypts both ways (splice.c may splice) */
+	bool ktls_tx, ktls_rx;		/* GnuTLS hands that direction's records to the kernel itself */
 	struct tls_names *names;	/* client sessions only */
 };
 
@@ -244,8 +253,91 @@ tls_push(gnutls_transport_ptr_t p, const void *buf, size_t len)
 	return n;
 }
 
+/* --- kTLS (tls.ktls) ----------------------------------------------------------------------- */
+
+static pthread_once_t ktls_once = PTHREAD_ONCE_INIT;
+static bool ktls_kernel;		/* the kernel takes the tls ULP */
+static char ktls_why[160];
+static int ktls_logged;			/* atomic: "not available" logged */
+
+/* Probes once whether the kernel attaches the tls ULP to a TCP socket (a loopback pair). */
+static void
+ktls_probe(void)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sin);
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), c = -1, a = -1;
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (l == -1 || bind(l, (struct sockaddr *)&sin, len) == -1 || listen(l, 1) == -1 ||
+	    getsockname(l, (struct sockaddr *)&sin, &len) == -1 ||
+	    (c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1 ||
+	    connect(c, (struct sockaddr *)&sin, len) == -1 || (a = accept(l, NULL, NULL)) == -1)
+		snprintf(ktls_why, sizeof(ktls_why), "no loopback connection to probe with: %s", strerror(errno));
+	else if (setsockopt(c, IPPROTO_TCP, TCP_ULP, "tls", sizeof("tls")) == -1)
+		snprintf(ktls_why, sizeof(ktls_why), "the kernel refused the tls ULP: %s", strerror(errno));
+	else
+		ktls_kernel = true;
+	if (a >= 0)
+		close(a);
+	if (c >= 0)
+		close(c);
+	if (l >= 0)
+		close(l);
+}
+
+/*
+ * Whether a session that asks for kTLS may have it: the kernel must take the tls ULP (else
+ * logged once, and the session runs in user space exactly as without the switch) and GnuTLS
+ * must own the socket, which it cannot while bytes read before TLS (after a PROXY header)
+ * wait for it.
+ */
+static bool
+ktls_try(bool wanted, size_t preread)
+{
+	if (!wanted)
+		return false;
+	pthread_once(&ktls_once, ktls_probe);
+	if (!ktls_kernel) {
+		if (!__atomic_exchange_n(&ktls_logged, 1, __ATOMIC_RELAXED))
+			log_warn("kTLS not available (%s): TLS records stay in user space", ktls_why);
+		return false;
+	}
+	return preread == 0;
+}
+
+/* After the handshake: did GnuTLS hand both directions to the kernel? Logs once when it did not. */
+static void
+ktls_check(struct tls_conn *t)
+{
+	static int logged;
+
+	if (!t->ktls_wanted)
+		return;
+#ifdef HAVE_GNUTLS_TRANSPORT_IS_KTLS_ENABLED
+	gnutls_transport_ktls_enable_flags_t f = gnutls_transport_is_ktls_enabled(t->s);
+	t->ktls_tx = f == GNUTLS_KTLS_SEND || f == GNUTLS_KTLS_DUPLEX;
+	t->ktls_rx = f == GNUTLS_KTLS_RECV || f == GNUTLS_KTLS_DUPLEX;
+	t->ktls = t->ktls_tx && t->ktls_rx;
+#endif
+	if (!t->ktls && !__atomic_exchange_n(&logged, 1, __ATOMIC_RELAXED))
+		log_warn("kTLS not enabled by GnuTLS (its system configuration needs ktls = true): "
+		    "TLS records stay in user space");
+}
+
+bool
+tls_ktls(const struct half *h)
+{
+	const struct tls_conn *t = h->tls;
+
+	return t && t->ktls;
+}
+
+/* --- sessions ---------------------------------------------------------------------------- */
+
+/* A new session on h; with fd_transport GnuTLS reads and writes h's socket itself (kTLS). */
 static struct tls_conn *
-tls_new(struct half *h, unsigned flags)
+tls_new(struct half *h, unsigned flags, bool fd_transport)
 {
 	struct tls_conn *t = calloc(1, sizeof(*t));
 
@@ -255,9 +347,14 @@ tls_new(struct half *h, unsigned flags)
 	}
 	h->tls = t;
 	h->ops = &tls_ops;
-	gnutls_transport_set_ptr(t->s, h);
-	gnutls_transport_set_pull_function(t->s, tls_pull);
-	gnutls_transport_set_push_function(t->s, tls_push);
+	t->ktls_wanted = fd_transport;
+	if (fd_transport) {
+		gnutls_transport_set_int(t->s, h->fd);
+	} else {
+		gnutls_transport_set_ptr(t->s, h);
+		gnutls_transport_set_pull_function(t->s, tls_pull);
+		gnutls_transport_set_push_function(t->s, tls_push);
+	}
 	gnutls_handshake_set_timeout(t->s, 0);	/* timeouts.tls_handshake / connect bound it */
 	return t;
 }
@@ -266,7 +363,7 @@ int
 tls_start_server(struct half *h, const struct tls_server *ts, const char *preread, size_t n)
 {
 	static const gnutls_datum_t alpn = { (unsigned char *)"http/1.1", 8 };
-	struct tls_conn *t = tls_new(h, GNUTLS_SERVER);
+	struct tls_conn *t = tls_new(h, GNUTLS_SERVER, ktls_try(ts->ktls, n));
 
 	if (!t)
 		return -1;
@@ -295,7 +392,7 @@ is_ip_literal(const char *s)
 int
 tls_start_client(struct half *h, const struct tls_client *tc, const char *host, const char *cache_key)
 {
-	struct tls_conn *t = tls_new(h, GNUTLS_CLIENT);
+	struct tls_conn *t = tls_new(h, GNUTLS_CLIENT, ktls_try(tc->ktls, 0));
 	const char *name;
 
 	if (!t || !(t->names = calloc(1, sizeof(*t->names))))
@@ -329,7 +426,7 @@ tls_rebind(struct half *h)
 {
 	struct tls_conn *t = h->tls;
 
-	if (t)
+	if (t && !t->ktls_wanted)
 		gnutls_transport_set_ptr(t->s, h);
 }
 
@@ -376,6 +473,7 @@ tls_handshake(struct half *h, const char **why)
 	    (r == GNUTLS_E_INTERRUPTED || !gnutls_error_is_fatal(r)) && ++tries < 16);
 	if (r == 0) {
 		t->done = true;
+		ktls_check(t);
 		return 1;
 	}
 	if (r == GNUTLS_E_AGAIN) {
@@ -412,7 +510,7 @@ tls_recv(struct half *h, void *buf, size_t len)
 		case GNUTLS_E_WARNING_ALERT_RECEIVED:
 			continue;
 		case GNUTLS_E_AGAIN:
-			h->want = direction(t);
+			h->want = t->ktls_rx ? EV_READ : direction(t);	/* kTLS: the socket's own read */
 			errno = EAGAIN;
 			return -1;
 		case GNUTLS_E_REHANDSHAKE:
@@ -452,6 +550,15 @@ tls_send(struct half *h, const void *buf, size_t len)
 		return n;
 	}
 	if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
+		/*
+		 * kTLS sends straight to the socket and keeps nothing when it would block: the same
+		 * bytes are offered again (no NULL, 0 retry), and it waits for writability.
+		 */
+		if (t->ktls_tx) {
+			h->want = EV_WRITE;
+			errno = EAGAIN;
+			return -1;
+		}
 		if (!t->pending_send)
 			t->pending_send = len > TLS_RECORD_MAX ? TLS_RECORD_MAX : len;
 		h->want = direction(t);

@@ -19,6 +19,7 @@ struct tls_server {
 	gnutls_certificate_credentials_t cred;
 	gnutls_priority_t prio;
 	size_t ncerts;
+	bool ktls;			/* tls.ktls: let the kernel do record encryption where it can */
 };
 
 /* A backend's TLS settings. */
@@ -28,6 +29,7 @@ struct tls_client {
 	bool verify;
 	const char *sni;		/* name to send and verify; NULL: the server's host */
 	unsigned long long generation;	/* unique per set-up: keys the session cache (never reused) */
+	bool ktls;			/* tls.ktls, as the listeners' */
 };
 
 #define TLS_DEFAULT_PRIORITY "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-RSA:-DHE-RSA:-CIPHER-ALL:" \
@@ -67,6 +69,8 @@ int tls_handshake(struct half *h, const char **why);
 const char *tls_version_name(const struct half *h);
 const char *tls_cipher_name(const struct half *h);
 bool tls_resumed(const struct half *h);
+/* True when the kernel encrypts and decrypts h's records (kTLS both ways): splice may be used. */
+bool tls_ktls(const struct half *h);
 void tls_rebind(struct half *h);
 
 /*

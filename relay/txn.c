@@ -415,7 +415,7 @@ txn_request_cut(struct conn *c)
 		    c->method_buf, (unsigned long long)c->req_bytes);
 	else
 		log_info("client=%s closed during the request body", c->client_ip);
-	if (be->fwd > 0 && be->fd >= 0 && !be->connecting)
+	if ((be->fwd > 0 || be->pipe) && be->fd >= 0 && !be->connecting)
 		pump_flush(c, be);
 	return step_why(c, STEP_CLOSE, "client cut the request body");
 }

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "relay.h"
+#include "splice.h"
 
 /* Applies what the main thread asked for (in the worker's thread). */
 static void
@@ -64,6 +65,7 @@ worker_main(void *arg)
 	listener_set_free(w->listeners);
 	w->listeners = NULL;
 	buf_pool_drain();
+	splice_pool_drain();
 	return NULL;
 }
 

@@ -887,6 +887,43 @@ test_bodies(void)
 	is_int(rc, n, "chunk-ext of 4000 bytes accepted");
 }
 
+/* The opaque part of a body (splice): how much may pass unparsed, and counting it as fed. */
+static void
+test_body_opaque(void)
+{
+	struct http1_body b;
+	ssize_t rc;
+
+	http1_body_init(&b, HTTP1_BODY_LENGTH, 10);
+	ok(http1_body_opaque(&b) == 10, "opaque: BODY_LENGTH 10 at the start");
+	http1_body_skip(&b, 4);
+	ok(http1_body_opaque(&b) == 6 && !b.done, "opaque: 6 left after skipping 4");
+	http1_body_skip(&b, 6);
+	ok(b.done && http1_body_opaque(&b) == 0, "opaque: skipping the rest ends the body");
+	ok(http1_body_feed(&b, place("GET", 3), 3) == 0, "opaque: the next bytes are the next message");
+	http1_body_init(&b, HTTP1_BODY_NONE, 0);
+	ok(http1_body_opaque(&b) == 0, "opaque: BODY_NONE has none");
+	http1_body_init(&b, HTTP1_BODY_CLOSE, 0);
+	http1_body_skip(&b, 1000);
+	ok(http1_body_opaque(&b) == UINT64_MAX && !b.done, "opaque: BODY_CLOSE is unbounded, never done");
+	http1_body_init(&b, HTTP1_BODY_TUNNEL, 0);
+	ok(http1_body_opaque(&b) == UINT64_MAX, "opaque: BODY_TUNNEL is unbounded");
+
+	http1_body_init(&b, HTTP1_BODY_CHUNKED, 0);
+	ok(http1_body_opaque(&b) == 0, "opaque: chunked, a size line is parsed");
+	rc = http1_body_feed(&b, place("a;x=1\r\n012", 10), 10);
+	ok(rc == 10 && http1_body_opaque(&b) == 7, "opaque: chunked, 7 data bytes of the chunk left");
+	http1_body_skip(&b, 7);
+	ok(http1_body_opaque(&b) == 0, "opaque: chunked, the CRLF after the data is parsed");
+	rc = http1_body_feed(&b, place("\r\n3\r\nabc\r\n0\r\n\r\nGET", 18), 18);
+	ok(rc == 15 && b.done, "opaque: chunked, parsing goes on after skipped data (%zd)", rc);
+	http1_body_init(&b, HTTP1_BODY_CHUNKED, 0);
+	rc = http1_body_feed(&b, place("2\r\n", 3), 3);
+	http1_body_skip(&b, 2);
+	rc = http1_body_feed(&b, place("x\n", 2), 2);
+	ok(rc == -1 && b.error, "opaque: chunked, a bad CRLF after skipped data is still an error");
+}
+
 int
 main(void)
 {
@@ -901,5 +938,6 @@ main(void)
 	test_head_end_trickle();
 	test_helpers();
 	test_bodies();
+	test_body_opaque();
 	return done_testing();
 }
