@@ -24,7 +24,7 @@
 
 struct cookie_slot { uint64_t key; int count; };
 /* The cookies of the RPC channels open on one server; grows (doubling) as channels open. */
-struct cookie_table { struct cookie_slot *slot; int cap; };
+struct cookie_table { struct cookie_slot *slot; size_t cap; };
 
 static struct srv table[SRV_MAX];
 static struct cookie_table cookies[SRV_MAX];
@@ -273,7 +273,7 @@ has_cookie(const struct srv *s, uint64_t k)
 {
 	const struct cookie_table *t = &cookies[s - table];
 
-	for (int i = 0; i < t->cap; i++)
+	for (size_t i = 0; i < t->cap; i++)
 		if (t->slot[i].key == k && t->slot[i].count > 0)
 			return true;
 	return false;
@@ -359,24 +359,24 @@ servers_rpc_open(struct srv *s, const uint8_t *cookie)
 {
 	uint64_t k = cookie_key(cookie);
 	struct cookie_table *t = &cookies[s - table];
-	int free_slot = -1;
+	size_t free_slot = SIZE_MAX;
 
 	pthread_mutex_lock(&lock);
-	for (int i = 0; i < t->cap; i++) {
+	for (size_t i = 0; i < t->cap; i++) {
 		if (t->slot[i].key == k && t->slot[i].count > 0) {
 			t->slot[i].count++;
 			pthread_mutex_unlock(&lock);
 			return;
 		}
-		if (t->slot[i].count == 0 && free_slot < 0)
+		if (t->slot[i].count == 0 && free_slot == SIZE_MAX)
 			free_slot = i;
 	}
-	if (free_slot < 0) {
+	if (free_slot == SIZE_MAX) {
 		/* Every slot holds an open channel: grow, or a partner channel would lose its server. */
-		int cap = t->cap ? 2 * t->cap : COOKIES_MIN;
-		struct cookie_slot *n = realloc(t->slot, (size_t)cap * sizeof(*n));
+		size_t cap = t->cap ? 2 * t->cap : COOKIES_MIN;
+		struct cookie_slot *n = cap <= SIZE_MAX / sizeof(*n) ? realloc(t->slot, cap * sizeof(*n)) : NULL;
 		if (n) {
-			memset(n + t->cap, 0, (size_t)(cap - t->cap) * sizeof(*n));
+			memset(n + t->cap, 0, (cap - t->cap) * sizeof(*n));
 			free_slot = t->cap;
 			t->slot = n;
 			t->cap = cap;
@@ -384,7 +384,7 @@ servers_rpc_open(struct srv *s, const uint8_t *cookie)
 			log_error("server %s/%s: out of memory for RPC channel cookies", s->backend, s->name);
 		}
 	}
-	if (free_slot >= 0)
+	if (free_slot != SIZE_MAX)
 		t->slot[free_slot] = (struct cookie_slot){ k, 1 };
 	pthread_mutex_unlock(&lock);
 }
@@ -396,7 +396,7 @@ servers_rpc_close(struct srv *s, const uint8_t *cookie)
 	struct cookie_table *t = &cookies[s - table];
 
 	pthread_mutex_lock(&lock);
-	for (int i = 0; i < t->cap; i++)
+	for (size_t i = 0; i < t->cap; i++)
 		if (t->slot[i].key == k && t->slot[i].count > 0) {
 			t->slot[i].count--;
 			break;
