@@ -451,16 +451,7 @@ class Setup:
 
     def metrics(self):
         """exrelay's /metrics text (admin port)."""
-        with socket.create_connection(("127.0.0.1", self.admin), timeout=5) as s:
-            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n")
-            data = b""
-            s.settimeout(5)
-            while True:
-                piece = s.recv(65536)
-                if not piece:
-                    break
-                data += piece
-        return data.decode("utf-8", "replace")
+        return harness.metrics_text(self.admin, timeout=5).decode("utf-8", "replace")
 
     def active(self):
         """Client connections open on the traffic listener (from /metrics)."""

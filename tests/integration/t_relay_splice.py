@@ -38,7 +38,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import serve_loopback, run_checks, ok, is_, start_exrelay, wait_for, tmpdir  # noqa: E402
+from harness import serve_loopback, run_checks, ok, is_, start_exrelay, wait_for, tmpdir, metrics_text  # noqa: E402
 
 T0 = time.monotonic()
 MiB = 1 << 20
@@ -250,16 +250,7 @@ def start(extra=""):
 
 def metric(relay, name):
     """The value of an unlabelled metric on /metrics."""
-    s = socket.create_connection(("127.0.0.1", relay.port("admin")), timeout=10)
-    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    data = b""
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        data += d
-    s.close()
-    m = re.search(rb"\n" + name.encode() + rb" (\d+)", data)
+    m = re.search(rb"\n" + name.encode() + rb" (\d+)", metrics_text(relay.port("admin")))
     return int(m.group(1)) if m else None
 
 
@@ -400,15 +391,7 @@ def check_transfers():
 
 
 def metric_bytes(r):
-    s = socket.create_connection(("127.0.0.1", r.port("admin")), timeout=10)
-    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    data = b""
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        data += d
-    s.close()
+    data = metrics_text(r.port("admin"))
     bi = int(re.search(rb'exrelay_bytes_total\{direction="in"\} (\d+)', data).group(1))
     bo = int(re.search(rb'exrelay_bytes_total\{direction="out"\} (\d+)', data).group(1))
     return bi, bo

@@ -25,7 +25,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import serve_loopback, run_checks, ok, is_, diag, start_exrelay, exrelay_path, tmpdir  # noqa: E402
+from harness import serve_loopback, run_checks, ok, is_, diag, start_exrelay, exrelay_path, tmpdir, metrics_text  # noqa: E402
 
 T0 = time.monotonic()
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,16 +139,7 @@ def exchange(req, n=None):
 
 
 def metric(name):
-    s = socket.create_connection(("127.0.0.1", relay.port("admin")), timeout=10)
-    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    data = b""
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        data += d
-    s.close()
-    m = re.search(rb"\n" + name.encode() + rb" (\d+)", data)
+    m = re.search(rb"\n" + name.encode() + rb" (\d+)", metrics_text(relay.port("admin")))
     return int(m.group(1)) if m else None
 
 

@@ -148,6 +148,18 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def metrics_text(port, timeout=10.0):
+    """exrelay's whole /metrics answer (head and body, bytes) from the admin port `port`."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                return data
+            data += d
+
+
 def wait_for(predicate, timeout=10.0, interval=0.02):
     """Polls predicate() every `interval` s until it returns a true value or `timeout` s pass.
 
