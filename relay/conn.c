@@ -332,7 +332,10 @@ conn_step_closing(struct conn *c)
 	if (pump_has_output(cl))
 		return 0;
 	if (!cl->shut) {
-		cl->ops->shutdown_wr(cl);	/* TLS: close_notify first */
+		if (cl->ops->shutdown_wr(cl) == -1 && errno == EAGAIN) {
+			pump_io_set(c, &cl->wio, true);	/* TLS: close_notify first, when it fits */
+			return 0;
+		}
 		cl->shut = true;
 		c->last_activity = ev_now(c->loop);
 	}

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -400,19 +401,31 @@ health_probe_start(struct hsrv *hs, int proto)
 	}
 	hs->p = p;
 	p->h.fd = socket(p->cs->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (p->h.fd == -1) {
-		log_warn("health check %s/%s: socket: %s", p->b->name, p->cs->name, strerror(errno));
-		probe_result(p, false, "SOCKERR");
+	if (p->h.fd == -1 || (connect(p->h.fd, (const struct sockaddr *)&p->cs->addr, p->cs->addrlen) == -1 &&
+	    errno != EINPROGRESS)) {
+		int err = errno;
+		if (sock_local_error(err)) {
+			/*
+			 * This host ran short, not the server: the check is skipped, its state kept (a
+			 * moment without descriptors would otherwise take every server down at once,
+			 * and the agent port would drain this exrelay). Logged once a second.
+			 */
+			static time_t last;
+			time_t now = time(NULL);
+			if (now != last)
+				log_warn("health check %s/%s skipped: %s: %s", p->b->name, p->cs->name,
+				    p->h.fd == -1 ? "socket" : "connect", strerror(err));
+			last = now;
+			servers_check_skipped(p->rt, p->proto, "SOCKERR");
+			health_probe_free(p);
+			return;
+		}
+		log_debug("health check %s/%s: connect: %s", p->b->name, p->cs->name, strerror(err));
+		probe_result(p, false, p->h.fd == -1 ? "SOCKERR" : "L4CON");
 		probe_end(p);
 		return;
 	}
 	sock_set_nodelay(p->h.fd);
-	if (connect(p->h.fd, (const struct sockaddr *)&p->cs->addr, p->cs->addrlen) == -1 && errno != EINPROGRESS) {
-		log_debug("health check %s/%s: connect: %s", p->b->name, p->cs->name, strerror(errno));
-		probe_result(p, false, "L4CON");
-		probe_end(p);
-		return;
-	}
 	ev_timer_start(health_loop(), &p->timer);
 	probe_wait(p, EV_WRITE);
 }

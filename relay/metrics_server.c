@@ -86,8 +86,9 @@ server_samples(struct srv *s, void *arg)
 		break;
 	}
 	case F_CHECKS:
-		metrics_printf(o, "%s{%s,result=\"ok\"} %lld\n%s{%s,result=\"failed\"} %lld\n", name, lb,
-		    (long long)load(&s->checks_ok), name, lb, (long long)load(&s->checks_failed));
+		metrics_printf(o, "%s{%s,result=\"ok\"} %lld\n%s{%s,result=\"failed\"} %lld\n"
+		    "%s{%s,result=\"skipped\"} %lld\n", name, lb, (long long)load(&s->checks_ok), name, lb,
+		    (long long)load(&s->checks_failed), name, lb, (long long)load(&s->checks_skipped));
 		break;
 	case F_CHECK_DURATION:
 		for (int p = 0; s->checked && p < s->nprotos; p++)

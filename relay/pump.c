@@ -50,7 +50,8 @@ pump_io_set(struct conn *c, ev_io *w, bool on)
 bool
 pump_has_output(struct half *h)
 {
-	return buf_len(h->out) > 0 || (h->fwd > 0 && buf_len(pump_peer(h)->in) > 0) || splice_pending(h);
+	return buf_len(h->out) > 0 || (h->fwd > 0 && buf_len(pump_peer(h)->in) > 0) || splice_pending(h) ||
+	    (h->fd >= 0 && h->ops->held(h));
 }
 
 /* Sets a handshaking half's watchers from the direction the transport waits for. */
@@ -135,6 +136,13 @@ pump_flush(struct conn *c, struct half *dst)
 	ASSERT(dst->fwd <= buf_len(src->in));
 	if (dst->pipe) {
 		int r = splice_flush(c, dst);	/* spliced bytes: older than any buffered (splice.c) */
+		if (r != 1)
+			return r;
+	}
+	if (dst->ops->held(dst)) {
+		int r = dst->ops->flush(dst);	/* records a TLS batch made: older than any buffered */
+		if (r == 0)
+			pump_io_set(c, &dst->wio, true);
 		if (r != 1)
 			return r;
 	}

@@ -367,5 +367,10 @@ void admin_agent_reply(int fd, const struct config *cfg);
 
 /* sock.c */
 int sock_set_nodelay(int fd);
+/*
+ * True when err says this host ran short (descriptors, memory, local ports), not that the
+ * peer failed: such an error says nothing about a server's health.
+ */
+bool sock_local_error(int err);
 
 #endif

@@ -434,6 +434,19 @@ servers_check_result(struct srv *s, const char *proto, bool ok, double duration,
 	pthread_mutex_unlock(&lock);
 }
 
+void
+servers_check_skipped(struct srv *s, const char *proto, const char *status)
+{
+	__atomic_add_fetch(&s->checks_skipped, 1, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&lock);
+	for (int i = 0; i < s->nprotos && i < CFG_MAX_PROTOS; i++)
+		if (strcmp(s->protos[i], proto) == 0) {
+			snprintf(s->health[i].last_status, sizeof(s->health[i].last_status), "%s", status);
+			break;
+		}
+	pthread_mutex_unlock(&lock);
+}
+
 bool
 servers_all_down(const struct config *cfg)
 {

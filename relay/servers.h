@@ -54,7 +54,7 @@ struct srv {
 	int passive;			/* atomic: consecutive passive failures (connect, TLS, 5xx) */
 	int fall;			/* check.fall: passive failures in a row that take it down */
 	int64_t conns_active, conns_total, connect_errors, tls_errors, resp_5xx;	/* atomic */
-	int64_t checks_ok, checks_failed;	/* atomic */
+	int64_t checks_ok, checks_failed, checks_skipped;	/* atomic */
 	double admin_change;		/* wall clock of the last state change */
 
 	/*
@@ -115,6 +115,11 @@ void servers_rpc_close(struct srv *s, const uint8_t *cookie);
  */
 void servers_check_result(struct srv *s, const char *proto, bool ok, double duration,
     const char *status, int rise, int fall);
+/*
+ * A check that could not run for want of local resources (no descriptor: "SOCKERR"): shown as
+ * its last status and counted, but neither a success nor a failure of the server.
+ */
+void servers_check_skipped(struct srv *s, const char *proto, const char *status);
 
 /*
  * Extended Protection: the listener's certificate for the server's host name, with the

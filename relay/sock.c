@@ -68,9 +68,32 @@ sock_release(struct half *h)
 	(void)h;
 }
 
+/* A socket holds nothing back: what send reported written is the kernel's. */
+static bool
+sock_held(struct half *h)
+{
+	(void)h;
+	return false;
+}
+
+static int
+sock_flush(struct half *h)
+{
+	(void)h;
+	return 1;
+}
+
 const struct transport_ops sock_ops = {
 	"tcp", sock_recv, sock_send, sock_shutdown_wr, sock_pending, sock_release, sock_sendv,
+	sock_held, sock_flush,
 };
+
+bool
+sock_local_error(int err)
+{
+	return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM || err == EADDRNOTAVAIL ||
+	    err == EAGAIN;
+}
 
 int
 sock_set_nodelay(int fd)

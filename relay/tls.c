@@ -37,6 +37,18 @@
 #define TLS_READAHEAD 32768
 #define TLS_RECORD_MAX 16384		/* plaintext bytes in one record */
 
+/*
+ * A batch (tls_send_batch) makes up to four full records (64 KiB of plaintext, a pump buffer)
+ * and sends them at once; TLS_BATCH has room for their headers, tags and padding.
+ */
+#define TLS_BATCH (4 * (TLS_RECORD_MAX + 256))
+
+/* Records made and not yet taken by the socket. */
+struct wq {
+	size_t r, w;
+	char data[];
+};
+
 /* What only a backend (client) session needs. */
 struct tls_names {
 	char cache_key[160];		/* backend session cache key */
@@ -47,6 +59,7 @@ struct tls_conn {
 	gnutls_session_t s;
 	struct buf *ra;			/* read-ahead (also the bytes read before TLS started), or NULL */
 	size_t pending_send;		/* length of a send that returned AGAIN (retried with NULL, 0) */
+	struct wq *wq;			/* records of a batch the socket did not take (tls_send_batch), or NULL */
 	bool client, done;
 	bool ra_more;			/* the last socket read filled the read-ahead: more may wait */
 	bool ktls_wanted;		/* tls.ktls: GnuTLS has the socket itself, so it may hand records to the kernel */
@@ -59,6 +72,13 @@ struct tls_conn {
 static __thread char tls_why[256];
 /* A head and the body bytes behind it, gathered into one record (per thread). */
 static __thread char tls_stage[TLS_RECORD_MAX];
+/*
+ * The records of one batch (tls_send_batch): tls_push gathers them here while tls_batch is
+ * the session sending, and the batch leaves in one system call (per thread).
+ */
+static __thread char tls_wstage[TLS_BATCH];
+static __thread size_t tls_wlen;
+static __thread const struct tls_conn *tls_batch;
 
 static gnutls_datum_t ticket_key;
 
@@ -238,6 +258,32 @@ tls_pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 	return n;
 }
 
+/*
+ * Sends the records a batch left behind (t->wq): 1 when none are left (t->wq is freed), 0
+ * when the socket takes no more (errno EAGAIN), -1 with errno on an error.
+ */
+static int
+wq_flush(struct half *h, struct tls_conn *t)
+{
+	while (t->wq->r < t->wq->w) {
+		ssize_t n;
+		do
+			n = send(h->fd, t->wq->data + t->wq->r, t->wq->w - t->wq->r, MSG_NOSIGNAL);
+		while (n == -1 && errno == EINTR);
+		if (n == -1)
+			return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+		t->wq->r += (size_t)n;
+	}
+	free(t->wq);
+	t->wq = NULL;
+	return 1;
+}
+
+/*
+ * GnuTLS's writes: during a batch, gathered in tls_wstage (a record that does not fit waits in
+ * GnuTLS, as after EAGAIN); otherwise sent, after what an earlier batch left, so that records
+ * leave in the order they were made.
+ */
 static ssize_t
 tls_push(gnutls_transport_ptr_t p, const void *buf, size_t len)
 {
@@ -245,6 +291,19 @@ tls_push(gnutls_transport_ptr_t p, const void *buf, size_t len)
 	struct tls_conn *t = h->tls;
 	ssize_t n;
 
+	if (tls_batch == t) {
+		if (len > sizeof(tls_wstage) - tls_wlen) {
+			gnutls_transport_set_errno(t->s, EAGAIN);
+			return -1;
+		}
+		memcpy(tls_wstage + tls_wlen, buf, len);
+		tls_wlen += len;
+		return (ssize_t)len;
+	}
+	if (t->wq && wq_flush(h, t) != 1) {
+		gnutls_transport_set_errno(t->s, errno);
+		return -1;
+	}
 	do
 		n = send(h->fd, buf, len, MSG_NOSIGNAL);
 	while (n == -1 && errno == EINTR);
@@ -533,14 +592,84 @@ tls_recv(struct half *h, void *buf, size_t len)
 	}
 }
 
+/*
+ * More than a record to send: up to four records are made into tls_wstage and leave in one
+ * send (a download moves 64 KiB per system call, not 16). What the socket does not take
+ * waits in t->wq, allocated only until it is sent (at most TLS_BATCH); the bytes count as
+ * written (GnuTLS has encrypted them), and pump.c does not end, half-close or reuse the
+ * connection while tls_held. Returns the bytes made into records, or -1 with errno.
+ */
+static ssize_t
+tls_send_batch(struct half *h, const char *buf, size_t len)
+{
+	struct tls_conn *t = h->tls;
+	size_t done = 0, room = TLS_RECORD_MAX + gnutls_record_overhead_size(t->s);
+	ssize_t n = 0, w = 0;
+
+	tls_batch = t;
+	tls_wlen = 0;
+	while (done < len && sizeof(tls_wstage) - tls_wlen >= room) {
+		size_t k = len - done < TLS_RECORD_MAX ? len - done : TLS_RECORD_MAX;
+		n = gnutls_record_send(t->s, buf + done, k);
+		if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
+			t->pending_send = k;	/* GnuTLS keeps the record; sent after tls_wstage */
+			break;
+		}
+		if (n < 0)
+			break;
+		done += (size_t)n;
+	}
+	tls_batch = NULL;
+	if (n < 0 && !t->pending_send) {
+		log_debug("TLS send: %s", gnutls_strerror((int)n));
+		errno = EPIPE;
+		return -1;
+	}
+	if (tls_wlen > 0) {
+		do
+			w = send(h->fd, tls_wstage, tls_wlen, MSG_NOSIGNAL);
+		while (w == -1 && errno == EINTR);
+		if (w == -1 && errno != EAGAIN && errno != EWOULDBLOCK)
+			return -1;
+		if (w < 0)
+			w = 0;
+		if ((size_t)w < tls_wlen) {
+			size_t rest = tls_wlen - (size_t)w;
+			if (!(t->wq = malloc(sizeof(*t->wq) + rest))) {
+				errno = ENOMEM;	/* records lost: the connection must end as cut */
+				return -1;
+			}
+			t->wq->r = 0;
+			t->wq->w = rest;
+			memcpy(t->wq->data, tls_wstage + w, rest);
+		}
+	}
+	if (done == 0) {
+		h->want = EV_WRITE;
+		errno = EAGAIN;
+		return -1;
+	}
+	return (ssize_t)done;
+}
+
 static ssize_t
 tls_send(struct half *h, const void *buf, size_t len)
 {
 	struct tls_conn *t = h->tls;
 	ssize_t n;
 
+	if (t->wq) {
+		int r = wq_flush(h, t);
+		if (r <= 0) {
+			if (r == 0)
+				h->want = EV_WRITE;
+			return -1;
+		}
+	}
 	if (t->pending_send)
 		n = gnutls_record_send(t->s, NULL, 0);
+	else if (len > TLS_RECORD_MAX && !t->ktls_tx)
+		return tls_send_batch(h, buf, len);
 	else
 		n = gnutls_record_send(t->s, buf, len > TLS_RECORD_MAX ? TLS_RECORD_MAX : len);
 	if (n >= 0) {
@@ -591,13 +720,26 @@ tls_sendv(struct half *h, struct iovec *iov, int n)
 	return tls_send(h, tls_stage, len);
 }
 
+/*
+ * close_notify, then FIN. A socket that takes nothing now (a slow reader's full buffer) makes
+ * it wait for writability and come back (GnuTLS keeps the alert): a FIN without close_notify
+ * would tell the reader its stream was cut. Other errors: FIN alone (the peer is gone anyway).
+ */
 static int
 tls_shutdown_wr(struct half *h)
 {
 	struct tls_conn *t = h->tls;
 
-	if (t->done)
-		gnutls_bye(t->s, GNUTLS_SHUT_WR);	/* best effort: close_notify */
+	if (t->done && !t->ktls_tx) {
+		int r = gnutls_bye(t->s, GNUTLS_SHUT_WR);
+		if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED) {
+			h->want = EV_WRITE;
+			errno = EAGAIN;
+			return -1;
+		}
+	} else if (t->done) {
+		gnutls_bye(t->s, GNUTLS_SHUT_WR);	/* kTLS: the kernel sends it or fails */
+	}
 	return shutdown(h->fd, SHUT_WR);
 }
 
@@ -619,6 +761,7 @@ tls_release(struct half *h)
 	cache_store(t);
 	gnutls_deinit(t->s);
 	buf_put(t->ra);
+	free(t->wq);
 	free(t->names);
 	free(t);
 	h->tls = NULL;
@@ -697,6 +840,26 @@ tls_peer_cert(const struct half *h, struct cbind_cert *out)
 	return cbind_cert_from_der(out, chain[0].data, chain[0].size);
 }
 
+static bool
+tls_held(struct half *h)
+{
+	const struct tls_conn *t = h->tls;
+
+	return t && t->wq;
+}
+
+static int
+tls_flush(struct half *h)
+{
+	struct tls_conn *t = h->tls;
+	int r = t && t->wq ? wq_flush(h, t) : 1;
+
+	if (r == 0)
+		h->want = EV_WRITE;
+	return r;
+}
+
 const struct transport_ops tls_ops = {
 	"tls", tls_recv, tls_send, tls_shutdown_wr, tls_pending, tls_release, tls_sendv,
+	tls_held, tls_flush,
 };

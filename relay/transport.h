@@ -19,7 +19,10 @@ struct transport_ops {
 	ssize_t (*recv)(struct half *h, void *buf, size_t len);
 	/* > 0 bytes written; -1 with errno (EAGAIN: wait for h->want; retry with the same bytes). */
 	ssize_t (*send)(struct half *h, const void *buf, size_t len);
-	/* Ends our sending direction (FIN, or close_notify then FIN). 0 or -1 with errno. */
+	/*
+	 * Ends our sending direction (FIN, or close_notify then FIN). 0 or -1 with errno (EAGAIN:
+	 * close_notify waits for h->want; call again).
+	 */
 	int (*shutdown_wr)(struct half *h);
 	/*
 	 * True when recv may return bytes the socket will not signal: TLS holds decrypted bytes or
@@ -34,6 +37,13 @@ struct transport_ops {
 	 * bytes in front, more may follow them).
 	 */
 	ssize_t (*sendv)(struct half *h, struct iovec *iov, int n);
+	/*
+	 * True when the transport holds bytes it reported written but has not yet given to the
+	 * socket (TLS: records made in one batch that the socket did not take at once).
+	 */
+	bool (*held)(struct half *h);
+	/* Writes those bytes: 1 none left, 0 blocked (EAGAIN: wait for h->want), -1 with errno. */
+	int (*flush)(struct half *h);
 };
 
 extern const struct transport_ops sock_ops;

@@ -564,7 +564,10 @@ txn_tunnel(struct conn *c)
 	for (int i = 0; i < 2; i++) {
 		struct half *dst = pump_peer(hs[i]);
 		if (hs[i]->eof && !dst->shut && !pump_has_output(dst)) {
-			dst->ops->shutdown_wr(dst);
+			if (dst->ops->shutdown_wr(dst) == -1 && errno == EAGAIN) {
+				pump_io_set(c, &dst->wio, true);	/* close_notify, when it fits */
+				continue;
+			}
 			dst->shut = true;
 			progress = 1;
 		}

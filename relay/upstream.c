@@ -62,7 +62,10 @@ put_proxy_header(struct conn *c, int version)
 	return 0;
 }
 
-/* Starts a non-blocking connect to the current server. 0 or -1. */
+/*
+ * Starts a non-blocking connect to the current server. 0, or -1 with errno (sock_local_error:
+ * this host ran short, which is no failure of the server).
+ */
 static int
 upstream_connect(struct conn *c)
 {
@@ -74,15 +77,19 @@ upstream_connect(struct conn *c)
 		/* Out of descriptors, every request says so: once a second is enough. */
 		static __thread time_t last;
 		time_t now = time(NULL);
+		int err = errno;
 		if (now != last)
-			log_error("backend %s: socket: %s", b->name, strerror(errno));
+			log_error("backend %s: socket: %s", b->name, strerror(err));
 		last = now;
+		errno = err;
 		return -1;
 	}
 	sock_set_nodelay(fd);
 	if (connect(fd, (const struct sockaddr *)&s->addr, s->addrlen) == -1 && errno != EINPROGRESS) {
-		log_warn("backend %s server %s: connect: %s", b->name, s->text, strerror(errno));
+		int err = errno;
+		log_warn("backend %s server %s: connect: %s", b->name, s->text, strerror(err));
 		close(fd);
+		errno = err;
 		return -1;
 	}
 	pump_half_open(&c->backend, fd);
@@ -123,6 +130,8 @@ connect_next(struct conn *c)
 		c->server = c->order[c->tries];
 		if (upstream_connect(c) == 0)
 			return 0;
+		if (sock_local_error(errno))
+			return -1;	/* every server would fail alike, and none is to blame */
 		if (current(c))
 			servers_failure(current(c), "connect");
 		if (c->tries + 1 < c->norder) {

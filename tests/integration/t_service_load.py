@@ -35,17 +35,19 @@ ex = start_standin(ping_interval=0)
 relays = []
 
 
-def config(workers, max_connections=20000, agent=False, extra=""):
-    """A config with a public listener, an admin one (and an agent one), one backend, one route."""
+def config(workers, max_connections=20000, agent=False, extra="", check=""):
+    """A config with a public listener, an admin one (and an agent one), one backend (with the
+    health check settings check), one route."""
     return '''global = { workers = %d; max_connections = %d; drain_timeout = 5; log_level = "info"; %s };
 timeouts = { request_head = 10; client_idle = 30; connect = 3; };
 listeners = (
   { name = "public"; bind = "127.0.0.1:0"; },
   { name = "admin"; bind = "127.0.0.1:0"; role = "admin"; }%s );
-backends = ( { name = "one"; servers = [ "127.0.0.1:%d" ]; idle_timeout = 30; } );
+backends = ( { name = "one"; servers = [ "127.0.0.1:%d" ]; idle_timeout = 30; %s } );
 routes = ( { backend = "one"; } );
 ''' % (workers, max_connections, extra,
-       ',\n  { name = "agent"; bind = "127.0.0.1:0"; role = "agent"; }' if agent else "", ex.port)
+       ',\n  { name = "agent"; bind = "127.0.0.1:0"; role = "agent"; }' if agent else "", ex.port,
+       "check = { %s };" % check if check else "")
 
 
 def get(port, target, timeout=10.0):
@@ -262,8 +264,9 @@ def check_max_connections():
 
 
 def check_emfile():
-    """A low RLIMIT_NOFILE and more clients than descriptors: back-off, recovery, no leak."""
-    r = spawn_exrelay(config(1))
+    """A low RLIMIT_NOFILE and more clients than descriptors: back-off, recovery, no leak; the
+    server is not blamed for this host's shortage (checks every 50 ms, fall = 1)."""
+    r = spawn_exrelay(config(1, check="interval = 0.05; timeout = 1; rise = 1; fall = 1;"))
     port, admin = r.port("public"), r.port("admin")
     r.errors_expected = True            # "backend one: socket: Too many open files" while out of fds
     relays.append(r)
@@ -325,6 +328,15 @@ def check_emfile():
     ok(nfd, "EMFILE: no descriptor leaked (%d open beyond the splice pool's pipes, %d before)" %
        (fds_beyond_pipes(), base))
     ok(r.alive(), "EMFILE: exrelay still runs")
+    checks = metrics(admin)
+    skipped = metric(checks, "exrelay_server_checks_total", backend="one", server="127.0.0.1:%d" % ex.port,
+                     result="skipped")
+    ok(skipped >= 1, "EMFILE: health checks that found no descriptor were skipped (%d)" % skipped)
+    down = [ln for ln in r.stderr_text().splitlines() if " is DOWN" in ln]
+    ok(not down, "EMFILE: neither the skipped checks nor the failed backend sockets took the server down (%s)"
+       % (down[:1] or "no DOWN logged"))
+    ok("health check one/" in r.stderr_text() and "skipped: socket: Too many open files" in r.stderr_text(),
+       "EMFILE: a skipped check is logged")
 
 
 

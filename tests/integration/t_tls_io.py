@@ -13,8 +13,12 @@ of this test's own, with a TLS and a plaintext listener:
 * Read-ahead and batching: an 8 MiB upload in 16 KiB records through TLS arrives byte for byte
   (SHA-256 at the backend) with fewer recv calls than records (GnuTLS alone pulls each record in
   two), and never more recv calls that found nothing (EAGAIN) than event-loop wakeups.
+* Batched records: a 2 MiB download through TLS leaves in at most one send per two records
+  (up to four records are made and sent together; one send per record before).
 * Partial writes: pipelined requests whose answers (2 MiB, then a small one gathered with its
-  head) meet a slow reader with a small receive buffer arrive byte for byte, TLS and plaintext.
+  head) meet a slow reader with a small receive buffer arrive byte for byte, TLS and plaintext;
+  a last answer (Connection: close) to a slow TLS reader arrives whole, then close_notify:
+  records made in a batch and not yet taken by the socket leave before the end.
 Skipped when strace is missing or cannot trace.
 """
 
@@ -92,8 +96,7 @@ def backend(c):
             c.sendall(hdr + body)
         else:
             c.sendall(hdr)
-            for i in range(0, len(body), 65536):
-                c.sendall(body[i:i + 65536])
+            c.sendall(body)
 
 
 BPORT = serve_loopback(backend)
@@ -282,6 +285,27 @@ class RawTls:
         self.plain = rest[n:]
         return head, rest[:n], records
 
+    def close_notify(self):
+        """Reads to the end of the stream: True when close_notify came before the TCP end."""
+        while True:
+            while len(self.raw) < 5 or len(self.raw) < 5 + int.from_bytes(self.raw[3:5], "big"):
+                d = self.sock.recv(65536)
+                if not d:
+                    return False
+                self.raw += d
+            n = 5 + int.from_bytes(self.raw[3:5], "big")
+            self.inc.write(self.raw[:n])
+            self.raw = self.raw[n:]
+            try:
+                d = self.tls.read(65536)
+            except ssl.SSLWantReadError:	# a record without application data
+                continue
+            except ssl.SSLZeroReturnError:
+                return True
+            if not d:
+                return True		# SSLObject.read's answer to close_notify
+            self.plain += d
+
     def close(self):
         self.sock.close()
 
@@ -411,7 +435,22 @@ ok(wakeups < records // 2, "TLS upload: %d event-loop wakeups for %d records (a 
 ok(again <= wakeups, "TLS upload: %d recv calls found nothing, for %d event-loop wakeups" % (again, wakeups))
 c.close()
 
-# --- 4. partial writes: pipelined answers to a slow reader ----------------------------------------
+# --- 4. batched records: a download through TLS ---------------------------------------------------
+
+settle()
+n0 = len(events())
+c = RawTls(TLS_PORT)
+fd = accepted_since(n0)
+c.send(GET.replace(b"/small", b"/big"))
+head, body, records = c.response()
+ok(body == BIGBODY, "TLS: a 2 MiB download arrives byte for byte")
+settle()
+sends = count(events()[n0:], fd, SENDS)
+ok(0 < sends <= records // 2, "TLS download: %d send calls for %d records (up to four records per send)"
+   % (sends, records))
+c.close()
+
+# --- 5. partial writes: pipelined answers to a slow reader ----------------------------------------
 
 PIPE = GET.replace(b"/small", b"/big") + GET
 c = RawTls(TLS_PORT, rcvbuf=16384)
@@ -431,6 +470,12 @@ for i in range(4):
     got.append(body)
 ok(got == [BIGBODY, SMALL, BIGBODY, SMALL], "plaintext: pipelined 2 MiB and small answers to a slow reader arrive byte for byte")
 s.close()
+c = RawTls(TLS_PORT, rcvbuf=16384)
+c.send(GET.replace(b"/small", b"/big").replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+head, body, _ = c.response(slow=True)
+ok(body == BIGBODY, "TLS: a last 2 MiB answer to a slow reader arrives byte for byte")
+ok(c.close_notify(), "TLS: then close_notify, before the connection ends")
+c.close()
 
 ok(relay.alive(), "exrelay still running")
 # strace keeps fatal signals for itself while it decodes: stop exrelay, its child, directly.
