@@ -224,11 +224,18 @@ open_by_client(struct conn *c)
 	return upstream_open(c, c->client_ip, strlen(c->client_ip), NULL);
 }
 
-/* The answer when no server could be reached: 503 when none was usable, else 502. */
+/*
+ * The answer when no server could be reached: 503 when none was usable or this host ran short
+ * (no descriptor: a moment's overload, not a bad gateway; errno from upstream_open), else 502.
+ */
 static int
 txn_no_server(struct conn *c, int r)
 {
+	bool local = r != UPSTREAM_NONE_USABLE && sock_local_error(errno);
+
 	metrics_backend_error(upstream_name(c), r == UPSTREAM_NONE_USABLE ? "no_server" : "connect");
+	if (local)
+		return txn_fail(c, 503, "no descriptor or memory for a backend connection");
 	return r == UPSTREAM_NONE_USABLE ? txn_fail(c, 503, "no server available") :
 	    txn_fail(c, 502, "backend connect failed");
 }

@@ -308,6 +308,8 @@ def check_emfile():
     diag("EMFILE: answers so far: %d of %d (statuses %r)" % (
         len(answered), n, sorted(set(map(str, answered.values())))))
     ok(0 < len(answered) < n, "EMFILE: some clients served, the others wait (%d of %d answered)" % (len(answered), n))
+    ok(all(s in (200, 503) for s in answered.values()),
+       "EMFILE: answered 200, or 503 when no descriptor was left for the backend (not 502)")
     for c in clients:
         c.close()
 
