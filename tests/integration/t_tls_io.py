@@ -13,6 +13,9 @@ of this test's own, with a TLS and a plaintext listener:
 * Read-ahead and batching: an 8 MiB upload in 16 KiB records through TLS arrives byte for byte
   (SHA-256 at the backend) with fewer recv calls than records (GnuTLS alone pulls each record in
   two), and never more recv calls that found nothing (EAGAIN) than event-loop wakeups.
+* Fairness: a TLS upload with megabytes waiting (its backend held back, then let go) is read
+  at most two buffers and a read-ahead (160 KiB) per event-loop turn, not until its socket is
+  empty: a fast channel cannot starve the other connections of its worker.
 * Batched records: a 2 MiB download through TLS leaves in at most one send per two records
   (up to four records are made and sent together; one send per record before).
 * Partial writes: pipelined requests whose answers (2 MiB, then a small one gathered with its
@@ -31,6 +34,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -60,8 +64,8 @@ BIGBODY = pattern(BIG)
 
 def backend(c):
     """GET /small: 100 bytes in one send with the head; GET /big: BIG bytes; POST: reads the body
-    (throttled for /slow: 64 KiB per 2 ms, so that exrelay's reader finds its socket full), answers
-    its SHA-256. Keep-alive."""
+    (throttled for /slow: 64 KiB per 2 ms, so that exrelay's reader finds its socket full; for
+    /stall not read before STALL is set), answers its SHA-256. Keep-alive."""
     c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     buf = b""
     while True:
@@ -75,6 +79,8 @@ def backend(c):
         m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
         left = int(m.group(1)) if m else 0
         h = hashlib.sha256()
+        if b"/stall" in line:
+            STALL.wait(60)
         while left > 0:
             if not buf:
                 buf = c.recv(65536)
@@ -99,6 +105,7 @@ def backend(c):
             c.sendall(body)
 
 
+STALL = threading.Event()
 BPORT = serve_loopback(backend)
 CONFIG = '''
 global = { log_level = "info"; workers = 1; drain_timeout = 1; };
@@ -130,11 +137,12 @@ RESULT = re.compile(r"= (-?\d+)(?: (E[A-Z]+))?")
 CONNECT = re.compile(r"^(\d+)\s+connect\((\d+), \{sa_family=AF_INET, sin_port=htons\((\d+)\)")
 
 
-def events():
-    """The trace so far: [(syscall, fd, result, errno name)] in order (unfinished calls paired
-    with their resumption per thread)."""
+def calls(offset=0):
+    """The trace from byte offset on: [(thread, syscall, fd, result, errno name)] in order
+    (unfinished calls paired with their resumption per thread)."""
     out, open_calls = [], {}
     with open(TRACE, errors="replace") as f:
+        f.seek(offset)
         for line in f:
             m = CALL.match(line)
             if m and "<unfinished" in line:
@@ -142,16 +150,22 @@ def events():
                 continue
             r = RESUMED.match(line)
             if r:
-                name, fd = open_calls.pop(r.group(1), (r.group(2), -1))
+                tid = r.group(1)
+                name, fd = open_calls.pop(tid, (r.group(2), -1))
             elif m:
-                name, fd = m.group(2), int(m.group(3))
+                tid, name, fd = m.group(1), m.group(2), int(m.group(3))
             else:
                 continue
             res = RESULT.search(line.rsplit(")", 1)[-1] if ")" in line else line)
             if not res:
                 continue
-            out.append((name, fd, int(res.group(1)), res.group(2)))
+            out.append((tid, name, fd, int(res.group(1)), res.group(2)))
     return out
+
+
+def events():
+    """The whole trace so far: [(syscall, fd, result, errno name)]."""
+    return [e[1:] for e in calls()]
 
 
 def accepted_since(n0):
@@ -435,7 +449,65 @@ ok(wakeups < records // 2, "TLS upload: %d event-loop wakeups for %d records (a 
 ok(again <= wakeups, "TLS upload: %d recv calls found nothing, for %d event-loop wakeups" % (again, wakeups))
 c.close()
 
-# --- 4. batched records: a download through TLS ---------------------------------------------------
+# --- 4. fairness: a channel with a backlog, one event-loop turn at a time --------------------------
+
+settle()
+n0 = len(events())
+c = RawTls(TLS_PORT)
+fd = accepted_since(n0)
+# A first upload lets the kernel grow exrelay's receive buffer for this connection (autotuning).
+c.send(b"POST /warm HTTP/1.1\r\nHost: mail.example.com\r\nContent-Length: %d\r\n\r\n" % UPLOAD)
+for i in range(0, UPLOAD, 16384):
+    c.send(data[i:i + 16384])
+c.response()
+BACKLOG = 32 << 20
+backlog = pattern(BACKLOG)
+c.send(b"POST /stall HTTP/1.1\r\nHost: mail.example.com\r\nContent-Length: %d\r\n\r\n" % BACKLOG)
+sent = [0]
+
+
+def upload():
+    for i in range(0, BACKLOG, 16384):
+        c.send(backlog[i:i + 16384])
+        sent[0] = i + 16384
+
+
+sender = threading.Thread(target=upload, daemon=True)
+sender.start()
+
+
+def sender_stuck():
+    """The client's sends stopped moving: its buffers and exrelay's are full (a stability window)."""
+    before = sent[0]
+    time.sleep(0.3)
+    return sent[0] == before
+wait_for(sender_stuck, 20)
+waiting = sent[0]
+settle()
+off = os.path.getsize(TRACE)
+STALL.set()
+sender.join(60)
+head, body, _ = c.response()
+ok(body.decode() == hashlib.sha256(backlog).hexdigest(), "TLS: a 32 MiB upload held back, then let go, arrives byte for byte")
+settle()
+evs = calls(off)
+worker = {e[0] for e in evs if e[2] == fd and e[1] in RECVS}
+turns, cur = [], 0
+for tid, name, cfd, ret, _ in evs:
+    if tid not in worker:
+        continue
+    if name in ("epoll_wait", "epoll_pwait"):
+        turns.append(cur)
+        cur = 0
+    elif cfd == fd and name in RECVS and ret > 0:
+        cur += ret
+turns.append(cur)
+ok(waiting >= 1 << 20, "fairness: %d bytes were waiting for exrelay when the backend let go" % waiting)
+ok(0 < max(turns) <= 3 * 65536, "fairness: at most %d bytes read from the channel per event-loop turn (%d turns; "
+   "two 64 KiB buffers and the 32 KiB read-ahead at most, not until its socket is empty)" % (max(turns), len(turns)))
+c.close()
+
+# --- 5. batched records: a download through TLS ---------------------------------------------------
 
 settle()
 n0 = len(events())
@@ -450,7 +522,7 @@ ok(0 < sends <= records // 2, "TLS download: %d send calls for %d records (up to
    % (sends, records))
 c.close()
 
-# --- 5. partial writes: pipelined answers to a slow reader ----------------------------------------
+# --- 6. partial writes: pipelined answers to a slow reader ----------------------------------------
 
 PIPE = GET.replace(b"/small", b"/big") + GET
 c = RawTls(TLS_PORT, rcvbuf=16384)
