@@ -89,21 +89,29 @@ log_open(const char *target, enum log_level level)
 	return 0;
 }
 
-void
+int
 log_reopen(void)
 {
+	int r = 0, err = 0;
+
 	pthread_mutex_lock(&lg.lock);
 	if (lg.path) {
 		int fd = open_append(lg.path);
 		if (fd != -1)
 			swap_fd(&lg.fd, fd);
+		else
+			r = -1, err = errno;
 	}
 	if (lg.apath) {
 		int fd = open_append(lg.apath);
 		if (fd != -1)
 			swap_fd(&lg.afd, fd);
+		else
+			r = -1, err = errno;
 	}
 	pthread_mutex_unlock(&lg.lock);
+	errno = err;
+	return r;
 }
 
 void

@@ -23,7 +23,11 @@ int log_level_parse(const char *s);
 /* Points the error log at "stderr", "syslog" or a file path; returns 0 or -1 with errno. */
 int log_open(const char *target, enum log_level level);
 /* Reopens the error and access log files (SIGUSR1, after logrotate moved them). */
-void log_reopen(void);
+/*
+ * Opens the log files again by name (after a rotation). -1 with errno when one could not be
+ * opened (out of descriptors): that file keeps its previous descriptor, nothing is lost.
+ */
+int log_reopen(void);
 void log_close(void);
 
 void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

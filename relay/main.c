@@ -368,13 +368,42 @@ usr2_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	}
 }
 
-/* SIGUSR1: reopens the log files (after a rotation). */
+/*
+ * SIGUSR1: reopens the log files (after a rotation). A file that cannot be opened now (out of
+ * descriptors) keeps being written where it was (the rotated file), and the reopen is tried
+ * again every second until it works: logrotate signals once.
+ */
+static ev_timer reopen_retry;
+static void reopen_retry_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+static void
+reopen_logs(struct ev_loop *loop)
+{
+	if (log_reopen() == 0) {
+		ev_timer_stop(loop, &reopen_retry);
+		log_info("log files reopened");
+		return;
+	}
+	if (!ev_is_active(&reopen_retry)) {
+		log_error("cannot reopen the log files: %s; writing to the previous ones, trying again every second",
+		    strerror(errno));
+		ev_timer_init(&reopen_retry, reopen_retry_cb, 1., 1.);
+		ev_timer_start(loop, &reopen_retry);
+	}
+}
+
+static void
+reopen_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)w; (void)revents;
+	reopen_logs(loop);
+}
+
 static void
 usr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
-	(void)loop; (void)w; (void)revents;
-	log_reopen();
-	log_info("log files reopened");
+	(void)w; (void)revents;
+	reopen_logs(loop);
 }
 
 /* Drops root privileges to user/group after binding; -1 when that fails. */

@@ -8,7 +8,8 @@ t_relay_signals.py: exrelay's command line, reload, log reopen and drain (TAP).
   * SIGHUP with a changed route: new connections use it, a keep-alive connection opened before
     keeps the old one, an open RPC channel pair keeps streaming; SIGHUP with an invalid config is
     logged and the old config stays.
-  * SIGUSR1 reopens the access log after a rename.
+  * SIGUSR1 reopens the access log after a rename; when no descriptor is left, it logs why,
+    keeps writing to the renamed file and tries again every second until it works.
   * SIGTERM drains: admin /health answers 503 draining, the agent says `drain`, the public listener
     stops accepting, an open RPC channel keeps working; once it closes exrelay exits 0.
 Run: cd tests && EXRELAY=/path/to/exrelay python3 integration/t_relay_signals.py
@@ -17,6 +18,7 @@ Run: cd tests && EXRELAY=/path/to/exrelay python3 integration/t_relay_signals.py
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -209,6 +211,27 @@ def check_reopen():
                          line[0]), "combined format line: %r" % (line[0] if line else None))
 
 
+def check_reopen_emfile():
+    """SIGUSR1 while out of descriptors: the failure is logged, the reopen retried once a
+    second, and the new file appears once descriptors are back (logrotate signals only once)."""
+    os.rename(ACCESS, ACCESS + ".2")
+    old = resource.prlimit(relay.pid, resource.RLIMIT_NOFILE)
+    used = {int(n) for n in os.listdir("/proc/%d/fd" % relay.pid)}
+    lowest_free = min(set(range(len(used) + 1)) - used)     # open() takes the lowest free number
+    resource.prlimit(relay.pid, resource.RLIMIT_NOFILE, (lowest_free, old[1]))
+    try:
+        relay.send_signal(signal.SIGUSR1)
+        ok(wait_for(lambda: "cannot reopen the log files: Too many open files" in relay.stderr_text(), 5),
+           "SIGUSR1 out of descriptors: the failure is logged")
+        ok(not os.path.exists(ACCESS), "out of descriptors: no new access log yet")
+    finally:
+        resource.prlimit(relay.pid, resource.RLIMIT_NOFILE, old)
+    ok(wait_for(lambda: os.path.exists(ACCESS), 5), "descriptors back: the retry creates the new access log")
+    with connect() as c:
+        where(c, "/owa/log-four")
+    ok(wait_for(lambda: "/owa/log-four" in open(ACCESS).read(), 3), "after the retry: lines go to the new file")
+
+
 def admin_health():
     """(status, body) of admin GET /health."""
     with connect(ADMIN) as c:
@@ -268,7 +291,7 @@ def check_idle_stop():
        "SIGTERM with no open connection: exit 0 in %.2f s (drain_timeout 5 s, rc %r)" % (dt, r.returncode))
 
 
-for check in (check_config_test, check_idle_stop, check_reload, check_reopen, check_drain):
+for check in (check_config_test, check_idle_stop, check_reload, check_reopen, check_reopen_emfile, check_drain):
     try:
         check()
     except Exception as e:
