@@ -657,7 +657,6 @@ async def owa_one(s, c, op, state):
     rid = BOOK.rid(kind)
     t0 = time.monotonic()
     BOOK.log_expect(rid, "atmost")
-    exchange = op not in ("static", "cgi")
     try:
         if op in ("get", "getchunked"):
             n = random.choice((0, 100, 5000, 70000, 300000))
