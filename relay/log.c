@@ -97,17 +97,21 @@ log_reopen(void)
 	pthread_mutex_lock(&lg.lock);
 	if (lg.path) {
 		int fd = open_append(lg.path);
-		if (fd != -1)
+		if (fd != -1) {
 			swap_fd(&lg.fd, fd);
-		else
-			r = -1, err = errno;
+		} else {
+			r = -1;
+			err = errno;
+		}
 	}
 	if (lg.apath) {
 		int fd = open_append(lg.apath);
-		if (fd != -1)
+		if (fd != -1) {
 			swap_fd(&lg.afd, fd);
-		else
-			r = -1, err = errno;
+		} else {
+			r = -1;
+			err = errno;
+		}
 	}
 	pthread_mutex_unlock(&lg.lock);
 	errno = err;
