@@ -39,6 +39,26 @@ def connect():
     return rpch.HttpConn("127.0.0.1", ex.port, timeout=10)
 
 
+def check_pairing_after_short_out():
+    """The stand-in's IN/OUT pairing (in-process, no socket): an IN channel whose thread sleeps
+    through a whole OUT channel (attached, C2 sent, detached: a short source stream) must still
+    count as paired, not wait 30 s for a partner that came and went (seen once in a 60-minute soak)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "standin"))
+    import exchange  # noqa: E402
+    reg, cookie = exchange.Registry(), b"c" * 16
+    vc, base = reg.attach_in(cookie, "in-conn")
+    ok(not reg.paired(vc, base), "pairing: an IN channel alone is not paired")
+    out_vc = reg.attach(cookie, "out", "out-conn")
+    reg.mark_c2(out_vc)
+    ok(reg.paired(vc, base), "pairing: paired once C2 went out on the OUT channel")
+    reg.detach(out_vc, "out", "out-conn")
+    t = time.monotonic()
+    ok(reg.wait(lambda: reg.paired(vc, base), 2.0) and time.monotonic() - t < 1.0,
+       "pairing: still paired after the OUT channel ended before the IN thread looked")
+    vc2, base2 = reg.attach_in(b"d" * 16, "in-conn-2")
+    ok(not reg.wait(lambda: reg.paired(vc2, base2), 0.05), "pairing: another cookie's C2 does not pair it")
+
+
 def check_echo_requests():
     """Echo requests: both methods, Content-Length 4 and 0, keep-alive on one connection."""
     with connect() as c:
@@ -430,7 +450,7 @@ def check_apache():
     ap.stop()
 
 
-for check in (check_echo_requests, check_handshake_and_echo_latency, check_100_continue, check_ntlm,
+for check in (check_pairing_after_short_out, check_echo_requests, check_handshake_and_echo_latency, check_100_continue, check_ntlm,
               check_md4_vectors, check_ntlmv2_vectors, check_ntlm_messages, check_basic, check_ntlmv2_logins,
               check_channel_binding_hash, check_extended_protection, check_notification_wait, check_sink, check_source, check_error_mode, check_framing_knobs,
               check_apache):

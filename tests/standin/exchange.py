@@ -224,6 +224,8 @@ class VirtualConnection:
         self.out = None          # Conn of the OUT channel
         self.inn = None          # Conn of the IN channel
         self.c2_sent = False     # True once CONN/C2 went out on OUT (IN may then echo onto OUT)
+        self.c2_count = 0        # C2s sent on this VC so far (never reset: an IN that slept through
+                                 # a whole short OUT channel still knows it was paired)
 
 
 class Registry:
@@ -246,6 +248,19 @@ class Registry:
             self.cond.notify_all()
             return vc
 
+    def attach_in(self, cookie, conn):
+        """attach() for an IN channel; returns (vc, the VC's C2 count at that moment) for paired()."""
+        with self.cond:
+            vc = self.attach(cookie, "inn", conn)
+            return vc, vc.c2_count
+
+    @staticmethod
+    def paired(vc, base):
+        """Whether the IN channel attached when vc.c2_count was `base` has been paired: an OUT
+        channel is there with C2 sent, or C2 went out since (the OUT may already have ended: a
+        short source stream can send C2, its data and close before the IN's thread runs again)."""
+        return (vc.out is not None and vc.c2_sent) or vc.c2_count != base
+
     def wait(self, predicate, timeout):
         """Waits until predicate() holds (checked under the lock); returns its final value."""
         with self.cond:
@@ -255,6 +270,7 @@ class Registry:
         """Records that C2 was sent on vc's OUT channel and wakes a waiting IN channel."""
         with self.cond:
             vc.c2_sent = True
+            vc.c2_count += 1
             self.cond.notify_all()
 
     def detach(self, vc, side, conn):
@@ -1169,8 +1185,8 @@ class Server:
             count = len(b1)
             cookie = rpch.cookie_of(b1)
             self.log("in_open", conn=conn.id, cookie=cookie.hex(), mode=mode, length=req.length)
-            vc = self.registry.attach(cookie, "inn", conn)
-            if not self.registry.wait(lambda: vc.out is not None and vc.c2_sent, PAIR_WAIT):
+            vc, base = self.registry.attach_in(cookie, conn)
+            if not self.registry.wait(lambda: self.registry.paired(vc, base), PAIR_WAIT):
                 self.log("pair_timeout", conn=conn.id, cookie=cookie.hex(), side="in")
                 return False
             remaining = req.length - count
