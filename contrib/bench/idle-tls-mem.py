@@ -18,6 +18,11 @@ Modes (--mode):
 
   contrib/bench/idle-tls-mem.py --exrelay build-bench/relay/exrelay [--mode rpc] [--conns 20000]
 
+--heaptrack runs exrelay under heaptrack's preload library (package heaptrack) and then lists
+where the memory of one connection goes: every allocation site called about once per connection
+or more, with its bytes at the peak divided by the number of connections (the first frames name
+the site: gnutls_init is GnuTLS's session structure, conn_accept exrelay's connection).
+
 Needs a hard RLIMIT_NOFILE above 2 x N + 1024 (exrelay holds a client and a backend socket per
 connection): the script raises its soft limit (and the hard one where allowed; exrelay inherits
 them); below that it measures as many as fit and extrapolates the RSS to N. Prints a table, then one JSON line. The memory is user space only
@@ -27,7 +32,9 @@ them); below that it measures as many as fit and extrapolates the RSS to N. Prin
 import argparse
 import json
 import os
+import re
 import resource
+import signal
 import socket
 import ssl
 import subprocess
@@ -128,12 +135,45 @@ def open_one(port, ctx, mode):
     return s
 
 
+HEAPTRACK_PRELOAD = "/usr/lib/heaptrack/libheaptrack_preload.so"
+HEAPTRACK_INTERPRET = "/usr/lib/heaptrack/libexec/heaptrack_interpret"
+
+
+def heaptrack_sites(raw, conns):
+    """The allocation sites heaptrack recorded in `raw` that were called at least 0.9 x `conns`
+    times, as (bytes per connection at the peak, calls, "frame <- frame")."""
+    data = raw + ".zst"
+    with open(raw, "rb") as fin, open(data, "wb") as fout:
+        interp = subprocess.Popen([HEAPTRACK_INTERPRET], stdin=fin, stdout=subprocess.PIPE)
+        subprocess.run(["zstd", "-q", "-c"], stdin=interp.stdout, stdout=fout, check=True)
+        interp.stdout.close()
+        if interp.wait() != 0:
+            raise RuntimeError("heaptrack_interpret failed")
+    out = subprocess.run(["heaptrack_print", "-f", data, "--print-peaks", "1", "--print-allocators", "0",
+                          "--print-temporary", "0", "--print-leaks", "0", "--merge-backtraces", "0",
+                          "--peak-limit", "200", "-s", "0"], capture_output=True, text=True, check=True).stdout
+    units = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}         # heaptrack_print's units are decimal
+    sites, lines = [], out.splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"([0-9.]+)([KMG]?)B? peak memory consumed over (\d+) calls from", line)
+        if not m or int(m.group(3)) < 0.9 * conns:
+            continue
+        frames = [x.strip() for x in lines[i + 1:i + 7] if not x.strip().startswith(("in ", "at ", "and "))]
+        per = float(m.group(1)) * units[m.group(2)] / conns
+        if per >= 1:
+            sites.append((per, int(m.group(3)), " <- ".join(frames[:2])))
+    return sorted(sites, reverse=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--exrelay", default=os.environ.get("EXRELAY", os.path.join(TOP, "relay", "exrelay")))
     ap.add_argument("--conns", type=int, default=2000)
     ap.add_argument("--mode", choices=("idle", "hello", "rpc"), default="idle")
+    ap.add_argument("--heaptrack", action="store_true", help="list the allocation sites per connection")
     args = ap.parse_args()
+    if args.heaptrack and not os.path.exists(HEAPTRACK_PRELOAD):
+        raise SystemExit("idle-tls-mem: --heaptrack needs the package heaptrack (%s)" % HEAPTRACK_PRELOAD)
     os.environ["EXRELAY"] = args.exrelay
 
     want = 2 * args.conns + 1024
@@ -151,9 +191,17 @@ def main():
     be = subprocess.Popen([sys.executable, "-c", BACKEND], stdout=subprocess.PIPE)
     try:
         port = int(be.stdout.readline())
-        relay = harness.start_exrelay(CONFIG % dict(cert=os.path.join(CERTS, "mail-ecdsa.pem"),
-                                                    key=os.path.join(CERTS, "mail-ecdsa.test-key.pem"),
-                                                    port=port, maxc=args.conns + 1000))
+        raw = None
+        if args.heaptrack:
+            raw = os.path.join(harness.tmpdir("exrelay-heaptrack-"), "raw")
+            os.environ.update(LD_PRELOAD=HEAPTRACK_PRELOAD, DUMP_HEAPTRACK_OUTPUT=raw)
+        try:
+            relay = harness.start_exrelay(CONFIG % dict(cert=os.path.join(CERTS, "mail-ecdsa.pem"),
+                                                        key=os.path.join(CERTS, "mail-ecdsa.test-key.pem"),
+                                                        port=port, maxc=args.conns + 1000))
+        finally:
+            for k in ("LD_PRELOAD", "DUMP_HEAPTRACK_OUTPUT"):
+                os.environ.pop(k, None)
         lport = relay.port("tls")
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
@@ -183,9 +231,17 @@ def main():
             res["extrapolated"] = {"conns": asked, "rss_kib": round(before + res["kib_per_conn"] * asked)}
             print("extrapolated to %d connections: RSS %d KiB (%.1f MiB)" % (
                 asked, res["extrapolated"]["rss_kib"], res["extrapolated"]["rss_kib"] / 1024))
-        print(json.dumps(res))
         for s in conns:
             s.close()
+        if raw:
+            relay.stop(sig=signal.SIGTERM)      # a clean exit: heaptrack writes its last records
+            res["heaptrack"] = []
+            sites = heaptrack_sites(raw, args.conns)
+            print("allocation sites per connection (heaptrack, at the peak; %.0f B in all):" % sum(x[0] for x in sites))
+            for per, calls, where in sites:
+                print("  %8.0f B  %7d calls  %s" % (per, calls, where))
+                res["heaptrack"].append({"bytes": round(per), "calls": calls, "site": where})
+        print(json.dumps(res))
     finally:
         be.kill()
         be.wait()
