@@ -16,6 +16,12 @@ Tests (each proxy in turn, the order rotated every round; the medians of --round
             handshakes per second of the proxy's CPU time.
   get       wrk over keep-alive HTTPS connections, GET of a 100-byte file: requests/s and
             requests per proxy CPU second.
+  getrate   the same GETs at one fixed offered rate for every proxy (--get-rate, 10000/s:
+            loadgen sends one GET on each of the --connections connections every
+            connections/rate seconds, then reads the answers): requests per proxy CPU second
+            with every proxy doing the same work at the same pace. wrk's figure compares
+            proxies at different loads when the load core is the ceiling (a proxy that answers
+            sooner gets woken for fewer requests at a time); this one does not.
   latency   an RPC_OUT_DATA / RPC_IN_DATA echo pair over TLS: 100 bytes written on IN come back
             on OUT (the backend writes them there); median and p99 round trip.
   tls-up, tls-down, plain-up, plain-down
@@ -562,6 +568,40 @@ def t_get(args, p):
             "get_proxy_busy": m.proxy_busy}, dict(m.info(), requests=n, seconds=secs)
 
 
+def t_getrate(args, p):
+    """GETs at the fixed offered rate --get-rate: requests per proxy CPU second."""
+    round_us = int(args.connections * 1e6 / args.get_rate)
+    requests = max(1, int(args.get_rate * args.duration) // args.connections) * args.connections
+    c = subprocess.Popen(load_argv(args, [args.loadgen, "get", str(p.tls), str(args.connections), str(requests),
+                                          str(round_us)]),
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    Clients.running.add(c)
+    try:
+        if not c.stdout.readline().startswith("ready"):
+            raise RuntimeError("loadgen get: %s" % c.stderr.read().strip()[-500:])
+        with Meter(args, p) as m:
+            c.stdin.write("go\n")
+            c.stdin.flush()
+            line = c.stdout.readline()
+        if not line.startswith("{"):
+            raise RuntimeError("loadgen get: %s" % c.stderr.read().strip()[-500:])
+        r = json.loads(line)
+    finally:
+        c.stdin.close()
+        try:
+            c.wait(30)
+        except subprocess.TimeoutExpired:
+            c.kill()
+            c.wait()
+        Clients.running.discard(c)
+    p.check_alive()
+    if r["late"] > r["rounds"] // 20:
+        raise RuntimeError("loadgen get: %d of %d rounds started late: lower --get-rate" % (r["late"], r["rounds"]))
+    return {"getrate_per_cpu": r["requests"] / m.cpu if m.cpu > 0 else None,
+            "getrate_busy": m.proxy_busy}, dict(m.info(), **r)
+
+
 def t_latency(args, p):
     """100-byte round trips through an echo pair over TLS."""
     with Meter(args, p) as m:
@@ -727,6 +767,8 @@ def top(calls, per):
 ROWS = [
     ("get_per_s", "small HTTPS GETs (wrk, -c{c}): req/s", "k", True),
     ("get_per_cpu", "  req per proxy CPU s", "k", True),
+    ("getrate_per_cpu", "GETs at a fixed {r}/s: per proxy CPU s", "k", True),
+    ("getrate_busy", "  proxy core busy", "pct", None),
     ("get_proxy_busy", "  proxy busy %", "pct", None),
     ("tls_up_mbs", "TLS upload (RPC_IN_DATA, {b}): MB/s", "int", True),
     ("tls_up_cpu_gib", "  proxy CPU s/GiB", "f2", False),
@@ -820,7 +862,7 @@ def print_table(args, proxies, results, marks):
     for metric, label, kind, better in ROWS:
         if not any(metric in results[lb] for lb in labels):
             continue
-        label = label.format(c=args.connections, b=human_bytes(args.bytes), n=args.idle,
+        label = label.format(c=args.connections, b=human_bytes(args.bytes), n=args.idle, r=args.get_rate,
                              vb=human_bytes(args.verify_bytes))
         cells = []
         for lb in labels:
@@ -856,14 +898,15 @@ def parse_args():
     ap.add_argument("--wrk", default=shutil.which("wrk") or "/usr/bin/wrk")
     ap.add_argument("--cc", default=os.environ.get("CC", "cc"))
     ap.add_argument("--only", default="exrelay,haproxy,nginx", help="which proxies (comma-separated)")
-    ap.add_argument("--tests", default="idle,hs,get,latency,transfer",
-                    help="which tests (comma-separated, of idle,hs,get,latency,transfer)")
+    ap.add_argument("--tests", default="idle,hs,get,getrate,latency,transfer",
+                    help="which tests (comma-separated, of idle,hs,get,getrate,latency,transfer)")
     ap.add_argument("--quick", action="store_true", help="one short round (about a minute)")
     ap.add_argument("--rounds", type=int, help="rounds, medians reported (3; --quick 1)")
     ap.add_argument("--bytes", type=int, help="body of each timed transfer (1 GiB; --quick 256 MiB)")
     ap.add_argument("--duration", type=int, help="wrk seconds per run (8; --quick 4)")
     ap.add_argument("--warmup", type=int, default=1, help="wrk warm-up seconds before each run")
-    ap.add_argument("--connections", type=int, default=50, help="wrk connections")
+    ap.add_argument("--connections", type=int, default=50, help="wrk (and getrate) connections")
+    ap.add_argument("--get-rate", type=int, default=10000, help="getrate: GETs per second offered")
     ap.add_argument("--hs-seconds", type=float, help="seconds per handshake test (3; --quick 2)")
     ap.add_argument("--hs-threads", type=int, default=4)
     ap.add_argument("--idle", type=int, help="idle TLS connections (2000; --quick 500)")
@@ -983,6 +1026,8 @@ def main():
         plan += [("hs-full", lambda p: t_hs(args, p, False)), ("hs-resumed", lambda p: t_hs(args, p, True))]
     if "get" in tests:
         plan.append(("get", lambda p: t_get(args, p)))
+    if "getrate" in tests:
+        plan.append(("getrate", lambda p: t_getrate(args, p)))
     if "latency" in tests:
         plan.append(("latency", lambda p: t_latency(args, p)))
     if "transfer" in tests:

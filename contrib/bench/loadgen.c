@@ -25,10 +25,13 @@
  *     for SECONDS; -r resumes the session of one first connection (TLS 1.3 ticket). JSON line.
  * loadgen idle PORT N
  *     Opens N TLS connections (handshake done), prints "ready N", holds them until stdin ends.
- * loadgen get PORT CONNECTIONS REQUESTS
+ * loadgen get PORT CONNECTIONS REQUESTS [ROUND_US]
  *     CONNECTIONS keep-alive TLS connections, one GET each, "ready N"; after a line on stdin,
  *     REQUESTS more GETs in rounds (one on each connection, then the answers), a JSON line;
- *     the connections stay open until stdin ends (counting system calls per request).
+ *     the connections stay open until stdin ends (counting system calls per request). With
+ *     ROUND_US, a round starts every ROUND_US microseconds (a fixed offered rate of
+ *     CONNECTIONS / ROUND_US, the same for every proxy); a round that starts late counts in
+ *     "late" (the load side, not the proxy, set the pace then).
  * loadgen echo [-t] PORT COUNT INTERVAL_US
  *     One echo pair (OUT, then IN); COUNT round trips of 100 bytes written on IN and read back
  *     on OUT, INTERVAL_US apart, after 20 not counted. JSON line with the percentiles in us.
@@ -685,11 +688,11 @@ get_round(struct conn *c, int n)
  * without the connections' set-up.
  */
 static int
-cmd_get(int port, int n, int requests)
+cmd_get(int port, int n, int requests, long round_us)
 {
 	struct conn *c = calloc((size_t)n, sizeof *c);
 	char line[64];
-	int done = 0;
+	int done = 0, rounds = 0, late = 0;
 
 	if (!c || n < 1)
 		die("get: bad connection count");
@@ -702,10 +705,22 @@ cmd_get(int port, int n, int requests)
 	if (!fgets(line, sizeof line, stdin))
 		return 1;
 	double t0 = now();
-	for (; done < requests; done += n)
+	for (; done < requests; done += n, rounds++) {
+		if (round_us > 0) {
+			double at = t0 + (double)rounds * (double)round_us / 1e6, wait = at - now();
+			if (wait > 0) {
+				struct timespec ts = { (time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9) };
+				while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+					;
+			} else if (rounds > 0 && wait < -(double)round_us / 1e6) {
+				late++;	/* a whole round behind: the load side could not keep the pace */
+			}
+		}
 		if (get_round(c, n) < 0)
 			die("get: a round failed after %d requests", done);
-	printf("{\"requests\": %d, \"seconds\": %.6f}\n", done, now() - t0);
+	}
+	printf("{\"requests\": %d, \"seconds\": %.6f, \"rounds\": %d, \"late\": %d}\n", done, now() - t0,
+	    rounds, late);
 	fflush(stdout);
 	while (fgets(line, sizeof line, stdin))
 		;
@@ -1016,7 +1031,7 @@ usage(void)
 	    "       loadgen up|down [-t] [-v] PORT BYTES\n"
 	    "       loadgen hs [-r] PORT SECONDS THREADS\n"
 	    "       loadgen idle PORT N\n"
-	    "       loadgen get PORT CONNECTIONS REQUESTS\n"
+	    "       loadgen get PORT CONNECTIONS REQUESTS [ROUND_US]\n"
 	    "       loadgen echo [-t] PORT COUNT INTERVAL_US\n"
 	    "       loadgen digest BYTES\n", stderr);
 	exit(2);
@@ -1058,8 +1073,8 @@ main(int argc, char **argv)
 		return cmd_hs(resume, atoi(a[0]), atof(a[1]), atoi(a[2]));
 	if (strcmp(cmd, "idle") == 0 && n == 2)
 		return cmd_idle(atoi(a[0]), atoi(a[1]));
-	if (strcmp(cmd, "get") == 0 && n == 3)
-		return cmd_get(atoi(a[0]), atoi(a[1]), atoi(a[2]));
+	if (strcmp(cmd, "get") == 0 && (n == 3 || n == 4))
+		return cmd_get(atoi(a[0]), atoi(a[1]), atoi(a[2]), n == 4 ? atol(a[3]) : 0);
 	if (strcmp(cmd, "echo") == 0 && n == 3)
 		return cmd_echo(tls, atoi(a[0]), atoi(a[1]), atol(a[2]));
 	if (strcmp(cmd, "digest") == 0 && n == 1)
