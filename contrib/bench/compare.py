@@ -39,6 +39,7 @@ failed (a proxy that died, a client error, a wrong digest). See README.md for th
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -55,10 +56,10 @@ TOP = os.path.normpath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
 
 import harness  # noqa: E402  (registers cleanup at exit and on signals)
+from benchlib import log, cpu_seconds, rss_kib, summed, git_commit  # noqa: E402
 
 GiB = 1 << 30
 MiB = 1 << 20
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 LOAD_BOUND = 95.0        # % busy of the load core at which a result counts as load-bound
 OTHER_BOUND = 20.0       # % of the proxy core used by other processes at which a result is marked
 CERT = os.path.join(TOP, "tests", "certs", "mail-ecdsa.pem")
@@ -151,11 +152,6 @@ http {{
 """
 
 
-def log(msg):
-    """A progress line on stderr (the table and the JSON go to stdout)."""
-    print("[%s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
-
-
 # ----------------------------------------------------------------------------------------------
 # /proc readings
 # ----------------------------------------------------------------------------------------------
@@ -178,33 +174,6 @@ def proc_tree(pid):
         out.append(p)
         todo.extend(children.get(p, []))
     return out
-
-
-def cpu_seconds(pids):
-    """utime + stime (all threads) summed over pids, in seconds; gone processes count 0."""
-    total = 0
-    for p in pids:
-        try:
-            with open("/proc/%d/stat" % p) as f:
-                rest = f.read().rsplit(")", 1)[1].split()
-            total += int(rest[11]) + int(rest[12])
-        except (OSError, IndexError, ValueError):
-            pass
-    return total / CLK_TCK
-
-
-def rss_kib(pids):
-    """VmRSS summed over pids, in KiB."""
-    total = 0
-    for p in pids:
-        try:
-            with open("/proc/%d/status" % p) as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
 
 
 def client_conns(pids, port):
@@ -257,15 +226,6 @@ def loadavg():
     """The three load averages."""
     with open("/proc/loadavg") as f:
         return [float(x) for x in f.read().split()[:3]]
-
-
-def git_commit():
-    """`git describe --always --dirty` of the checkout, or None."""
-    try:
-        return subprocess.run(["git", "-C", TOP, "describe", "--always", "--dirty"], capture_output=True,
-                              text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -433,6 +393,36 @@ def loadgen(args, argv, timeout, check=True, raw=False):
     return out if raw else json.loads(out.strip().splitlines()[-1])
 
 
+@contextlib.contextmanager
+def get_client(args, p, requests, extra=()):
+    """`loadgen get` on the load core: --connections keep-alive connections to p's TLS listener,
+    opened and waiting ("ready") for get_go(); stopped (killed after 30 s) when the block ends."""
+    c = subprocess.Popen(load_argv(args, [args.loadgen, "get", str(p.tls), str(args.connections), str(requests)]
+                                   + list(extra)),
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    Clients.running.add(c)
+    try:
+        if not c.stdout.readline().startswith("ready"):
+            raise RuntimeError("loadgen get: %s" % c.stderr.read().strip()[-500:])
+        yield c
+    finally:
+        c.stdin.close()
+        try:
+            c.wait(30)
+        except subprocess.TimeoutExpired:
+            c.kill()
+            c.wait()
+        Clients.running.discard(c)
+
+
+def get_go(c):
+    """Starts the GETs of a get_client(); returns its result line."""
+    c.stdin.write("go\n")
+    c.stdin.flush()
+    return c.stdout.readline()
+
+
 class Meter:
     """Proxy CPU time, wall time and both cores' busy share over a `with` block."""
 
@@ -444,14 +434,14 @@ class Meter:
         """Takes the first readings."""
         self.pids = self.proxy.pids()
         self.cores0 = [core_jiffies(c) for c in (self.args.proxy_cpu, self.args.load_cpu)]
-        self.cpu0 = cpu_seconds(self.pids)
+        self.cpu0 = summed(cpu_seconds, self.pids)
         self.t0 = time.monotonic()
         return self
 
     def __exit__(self, *exc):
         """Takes the second readings: .cpu (s), .wall (s), .proxy_busy and .load_busy (%)."""
         self.wall = time.monotonic() - self.t0
-        self.cpu = cpu_seconds(self.pids) - self.cpu0
+        self.cpu = summed(cpu_seconds, self.pids) - self.cpu0
         busy = []
         for (b0, t0), c in zip(self.cores0, (self.args.proxy_cpu, self.args.load_cpu)):
             b1, t1 = core_jiffies(c)
@@ -477,7 +467,7 @@ def t_idle(args, p):
     loadgen(args, ["idle", str(p.tls), str(max(1, n // 10))], timeout=120, raw=True)   # warm-up, closed again
     if not harness.wait_for(lambda: client_conns(p.pids(), p.tls) == 0, 10.0, 0.05):
         raise RuntimeError("the warm-up connections are still open 10 s after they closed")
-    before = rss_kib(p.pids())
+    before = summed(rss_kib, p.pids())
     c = subprocess.Popen(load_argv(args, [args.loadgen, "idle", str(p.tls), str(n)]), stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     Clients.running.add(c)
@@ -487,20 +477,20 @@ def t_idle(args, p):
             raise RuntimeError("loadgen idle: %s" % c.stderr.read().strip()[-500:])
         # the proxy has accepted all of them, and its RSS no longer moves
         harness.wait_for(lambda: client_conns(p.pids(), p.tls) >= n, 20.0, 0.05)
-        prev = [rss_kib(p.pids()), time.monotonic()]
+        prev = [summed(rss_kib, p.pids()), time.monotonic()]
 
         def settled():
             """True when a reading at least 200 ms after the previous one is the same."""
             if time.monotonic() - prev[1] < 0.2:
                 return False
-            r = rss_kib(p.pids())
+            r = summed(rss_kib, p.pids())
             same = r == prev[0]
             prev[:] = [r, time.monotonic()]
             return same
         harness.wait_for(settled, 5.0, 0.05)
         p.check_alive()
         pids = p.pids()
-        after, conns = rss_kib(pids), client_conns(pids, p.tls)
+        after, conns = summed(rss_kib, pids), client_conns(pids, p.tls)
     finally:
         try:
             c.stdin.close()
@@ -572,29 +562,12 @@ def t_getrate(args, p):
     """GETs at the fixed offered rate --get-rate: requests per proxy CPU second."""
     round_us = int(args.connections * 1e6 / args.get_rate)
     requests = max(1, int(args.get_rate * args.duration) // args.connections) * args.connections
-    c = subprocess.Popen(load_argv(args, [args.loadgen, "get", str(p.tls), str(args.connections), str(requests),
-                                          str(round_us)]),
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
-    Clients.running.add(c)
-    try:
-        if not c.stdout.readline().startswith("ready"):
-            raise RuntimeError("loadgen get: %s" % c.stderr.read().strip()[-500:])
+    with get_client(args, p, requests, [str(round_us)]) as c:
         with Meter(args, p) as m:
-            c.stdin.write("go\n")
-            c.stdin.flush()
-            line = c.stdout.readline()
+            line = get_go(c)
         if not line.startswith("{"):
             raise RuntimeError("loadgen get: %s" % c.stderr.read().strip()[-500:])
         r = json.loads(line)
-    finally:
-        c.stdin.close()
-        try:
-            c.wait(30)
-        except subprocess.TimeoutExpired:
-            c.kill()
-            c.wait()
-        Clients.running.discard(c)
     p.check_alive()
     if r["late"] > r["rounds"] // 20:
         raise RuntimeError("loadgen get: %d of %d rounds started late: lower --get-rate" % (r["late"], r["rounds"]))
@@ -708,29 +681,8 @@ def t_syscalls(args, p):
     """System calls per GET (wrk) and per MiB of each transfer, counted by strace -c."""
     res, readings = {}, {}
     # GETs on --connections open keep-alive connections: their set-up is not counted
-    c = subprocess.Popen(load_argv(args, [args.loadgen, "get", str(p.tls), str(args.connections),
-                                          str(args.syscall_requests)]),
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
-    Clients.running.add(c)
-
-    def go():
-        """Starts the counted GETs, returns the client's result."""
-        c.stdin.write("go\n")
-        c.stdin.flush()
-        return json.loads(c.stdout.readline())
-    try:
-        if not c.stdout.readline().startswith("ready"):
-            raise RuntimeError("loadgen get: %s" % c.stderr.read().strip()[-500:])
-        r, calls, total = traced(args, p, go)
-    finally:
-        c.stdin.close()
-        try:
-            c.wait(30)
-        except subprocess.TimeoutExpired:
-            c.kill()
-            c.wait()
-        Clients.running.discard(c)
+    with get_client(args, p, args.syscall_requests) as c:
+        r, calls, total = traced(args, p, lambda: json.loads(get_go(c)))
     n = r["requests"]
     res["sys_get"] = total / n
     readings["get"] = {"requests": n, "connections": args.connections, "calls": total, "top": top(calls, n)}

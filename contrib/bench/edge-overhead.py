@@ -44,14 +44,12 @@ import argparse
 import base64
 import json
 import os
-import platform
 import re
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -59,10 +57,11 @@ TOP = os.path.normpath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
 
 import harness  # noqa: E402  (stops every process it started, at exit and on signals)
+from benchlib import (log, cpu_seconds, cpu_clock, pin, start_with_config, check_exited, begin,  # noqa: E402
+                      git_commit, haproxy_version, machine, end)
 
 PROXY_CPU = 1           # the proxies
 CLIENT_CPU = 0          # wrk, the backend and this script
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 WARMUP_S = 2
 
 EXRELAY_CONF = """\
@@ -148,11 +147,6 @@ end
 """
 
 
-def log(msg):
-    """Progress line on stderr (the table and the JSON go to stdout)."""
-    print("[%s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
-
-
 def lua_string(s):
     """s as a Lua string literal."""
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -165,37 +159,6 @@ def wrk_script():
     return "\n".join(lines) + "\n" + WRK_DONE
 
 
-def cpu_seconds(pid):
-    """utime + stime of the whole process (all threads) in seconds, from /proc/PID/stat."""
-    with open("/proc/%d/stat" % pid) as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK
-
-
-def cpu_clock(pid):
-    """The same CPU time read from the process's CPU-time clock (clock_getcpuclockid(pid):
-    MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)), in nanoseconds rather than 10 ms ticks."""
-    return time.clock_gettime(((~pid) << 3) | 2)
-
-
-def pin(cpu, pinning):
-    """argv prefix that pins a child to `cpu` (empty when pinning is off)."""
-    return ["taskset", "-c", str(cpu)] if pinning else []
-
-
-def start(name, argv, conf_name, conf_text, port):
-    """Writes the configuration, starts argv ({cfg} replaced by its path), waits for the port."""
-    d = harness.tmpdir("edge-overhead-%s-" % name)
-    cfg = os.path.join(d, conf_name)
-    with open(cfg, "w") as f:
-        f.write(conf_text)
-    p = harness.Process(name, [a.replace("{cfg}", cfg) for a in argv], d)
-    if not harness.wait_port("127.0.0.1", port, 10.0, p.alive):
-        raise RuntimeError("%s not listening on %d (exit %r): %s" % (
-            name, port, p.returncode, p.stderr_text()[-3000:]))
-    return p
-
-
 class Proxy:
     """One proxy under test: name, port, process, optional admin port."""
 
@@ -206,24 +169,23 @@ class Proxy:
 
     def check_alive(self):
         """RuntimeError with the stderr tail when the proxy exited."""
-        if not self.proc.alive():
-            raise RuntimeError("%s exited with status %r: %s" % (
-                self.name, self.proc.returncode, self.proc.stderr_text()[-3000:]))
+        check_exited(self.name, self.proc)
 
 
 def start_exrelay(name, path, bport, extra, pinning):
     """exrelay in front of the backend, one worker, with `extra` appended to its configuration."""
     port, admin = harness.free_port(), harness.free_port()
     conf = EXRELAY_CONF.format(port=port, admin=admin, bport=bport, extra=extra)
-    p = start(name, pin(PROXY_CPU, pinning) + [path, "-f", "{cfg}"], "exrelay.conf", conf, port)
+    p = start_with_config(name, pin(PROXY_CPU, pinning) + [path, "-f", "{cfg}"], "exrelay.conf", conf, port,
+                          "edge-overhead")
     return Proxy(name, port, p, admin)
 
 
 def start_haproxy(name, path, conf, bport, cpu, pinning):
     """HAProxy in the foreground, pinned to `cpu`, with `conf` (a template: {port}, {bport})."""
     port = harness.free_port()
-    p = start(name, pin(cpu, pinning) + [path, "-db", "-f", "{cfg}"], "haproxy.cfg",
-              conf.format(port=port, bport=bport), port)
+    p = start_with_config(name, pin(cpu, pinning) + [path, "-db", "-f", "{cfg}"], "haproxy.cfg",
+                          conf.format(port=port, bport=bport), port, "edge-overhead")
     return Proxy(name, port, p)
 
 
@@ -358,17 +320,7 @@ def main():
         args.perf_dir = os.path.abspath(args.perf_dir)
         os.makedirs(args.perf_dir, exist_ok=True)
 
-    cpus = os.sched_getaffinity(0)
-    pinning = CLIENT_CPU in cpus and PROXY_CPU in cpus and shutil.which("taskset") is not None
-    if pinning:
-        os.sched_setaffinity(0, {CLIENT_CPU})
-    else:
-        log("warning: CPUs %d and %d (or taskset) not available: no pinning" % (CLIENT_CPU, PROXY_CPU))
-    base = tempfile.mkdtemp(prefix="edge-overhead.")
-    tempfile.tempdir = base
-    load = os.getloadavg()
-    if load[0] > 0.5:
-        log("warning: load average %.2f: other work on this machine will disturb the numbers" % load[0])
+    pinning, base, load = begin("edge-overhead", CLIENT_CPU, PROXY_CPU)
 
     errors = []
     proxies = []
@@ -420,27 +372,12 @@ def main():
         log("FAILED: %s" % errors[-1])
     result = {
         "summary": summary, "runs": {p.name: p.runs for p in proxies}, "errors": errors,
-        "params": {"runs": args.runs, "duration_s": args.duration, "connections": args.connections,
-                   "wrk_threads": args.threads, "pinned": pinning, "exrelay": args.exrelay,
-                   "target": TARGET, "source_commit": git_commit(),
-                   "haproxy_version": subprocess.run([args.haproxy, "-v"], capture_output=True, text=True,
-                                                     timeout=10).stdout.split("\n")[0],
-                   "kernel": platform.release(), "loadavg_at_start": [round(x, 2) for x in load],
-                   "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "params": dict(machine(load), runs=args.runs, duration_s=args.duration, connections=args.connections,
+                       wrk_threads=args.threads, pinned=pinning, exrelay=args.exrelay, target=TARGET,
+                       source_commit=git_commit(), haproxy_version=haproxy_version(args.haproxy)),
     }
     print(json.dumps(result, sort_keys=True))
-    harness.cleanup()
-    shutil.rmtree(base, ignore_errors=True)
-    sys.exit(1 if errors else 0)
-
-
-def git_commit():
-    """`git describe --always --dirty` of the checkout, or None."""
-    try:
-        return subprocess.run(["git", "-C", TOP, "describe", "--always", "--dirty"], capture_output=True,
-                              text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    end(base, errors)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -58,12 +57,13 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.normpath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
+
+from benchlib import log, pin, cpu_clock, check_exited, begin, git_commit, haproxy_version, machine, end  # noqa: E402
 
 PROXY_CPU = 1           # the proxies
 CLIENT_CPU = 0          # this script, the backends, wrk
@@ -237,22 +237,6 @@ frontend {name}
 """
 
 
-def log(msg):
-    """Progress line on stderr (the tables and the JSON go to stdout)."""
-    print("[%s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
-
-
-def pin(cpu, pinning):
-    """argv prefix that pins a child (all its threads) to `cpu` (empty when pinning is off)."""
-    return ["taskset", "-c", str(cpu)] if pinning else []
-
-
-def cpu_clock(pid):
-    """The process's CPU time (all threads) in seconds, from its CPU-time clock
-    (clock_getcpuclockid(pid): MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)); ns resolution."""
-    return time.clock_gettime(((~pid) << 3) | 2)
-
-
 class Proxy:
     """One proxy under test: .name, .kind ("exrelay"/"haproxy"), .port, .proc; .reload(servers)."""
 
@@ -336,9 +320,7 @@ class Proxy:
 
     def check_alive(self):
         """RuntimeError with the stderr tail when the proxy exited."""
-        if not self.proc.alive():
-            raise RuntimeError("%s exited with status %r: %s" % (
-                self.name, self.proc.returncode, self.proc.stderr_text()[-3000:]))
+        check_exited(self.name, self.proc)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -673,15 +655,6 @@ def print_moves(args, proxies, out):
 
 # ----------------------------------------------------------------------------------------------
 
-def git_commit():
-    """`git describe --always --dirty` of the checkout, or None."""
-    try:
-        return subprocess.run(["git", "-C", TOP, "describe", "--always", "--dirty"], capture_output=True,
-                              text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def main():
     """Parses options, runs the parts asked for, prints the tables and the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
@@ -717,17 +690,7 @@ def main():
     if "hashing" in parts and not shutil.which(args.wrk):
         ap.error("wrk not found (apt-get install -y wrk), or leave out the hashing part (--parts)")
 
-    cpus = os.sched_getaffinity(0)
-    pinning = CLIENT_CPU in cpus and PROXY_CPU in cpus and shutil.which("taskset") is not None
-    if pinning:
-        os.sched_setaffinity(0, {CLIENT_CPU})
-    else:
-        log("warning: CPUs %d and %d (or taskset) not available: no pinning" % (CLIENT_CPU, PROXY_CPU))
-    base = tempfile.mkdtemp(prefix="failover.")
-    tempfile.tempdir = base
-    load = os.getloadavg()
-    if load[0] > 0.5:
-        log("warning: load average %.2f: other work on this machine will disturb the numbers" % load[0])
+    pinning, base, load = begin("failover", CLIENT_CPU, PROXY_CPU)
 
     out, errors, tables = {}, [], []
     try:
@@ -754,18 +717,12 @@ def main():
     for fn, proxies in tables:
         fn(args, proxies, out)
     print()
-    print(json.dumps({"results": out, "errors": errors, "params": {
-        "runs": args.runs, "rate": args.rate, "interval_s": args.interval, "timeout_s": args.timeout,
-        "rise": args.rise, "fall": args.fall, "hash_duration_s": args.hash_duration,
-        "connections": args.connections, "addresses": args.addresses, "pinned": pinning,
-        "exrelay": args.exrelay, "source_commit": git_commit(),
-        "haproxy_version": subprocess.run([args.haproxy, "-v"], capture_output=True, text=True,
-                                          timeout=10).stdout.split("\n")[0],
-        "kernel": platform.release(), "loadavg_at_start": [round(x, 2) for x in load],
-        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]}}, sort_keys=True))
-    harness.cleanup()
-    shutil.rmtree(base, ignore_errors=True)
-    sys.exit(1 if errors else 0)
+    print(json.dumps({"results": out, "errors": errors, "params": dict(
+        machine(load), runs=args.runs, rate=args.rate, interval_s=args.interval, timeout_s=args.timeout,
+        rise=args.rise, fall=args.fall, hash_duration_s=args.hash_duration, connections=args.connections,
+        addresses=args.addresses, pinned=pinning, exrelay=args.exrelay, source_commit=git_commit(),
+        haproxy_version=haproxy_version(args.haproxy))}, sort_keys=True))
+    end(base, errors)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
 import harness  # noqa: E402  (cleanup of children and temp dirs at exit)
 import rpch  # noqa: E402
+from benchlib import rss_kib  # noqa: E402
 
 CERTS = os.path.join(TOP, "tests", "certs")
 
@@ -86,15 +87,6 @@ listeners = (
 backends = ( { name = "be"; servers = [ "127.0.0.1:%(port)d" ]; idle_timeout = 3600; } );
 routes = ( { backend = "be"; } );
 '''
-
-
-def rss_kib(pid):
-    """VmRSS of pid in KiB."""
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS for %d" % pid)
 
 
 def read_head(s):

@@ -57,12 +57,9 @@ import math
 import os
 import platform
 import resource
-import shutil
 import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -71,12 +68,13 @@ sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
 
 import harness  # noqa: E402  (registers cleanup at exit and on signals)
 import rpch  # noqa: E402
+from benchlib import (log, cpu_seconds, rss_kib, pin, start_with_config, begin, git_commit,  # noqa: E402
+                      haproxy_version, machine, end)
 
 GiB = 1 << 30
 PROXY_CPU = 1          # the core the proxies are pinned to
 CLIENT_CPU = 0         # this script and the stand-in
 STALL = 15.0           # seconds without progress before a transfer counts as hung
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 EXRELAY_CONF = """\
 global = {{ log_level = "warning"; max_connections = 20000; workers = 1; drain_timeout = 2; }};
@@ -108,36 +106,6 @@ backend be
 # ----------------------------------------------------------------------------------------------
 # Small helpers
 # ----------------------------------------------------------------------------------------------
-
-def log(msg):
-    """Progress line on stderr (the table and the JSON go to stdout)."""
-    print("[%s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
-
-
-def cpu_seconds(pid):
-    """utime + stime of the whole process (all threads) in seconds, from /proc/PID/stat."""
-    with open("/proc/%d/stat" % pid) as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK
-
-
-def rss_kib(pid):
-    """VmRSS of PID in KiB."""
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS for pid %d" % pid)
-
-
-def git_commit():
-    """`git describe --always --dirty` of the source tree, or None."""
-    try:
-        return subprocess.run(["git", "-C", TOP, "describe", "--always", "--dirty"], capture_output=True,
-                              text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
 
 def percentile(sorted_values, p):
     """Nearest-rank percentile of an already sorted list."""
@@ -210,30 +178,12 @@ class Target:
 # Starting the proxies (pinned)
 # ----------------------------------------------------------------------------------------------
 
-def pin_prefix(pinning):
-    """argv prefix that pins a proxy to PROXY_CPU (empty when pinning is off)."""
-    return ["taskset", "-c", str(PROXY_CPU)] if pinning else []
-
-
-def start_pinned(name, argv, config_name, config_text, port, timeout=10.0):
-    """Writes the config into a temp dir, starts argv (with {cfg} replaced), waits for the port."""
-    d = harness.tmpdir("exrelay-bench-%s-" % name)
-    cfg = os.path.join(d, config_name)
-    with open(cfg, "w") as f:
-        f.write(config_text)
-    argv = [a.replace("{cfg}", cfg) for a in argv]
-    p = harness.Process(name, argv, d)
-    if not harness.wait_port("127.0.0.1", port, timeout, p.alive):
-        raise RuntimeError("%s not listening on %d (exit %r): %s" % (
-            name, port, p.returncode, p.stderr_text()[-3000:]))
-    return p
-
-
 def start_exrelay(path, sport, pinning):
     """exrelay with a plaintext listener in front of the stand-in, one worker."""
     port = harness.free_port()
     conf = EXRELAY_CONF.format(port=port, sport=sport)
-    p = start_pinned("exrelay", pin_prefix(pinning) + [path, "-f", "{cfg}"], "exrelay.conf", conf, port)
+    p = start_with_config("exrelay", pin(PROXY_CPU, pinning) + [path, "-f", "{cfg}"], "exrelay.conf", conf, port,
+                          "exrelay-bench")
     return Target("exrelay", port, p)
 
 
@@ -248,8 +198,8 @@ def start_haproxy(path, sport, pinning):
     """HAProxy in http mode (http-no-delay, keep-alive, 1 h timeouts), foreground, one thread."""
     port = harness.free_port()
     conf = HAPROXY_CONF.format(port=port, sport=sport, maxconn=haproxy_maxconn())
-    p = start_pinned("haproxy", pin_prefix(pinning) + [path, "-db", "-f", "{cfg}"], "haproxy.cfg",
-                     conf, port)
+    p = start_with_config("haproxy", pin(PROXY_CPU, pinning) + [path, "-db", "-f", "{cfg}"], "haproxy.cfg",
+                          conf, port, "exrelay-bench")
     return Target("haproxy", port, p)
 
 
@@ -541,19 +491,9 @@ def main():
                 % (hard, need_fds))
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
 
-    cpus = os.sched_getaffinity(0)
-    pinning = CLIENT_CPU in cpus and PROXY_CPU in cpus
-    if pinning:
-        os.sched_setaffinity(0, {CLIENT_CPU})     # inherited by the stand-in
-    else:
-        log("warning: CPUs %d and %d not both available: no pinning" % (CLIENT_CPU, PROXY_CPU))
-
-    # A private base directory for the temp dirs of the stand-in and the proxies.
-    base = tempfile.mkdtemp(prefix="rpc-bench.")
-    tempfile.tempdir = base
-    load = os.getloadavg()
-    if load[0] > 0.5:
-        log("warning: load average %.2f: other work on this machine will disturb the numbers" % load[0])
+    # Pinned (the stand-in inherits CPU 0), with a private base directory for the temp dirs of the
+    # stand-in and the proxies.
+    pinning, base, load = begin("rpc-bench", CLIENT_CPU, PROXY_CPU)
 
     standin = harness.start_standin(ping_interval=0)
     targets = []
@@ -594,19 +534,13 @@ def main():
         "latency_interval_s": args.latency_interval, "verify": args.verify, "pinned": pinning,
         "proxy_cpu": PROXY_CPU if pinning else None, "client_cpu": CLIENT_CPU if pinning else None,
         "nofile": list(nofile), "haproxy_maxconn": haproxy_maxconn(), "exrelay": args.exrelay if args.only != "haproxy" else None,
-        "haproxy_version": subprocess.run([args.haproxy, "-v"], capture_output=True, text=True,
-                                          timeout=10).stdout.split("\n")[0] if args.only != "exrelay" else None,
-        "source_commit": git_commit(),
-        "python": platform.python_version(), "kernel": platform.release(),
-        "elapsed_s": round(time.monotonic() - started, 1),
-        "loadavg_at_start": [round(x, 2) for x in load], "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "haproxy_version": haproxy_version(args.haproxy) if args.only != "exrelay" else None,
+        "source_commit": git_commit(), "python": platform.python_version(),
+        "elapsed_s": round(time.monotonic() - started, 1), **machine(load),
     }
     print_table(results, names, args)
     print(json.dumps(results, sort_keys=True))
-    harness.cleanup()
-    shutil.rmtree(base, ignore_errors=True)
-    failed = any(isinstance(r, dict) and "error" in r for n in names for r in results[n].values())
-    sys.exit(1 if failed else 0)
+    end(base, any(isinstance(r, dict) and "error" in r for n in names for r in results[n].values()))
 
 
 if __name__ == "__main__":
