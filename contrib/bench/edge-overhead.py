@@ -195,12 +195,7 @@ def http_get(port, target, extra_headers=()):
         head = "GET %s HTTP/1.1\r\nHost: mail.example.com\r\nConnection: close\r\n" % target
         head += "".join("%s: %s\r\n" % kv for kv in extra_headers) + "\r\n"
         s.sendall(head.encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = harness.recv_all(s)
     status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.") else 0
     return status, data.split(b"\r\n\r\n", 1)[-1]
 

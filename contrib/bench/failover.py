@@ -289,12 +289,7 @@ class Proxy:
                 s.settimeout(2)
                 s.connect(os.path.join(self.dir, "stats.sock"))
                 s.sendall(b"show info\n")
-                out = b""
-                while True:
-                    d = s.recv(65536)
-                    if not d:
-                        break
-                    out += d
+                out = harness.recv_all(s)
         except OSError:
             return None
         for line in out.decode().splitlines():
@@ -341,12 +336,7 @@ def request(port, src, rid, timeout=5.0):
             s.sendall(("PROXY TCP4 %s 127.0.0.1 %d %d\r\nGET /owa/?fo=%d HTTP/1.1\r\nHost: mail.example.com\r\n"
                        "User-Agent: failover-bench\r\nConnection: close\r\n\r\n" % (
                            src, 1024 + rid % 60000, port, rid)).encode())
-            data = b""
-            while True:
-                d = s.recv(65536)
-                if not d:
-                    break
-                data += d
+            data = harness.recv_all(s)
     except OSError:
         return 0, ""
     if not data.startswith(b"HTTP/1."):

@@ -34,21 +34,13 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import (run_checks, ok, is_, diag, start_exrelay, start_standin, free_port, wait_for,  # noqa: E402
+from harness import (CA, cert, run_checks, ok, is_, diag, start_exrelay, start_standin, free_port, wait_for,  # noqa: E402
                      exrelay_path, tmpdir)
 import rpch  # noqa: E402
 
 T0 = time.monotonic()
-TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CERTS = os.path.join(TESTS, "certs")
-CA = os.path.join(CERTS, "ca.pem")
 USER, PASSWORD = "EXAMPLE\\alice", "Secret1"
 RPC = "/rpc/rpcproxy.dll?exchange.example.com:6001"
-
-
-def cert(name):
-    """(certificate, key) paths of a test certificate."""
-    return os.path.join(CERTS, name + ".pem"), os.path.join(CERTS, name + ".test-key.pem")
 
 
 def fingerprint(name):

@@ -29,8 +29,6 @@ Run: cd tests && EXRELAY=/path/to/exrelay python3 integration/t_haproxy.py
 
 import json
 import os
-import pwd
-import grp
 import re
 import socket
 import ssl
@@ -42,14 +40,13 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import run_checks, ok, is_, diag, done, skip_all, free_port, start_standin, start_apache, start_exrelay, \
-    start_haproxy, tmpdir, wait_for, Process, APACHE_BIN, APACHE_MODULES, HAPROXY_BIN  # noqa: E402
+    start_haproxy, tmpdir, wait_for, Process, APACHE_BIN, APACHE_MODULES, HAPROXY_BIN, APACHE_HEAD, apache_root, \
+    CA, cert  # noqa: E402
 import rpch  # noqa: E402
 
 T0 = time.monotonic()
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOP = os.path.dirname(TESTS)
-CERTS = os.path.join(TESTS, "certs")
-CA = os.path.join(CERTS, "ca.pem")
 HAPROXY_CFG = os.path.join(TOP, "contrib", "haproxy", "haproxy.cfg")
 APACHE_CFG = os.path.join(TOP, "contrib", "apache", "exrelay.conf")
 CLIENT_IP = "127.0.0.2"         # the test client's source address: what every peer must report
@@ -73,16 +70,7 @@ except OSError as e:
 # contrib/apache/exrelay.conf: apache2 -t, and live instances built from it
 # ----------------------------------------------------------------------------------------------
 
-APACHE_MIN = '''# minimal server config around contrib/apache/exrelay.conf (t_haproxy.py)
-ServerRoot "{root}"
-ServerName 127.0.0.1
-PidFile "{root}/run/apache2.pid"
-DefaultRuntimeDir "{root}/run"
-Mutex file:{root}/run default
-ScoreBoardFile "{root}/run/scoreboard"
-{user_group}
-LoadModule mpm_event_module {mods}/mod_mpm_event.so
-LoadModule authz_core_module {mods}/mod_authz_core.so
+APACHE_MIN = "# minimal server config around contrib/apache/exrelay.conf (t_haproxy.py)\n" + APACHE_HEAD + '''\
 LoadModule remoteip_module {mods}/mod_remoteip.so
 StartServers 1
 ServerLimit 2
@@ -96,23 +84,11 @@ Include "{root}/exrelay.conf"
 def contrib_apache_root(port):
     """A temp ServerRoot holding the minimal config and contrib/apache/exrelay.conf with its
     Listen/VirtualHost address moved to 127.0.0.1:port. Returns (root, conf path, env)."""
-    root = tmpdir("exrelay-apache-contrib-")
-    for sub in ("run", "logs"):
-        os.mkdir(os.path.join(root, sub))
+    root, user_group = apache_root("exrelay-apache-contrib-")
     with open(APACHE_CFG) as f:
         text = f.read()
     with open(os.path.join(root, "exrelay.conf"), "w") as f:
         f.write(text.replace("127.0.0.1:8080", "127.0.0.1:%d" % port))
-    user_group = ""
-    if os.geteuid() == 0:
-        try:
-            uid, gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
-            user_group = "User nobody\nGroup nogroup"
-        except KeyError:
-            uid, gid, user_group = 65534, 65534, "User #65534\nGroup #65534"
-        os.chmod(root, 0o755)
-        for sub in ("run", "logs"):
-            os.chown(os.path.join(root, sub), uid, gid)
     conf = os.path.join(root, "apache2.conf")
     with open(conf, "w") as f:
         f.write(APACHE_MIN.format(root=root, mods=APACHE_MODULES, user_group=user_group))
@@ -188,7 +164,7 @@ ap_pp = start_contrib_apache(AP_PP_PORT)
 ap_xff = start_contrib_apache(AP_XFF_PORT, xff=True)
 
 
-ECDSA = os.path.join(CERTS, "mail-ecdsa.pem"), os.path.join(CERTS, "mail-ecdsa.test-key.pem")
+ECDSA = cert("mail-ecdsa")
 DRAIN_TIMEOUT = 20
 
 EXRELAY_CONF = '''

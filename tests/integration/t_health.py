@@ -31,12 +31,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import run_checks, ok, is_, start_exrelay, free_port, wait_for  # noqa: E402
+from harness import CA, cert, run_checks, ok, is_, start_exrelay, free_port, wait_for  # noqa: E402
 
 T0 = time.monotonic()
-TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CERTS = os.path.join(TESTS, "certs")
-CA = os.path.join(CERTS, "ca.pem")
 PP2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
 
@@ -165,10 +162,6 @@ class HangServer:
         except OSError:
             pass
         c.close()
-
-
-def cert(name):
-    return os.path.join(CERTS, name + ".pem"), os.path.join(CERTS, name + ".test-key.pem")
 
 
 ex1, ex2, ex3 = HealthServer(), HealthServer(), HealthServer()

@@ -27,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import (ok, is_, diag, start_standin, start_exrelay, hrw_pick, run_checks, tmpdir,  # noqa: E402
-                     wait_for, agent_line)
+                     wait_for, agent_line, cookie_placed_on)
 import rpch  # noqa: E402
 
 T0 = time.monotonic()
@@ -73,14 +73,6 @@ CLIENTS = {n: [] for n in NAMES}
 for i in range(2000):
     cl = "10.20.%d.%d" % (i // 250, i % 250 + 1)
     CLIENTS[NAMES[hrw_pick(NAMES, cl)]].append(cl)
-
-
-def fresh_cookie(name):
-    """A new random cookie whose first choice is server `name`."""
-    while True:
-        ck = rpch.new_cookie()
-        if NAMES[hrw_pick(NAMES, ck)] == name:
-            return ck
 
 
 def owa(client, timeout=10):
@@ -171,7 +163,7 @@ def poll_moved(name, timeout, want_owa=True, want_rpc=True):
         if want_owa and not (st == 200 and srv != name):
             return False
         if want_rpc:
-            s = channel_server(fresh_cookie(name))
+            s = channel_server(cookie_placed_on(NAMES, name))
             if s is None or s == name:
                 return False
         return True
@@ -185,7 +177,7 @@ def on_name(name, k=10, start=0):
 
 def new_channels_on(name, k=6):
     """How many of k new channels with `name`'s cookies pair on `name`."""
-    return sum(1 for _ in range(k) if channel_server(fresh_cookie(name)) == name)
+    return sum(1 for _ in range(k) if channel_server(cookie_placed_on(NAMES, name)) == name)
 
 
 def restore():
@@ -212,7 +204,7 @@ def check_checker_probes():
 def check_maintenance_page():
     """ex2's /rpc and /owa pages answer 503: no new channels or OWA there within fall x interval;
     an IN/OUT pair open on it keeps echoing to its end."""
-    keep = channel(fresh_cookie("ex2"))
+    keep = channel(cookie_placed_on(NAMES, "ex2"))
     ok(keep is not None and keep.server == "ex2" and keep.echo(), "a channel pair open on ex2 echoes 100 bytes")
     standins[1].control(health={"rpc": 503, "owa": 503})
     took = poll_moved("ex2", DOWN_WITHIN + 5)
@@ -244,8 +236,8 @@ def check_owa_only():
 
 def drain_checks(how, set_drain):
     """Drains ex2 with set_drain(); checks what drain means; leaves ex2 draining."""
-    keep = channel(fresh_cookie("ex2"))
-    half = Channel(fresh_cookie("ex2"))
+    keep = channel(cookie_placed_on(NAMES, "ex2"))
+    half = Channel(cookie_placed_on(NAMES, "ex2"))
     try:
         half.open_out()                               # OUT on ex2, its IN still to come
         set_drain()
@@ -293,7 +285,7 @@ def check_drain_socket():
 
 def check_maint_and_reload():
     """maint takes nothing new, not even a channel whose partner is there; it survives a reload."""
-    half = Channel(fresh_cookie("ex2"))
+    half = Channel(cookie_placed_on(NAMES, "ex2"))
     half.open_out()
     is_(relay.command("set server exchange/ex2 state maint"), "\n", "set server exchange/ex2 state maint: an empty line, as HAProxy answers")
     try:

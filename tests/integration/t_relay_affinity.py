@@ -17,7 +17,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import ok, is_, diag, done, start_standin, start_exrelay  # noqa: E402
+from harness import ok, is_, diag, done, start_standin, start_exrelay, metrics_text  # noqa: E402
 import rpch  # noqa: E402
 
 servers = [start_standin() for _ in range(3)]
@@ -111,14 +111,7 @@ ok("trying the next server" in rc.stderr_text() or "trying the next server" in r
 
 def retries(r):
     """exrelay_backend_errors_total{backend="exchange",kind="retry"} of instance r."""
-    with socket.create_connection(("127.0.0.1", r.port("admin")), timeout=5) as s:
-        s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-        data = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            data += d
+    data = metrics_text(r.port("admin"), timeout=5)
     m = re.search(rb'exrelay_backend_errors_total\{backend="exchange",kind="retry"\} (\d+)', data)
     return int(m.group(1)) if m else 0
 

@@ -29,7 +29,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import serve_loopback, run_checks, ok, is_, diag, start_standin, start_exrelay, wait_for  # noqa: E402
+from harness import (serve_loopback, run_checks, ok, is_, diag, start_standin, start_exrelay, wait_for,  # noqa: E402
+                     read_head)
 
 T0 = time.monotonic()
 
@@ -51,12 +52,9 @@ def catchall(c):
     """Serves requests without bodies on one connection until the peer closes."""
     buf = b""
     while True:
-        while b"\r\n\r\n" not in buf:
-            d = c.recv(65536)
-            if not d:
-                return
-            buf += d
-        head, buf = buf.split(b"\r\n\r\n", 1)
+        head, buf = read_head(c, buf)
+        if head is None:
+            return
         SEEN.append(head)
         target = head.split(b" ", 2)[1]
         c.sendall(CANNED.get(target, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))

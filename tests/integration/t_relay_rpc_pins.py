@@ -17,7 +17,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import ok, is_, diag, start_standin, start_exrelay, hrw_pick, run_checks, tmpdir  # noqa: E402
+from harness import ok, is_, diag, start_standin, start_exrelay, cookie_placed_on, run_checks, tmpdir  # noqa: E402
 import rpch  # noqa: E402
 
 N = 100
@@ -36,21 +36,11 @@ relay = start_exrelay(CONF)
 port = relay.port("public")
 
 
-def cookies_ranking_a_first(n):
-    """n fresh cookies for which rendezvous hashing puts server "a" first."""
-    out = []
-    while len(out) < n:
-        cookie = rpch.new_cookie()
-        if hrw_pick(["a", "b"], cookie) == 0:
-            out.append(cookie)
-    return out
-
-
 def check_many_pins_survive_drain():
     """100 OUT channels on a; a drained; the 100 IN channels still reach a."""
     vcs = []
     try:
-        for cookie in cookies_ranking_a_first(N):
+        for cookie in (cookie_placed_on(["a", "b"], "a") for _ in range(N)):
             out = rpch.HttpConn("127.0.0.1", port, timeout=10)
             vcs.append((cookie, out, None))
             out.send(rpch.rpc_out_request() + rpch.conn_a1(cookie))

@@ -19,7 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import ok, is_, diag, start_standin, start_exrelay, hrw_pick, run_checks  # noqa: E402
+from harness import ok, is_, diag, start_standin, start_exrelay, cookie_placed_on, run_checks  # noqa: E402
 import rpch  # noqa: E402
 
 a = start_standin(name="a")
@@ -36,18 +36,10 @@ relay = start_exrelay(CONF)
 port = relay.port("public")
 
 
-def cookie_ranking_a_first():
-    """A fresh cookie for which exrelay's rendezvous hashing puts server "a" first."""
-    while True:
-        cookie = rpch.new_cookie()
-        if hrw_pick(["a", "b"], cookie) == 0:
-            return cookie
-
-
 def check_pin_follows_retry():
     """OUT times out on "a", moves to "b"; IN with the same cookie goes to "b" at once."""
     ok(a.control(mode="blackhole"), "server a black-holed (connects to it time out)")
-    cookie = cookie_ranking_a_first()
+    cookie = cookie_placed_on(["a", "b"], "a")     # exrelay's rendezvous hashing puts "a" first
     out = rpch.HttpConn("127.0.0.1", port, timeout=10)
     inn = rpch.HttpConn("127.0.0.1", port, timeout=10)
     try:

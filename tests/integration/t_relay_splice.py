@@ -38,7 +38,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import serve_loopback, run_checks, ok, is_, start_exrelay, wait_for, tmpdir, metrics_text  # noqa: E402
+from harness import (serve_loopback, run_checks, ok, is_, start_exrelay, wait_for, tmpdir, metrics_text,  # noqa: E402
+                     read_head)
 
 T0 = time.monotonic()
 MiB = 1 << 20
@@ -67,17 +68,6 @@ def find_event(**match):
             if all(e.get(k) == v for k, v in match.items()):
                 return e
     return None
-
-
-def read_head(c, buf):
-    """Reads a head from c (buf holds bytes already read): (head bytes, rest), or (None, buf) at EOF."""
-    while b"\r\n\r\n" not in buf:
-        d = c.recv(262144)
-        if not d:
-            return None, buf
-        buf += d
-    head, rest = buf.split(b"\r\n\r\n", 1)
-    return head, rest
 
 
 def header(head, name):

@@ -32,7 +32,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import (ok, is_, diag, done, start_standin, start_exrelay, tmpdir, wait_for, exrelay_path,  # noqa: E402
-                     pid_alive, read_pidfile, Prober)
+                     pid_alive, read_pidfile, Prober, recv_all)
 import rpch  # noqa: E402
 from service import Notify, notify_fields  # noqa: E402
 
@@ -100,12 +100,7 @@ def admin_command(cmd):
     s.settimeout(5)
     s.connect(SOCK)
     s.sendall(cmd.encode() + b"\n")
-    data = b""
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        data += d
+    data = recv_all(s)
     s.close()
     return data.decode()
 

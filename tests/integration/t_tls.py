@@ -31,26 +31,18 @@ import time
 import warnings
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import run_checks, ok, is_, diag, done, skip_all, start_standin, start_exrelay, \
+from harness import CA, cert, run_checks, ok, is_, diag, done, skip_all, start_standin, start_exrelay, \
     exrelay_path, tmpdir, wait_for  # noqa: E402
 import rpch  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)   # ssl.TLSVersion.TLSv1 / TLSv1_1
 T0 = time.monotonic()
-TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CERTS = os.path.join(TESTS, "certs")
-CA = os.path.join(CERTS, "ca.pem")
 HS_TIMEOUT = 2          # timeouts.tls_handshake
 PH_TIMEOUT = 6          # timeouts.proxy_header (distinct, so the two cannot be confused)
 
 for tool in ("curl", "gnutls-cli"):
     if not shutil.which(tool):
         skip_all("%s is not installed" % tool)
-
-
-def cert(name):
-    """(certificate path, key path) of a test certificate in tests/certs."""
-    return os.path.join(CERTS, name + ".pem"), os.path.join(CERTS, name + ".test-key.pem")
 
 
 def certs_group(*names):

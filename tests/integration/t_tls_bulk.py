@@ -32,7 +32,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import run_checks, ok, is_, diag, done, start_standin, start_exrelay, tmpdir, wait_for  # noqa: E402
+from harness import CA, cert, run_checks, ok, is_, diag, done, start_standin, start_exrelay, tmpdir, wait_for  # noqa: E402
 import rpch  # noqa: E402
 
 T0 = time.monotonic()
@@ -40,14 +40,6 @@ MiB = 1 << 20
 BULK = int(os.environ.get("EXRELAY_TLS_BULK_BYTES", 64 * MiB))
 BENCH = float(os.environ.get("EXRELAY_TLS_BENCH_SECONDS", 2))
 RSS_SLACK_KIB = 8 * 1024
-TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CERTS = os.path.join(TESTS, "certs")
-CA = os.path.join(CERTS, "ca.pem")
-
-
-def cert(name):
-    """(certificate path, key path) of a test certificate in tests/certs."""
-    return os.path.join(CERTS, name + ".pem"), os.path.join(CERTS, name + ".test-key.pem")
 
 
 def install(src, dst):

@@ -38,11 +38,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import ok, is_, done, skip_all, serve_loopback, tmpdir, wait_for, exrelay_argv  # noqa: E402
+from harness import ok, is_, done, skip_all, serve_loopback, tmpdir, wait_for, exrelay_argv, read_head, cert  # noqa: E402
 import harness  # noqa: E402
 
-TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CERTS = os.path.join(TESTS, "certs")
 SMALL = b"s" * 100
 UPLOAD = 8 << 20
 BIG = 2 << 20
@@ -69,12 +67,9 @@ def backend(c):
     c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     buf = b""
     while True:
-        while b"\r\n\r\n" not in buf:
-            d = c.recv(65536)
-            if not d:
-                return
-            buf += d
-        head, buf = buf.split(b"\r\n\r\n", 1)
+        head, buf = read_head(c, buf)
+        if head is None:
+            return
         line = head.split(b"\r\n")[0]
         m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
         left = int(m.group(1)) if m else 0
@@ -116,7 +111,7 @@ listeners = (
 );
 backends = ( { name = "be"; servers = [ "127.0.0.1:%(port)d" ]; idle_timeout = 60; } );
 routes = ( { backend = "be"; } );
-''' % dict(cert=os.path.join(CERTS, "mail-ecdsa.pem"), key=os.path.join(CERTS, "mail-ecdsa.test-key.pem"), port=BPORT)
+''' % dict(cert=cert("mail-ecdsa")[0], key=cert("mail-ecdsa")[1], port=BPORT)
 
 # LeakSanitizer stops the world with ptrace, which a traced process cannot: no leak check here
 # (the other tests run the same code paths with it).

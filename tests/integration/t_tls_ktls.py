@@ -25,13 +25,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import serve_loopback, run_checks, ok, is_, diag, start_exrelay, exrelay_path, tmpdir, metrics_text  # noqa: E402
+from harness import (serve_loopback, run_checks, ok, is_, diag, start_exrelay, exrelay_path, tmpdir, metrics_text,  # noqa: E402
+                     read_head, CA, cert)
 
 T0 = time.monotonic()
-TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CERTS = os.path.join(TESTS, "certs")
-CA = os.path.join(CERTS, "ca.pem")
-CERT, KEY = os.path.join(CERTS, "mail-ecdsa.pem"), os.path.join(CERTS, "mail-ecdsa.test-key.pem")
+CERT, KEY = cert("mail-ecdsa")
 MiB = 1 << 20
 DOWN = os.urandom(2 * MiB)
 
@@ -54,12 +52,9 @@ def backend(raw):
     c = SERVER_CTX.wrap_socket(raw, server_side=True)
     buf = b""
     while True:
-        while b"\r\n\r\n" not in buf:
-            d = c.recv(65536)
-            if not d:
-                return
-            buf += d
-        head, buf = buf.split(b"\r\n\r\n", 1)
+        head, buf = read_head(c, buf)
+        if head is None:
+            return
         m = re.search(rb"\r\ncontent-length:\s*(\d+)", head, re.I)
         n = int(m.group(1)) if m else 0
         while len(buf) < n:
