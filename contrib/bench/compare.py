@@ -57,6 +57,7 @@ sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
 
 import harness  # noqa: E402  (registers cleanup at exit and on signals)
 from benchlib import log, cpu_seconds, rss_kib, summed, git_commit  # noqa: E402
+from service import socket_inodes  # noqa: E402
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -184,16 +185,9 @@ def client_conns(pids, port):
     inodes = set()
     for p in pids:
         try:
-            fds = os.listdir("/proc/%d/fd" % p)
+            inodes |= socket_inodes(p)
         except OSError:
-            continue
-        for fd in fds:
-            try:
-                link = os.readlink("/proc/%d/fd/%s" % (p, fd))
-            except OSError:
-                continue
-            if link.startswith("socket:["):
-                inodes.add(link[8:-1])
+            pass
     best = 0
     for _ in range(3):
         found = set()

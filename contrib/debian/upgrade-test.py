@@ -111,13 +111,8 @@ try:
     def vc_open():
         return rpch.open_virtual_connection(lambda: rpch.HttpConn("127.0.0.1", PORT, timeout=10))
 
-    def vc_echo(vc, n=1000):
-        data = os.urandom(n)
-        vc.inn.send(data)
-        return vc.out.read_exact(n, 5) == data
-
     vcs = [vc_open() for _ in range(3)]
-    ok(all(vc_echo(v) for v in vcs), "3 RPC channels open and echo before the upgrade")
+    ok(all(v.echoes() for v in vcs), "3 RPC channels open and echo before the upgrade")
     prober = Prober(PORT)
     prober.start()
     wait_for(lambda: len(prober.ok_times) >= 20, 5)
@@ -138,18 +133,18 @@ try:
         uid = re.search(r"^Uid:\s+(\d+)", f.read(), re.M).group(1)
     is_(int(uid), pwd.getpwnam("_exrelay").pw_uid, "it runs as _exrelay")
     ok(wait_for(lambda: "handed over to pid %d" % new in relay.stderr_text(), 10), "the old process handed over")
-    ok(all(vc_echo(v) for v in vcs), "the 3 channels opened before the upgrade still echo after it")
+    ok(all(v.echoes() for v in vcs), "the 3 channels opened before the upgrade still echo after it")
     vc4 = vc_open()
-    ok(vc_echo(vc4), "a channel opened after the upgrade echoes (new process)")
+    ok(vc4.echoes(), "a channel opened after the upgrade echoes (new process)")
     vcs[0].close()
     vcs[1].close()
     time.sleep(0.5)
-    ok(relay.alive() and vc_echo(vcs[2]), "two channels ended: the old process still drains the third, which echoes")
+    ok(relay.alive() and vcs[2].echoes(), "two channels ended: the old process still drains the third, which echoes")
     vcs[2].close()
     ok(wait_for(lambda: not relay.alive(), 15), "the last channel ended: the old process is gone")
     is_(relay.returncode, 0, "the old process exited with status 0")
     diag("old process gone %.2f s after dpkg -i started" % (time.monotonic() - t_up))
-    ok(vc_echo(vc4), "the new process's channel still echoes")
+    ok(vc4.echoes(), "the new process's channel still echoes")
     vc4.close()
     time.sleep(0.2)
     prober.finish()

@@ -161,6 +161,23 @@ def check_exchange(resp, kind, rid, t0, state):
     return True
 
 
+async def get_pattern(c, target, n, seed, kind, rid, t0, state, slow=0.0):
+    """GET target on c, whose answer is n pattern bytes from seed (`slow`: see Client.body); a
+    stand-in's 200 with other bytes is booked as corrupt_body. Returns the response."""
+    await c.send(req("GET", target))
+    resp = await c.head()
+    v = rpch.PatternVerifier(seed)
+    got = [0]
+
+    def sink(d):
+        got[0] += len(d)
+        v.update(d)
+    await c.body(resp, sink=sink, slow=slow)
+    if check_exchange(resp, kind, rid, t0, state) and resp.status == 200 and (not v.ok or got[0] != n):
+        BOOK.fail("corrupt_body", "%s %s: %d of %d bytes, pattern %s" % (kind, rid, got[0], n, v.ok))
+    return resp
+
+
 def check_json(body, kind, rid, state, want_sha=None, want_len=None):
     """The stand-in's JSON echo: same backend connection as before on this client connection,
     the request body as sent."""
@@ -212,19 +229,8 @@ async def owa_one(s, c, op, state):
         if op in ("get", "getchunked"):
             n = random.choice((0, 100, 5000, 70000, 300000))
             seed = random.randint(0, 1000)
-            await c.send(req("GET", "/owa/service.svc?rid=%s&len=%d&seed=%d%s" % (
-                rid, n, seed, "&chunked=1" if op == "getchunked" else "")))
-            resp = await c.head()
-            v = rpch.PatternVerifier(seed)
-            got = [0]
-
-            def sink(d):
-                got[0] += len(d)
-                v.update(d)
-            await c.body(resp, sink=sink)
-            if check_exchange(resp, kind, rid, t0, state) and resp.status == 200:
-                if not v.ok or got[0] != n:
-                    BOOK.fail("corrupt_body", "%s %s: %d of %d bytes, pattern %s" % (kind, rid, got[0], n, v.ok))
+            resp = await get_pattern(c, "/owa/service.svc?rid=%s&len=%d&seed=%d%s" % (
+                rid, n, seed, "&chunked=1" if op == "getchunked" else ""), n, seed, kind, rid, t0, state)
         elif op in ("post", "postchunked", "mapi"):
             body = random.randbytes(random.choice((0, 10, 3000, 60000, 200000)))
             path = "/ews/exchange.asmx" if op != "mapi" else "/mapi/emsmdb/"
@@ -401,17 +407,8 @@ async def slow_loop(w, i):
             state["src"] = c.src
             if reader:
                 n, seed = random.choice((400000, 1500000)), random.randint(0, 99)
-                await c.send(req("GET", "/owa/?rid=%s&len=%d&seed=%d" % (rid, n, seed)))
-                resp = await c.head()
-                v = rpch.PatternVerifier(seed)
-                got = [0]
-
-                def sink(d):
-                    got[0] += len(d)
-                    v.update(d)
-                await c.body(resp, sink=sink, slow=0.01)
-                if check_exchange(resp, kind, rid, t0, state) and resp.status == 200 and (not v.ok or got[0] != n):
-                    BOOK.fail("corrupt_body", "%s %s: %d of %d bytes, pattern %s" % (kind, rid, got[0], n, v.ok))
+                resp = await get_pattern(c, "/owa/?rid=%s&len=%d&seed=%d" % (rid, n, seed), n, seed, kind, rid, t0,
+                                         state, slow=0.01)
             else:
                 body = random.randbytes(random.choice((30000, 150000)))
                 raw = req("POST", "/owa/?rid=" + rid, [("Content-Length", str(len(body)))], body)

@@ -19,7 +19,6 @@ Run: cd tests && EXRELAY=/path/to/exrelay python3 integration/t_edge_filters.py
 
 import base64
 import os
-import re
 import socket
 import struct
 import sys
@@ -29,6 +28,7 @@ import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import run_checks, ok, is_, diag, start_standin, start_exrelay, wait_for, tmpdir  # noqa: E402
 import rpch  # noqa: E402
+import service  # noqa: E402
 
 T0 = time.monotonic()
 LOGDIR = tmpdir("exrelay-edge-filters-")
@@ -57,9 +57,6 @@ diag("exrelay on %d (admin %d), stand-in %d" % (PUB, ADMIN, ex.port))
 SEQ = [0]
 BLOCKED = {}            # rule -> number of requests the test expects exrelay to have refused with it
 
-# A combined line: CLIENT - USER [TIME] "REQUEST" STATUS BYTES "REFERER" "UA" DURATION ROUTE SERVER
-COMBINED = re.compile(r'^(\S+) - (\S+) \[[^\]]+\] "([^"]*)" (\d{3}) (\S+) "([^"]*)" "([^"]*)" (\S+) (\S+) (\S+)$')
-
 
 def tag():
     """A fresh User-Agent that names one request in the access log."""
@@ -67,21 +64,9 @@ def tag():
     return "t-edge-filters/%d" % SEQ[0]
 
 
-def access_line(ua, timeout=5):
-    """The parsed combined access-log line of the request sent with User-Agent `ua`: a dict with
-    client, user, request, status, route; or None."""
-    def find():
-        try:
-            with open(ACCESS) as f:
-                for line in f:
-                    m = COMBINED.match(line.rstrip("\n"))
-                    if m and m.group(7) == ua:
-                        return {"client": m.group(1), "user": m.group(2), "request": m.group(3),
-                                "status": int(m.group(4)), "route": m.group(9)}
-        except FileNotFoundError:
-            return None
-        return None
-    return wait_for(find, timeout)
+def access_line(ua):
+    """The parsed access-log line of the request sent with User-Agent `ua` (service.access_line)."""
+    return service.access_line(ACCESS, ua)
 
 
 def send(method, target, headers=(), body=b"", port=None, proxy=None):

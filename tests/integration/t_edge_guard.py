@@ -24,7 +24,6 @@ Run: cd tests && EXRELAY=/path/to/exrelay python3 integration/t_edge_guard.py
 """
 
 import os
-import re
 import sys
 import time
 import urllib.request
@@ -33,6 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from harness import run_checks, ok, is_, diag, start_standin, start_exrelay, wait_for, tmpdir  # noqa: E402
 import ntlm  # noqa: E402
 import rpch  # noqa: E402
+import service  # noqa: E402
 
 T0 = time.monotonic()
 LOGDIR = tmpdir("exrelay-edge-guard-")
@@ -70,7 +70,6 @@ SEQ = [0]
 # what the test did, for the metrics check: failures and successes that reached the stand-in
 # through the guard, blocks started, attempts exrelay answered itself
 TALLY = {"failures": 0, "successes": 0, "blocks_user": 0, "blocks_client": 0, "blocked_user": 0, "blocked_client": 0}
-COMBINED = re.compile(r'^(\S+) - (\S+) \[[^\]]+\] "([^"]*)" (\d{3}) (\S+) "([^"]*)" "([^"]*)" (\S+) (\S+) (\S+)$')
 
 
 def mark():
@@ -89,20 +88,9 @@ def reached(m):
     return any(("m=" + m) in e["target"] for e in ex.events("request"))
 
 
-def access_line(ua, timeout=5):
-    """The parsed combined access-log line of the request with User-Agent `ua`, or None."""
-    def find():
-        try:
-            with open(ACCESS) as f:
-                for line in f:
-                    mm = COMBINED.match(line.rstrip("\n"))
-                    if mm and mm.group(7) == ua:
-                        return {"client": mm.group(1), "user": mm.group(2), "status": int(mm.group(4)),
-                                "route": mm.group(9)}
-        except FileNotFoundError:
-            return None
-        return None
-    return wait_for(find, timeout)
+def access_line(ua):
+    """The parsed access-log line of the request with User-Agent `ua` (service.access_line)."""
+    return service.access_line(ACCESS, ua)
 
 
 def basic(src, user, password, path="/owa/"):
@@ -309,10 +297,10 @@ def check_reload_keeps_state():
 
 def check_metrics():
     """/metrics: failures, successes, blocks and blocked attempts as counted by this test."""
-    blocked_user = len([l for l in open(ACCESS) if COMBINED.match(l.rstrip("\n")) and
-                        COMBINED.match(l.rstrip("\n")).group(9) == "guard:user"])
-    blocked_client = len([l for l in open(ACCESS) if COMBINED.match(l.rstrip("\n")) and
-                          COMBINED.match(l.rstrip("\n")).group(9) == "guard:client"])
+    blocked_user = len([l for l in open(ACCESS) if service.COMBINED.match(l.rstrip("\n")) and
+                        service.COMBINED.match(l.rstrip("\n")).group(9) == "guard:user"])
+    blocked_client = len([l for l in open(ACCESS) if service.COMBINED.match(l.rstrip("\n")) and
+                          service.COMBINED.match(l.rstrip("\n")).group(9) == "guard:client"])
     is_((blocked_user, blocked_client), (TALLY["blocked_user"], TALLY["blocked_client"]),
         "access log: guard:user and guard:client lines as the test counted")
     for name, labels, key in (("exrelay_auth_failures_total", "", "failures"),

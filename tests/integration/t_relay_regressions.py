@@ -35,7 +35,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import hrw_pick, serve_loopback, run_checks, ok, is_, diag, free_port, wait_for, start_exrelay, exrelay_path, \
     tmpdir  # noqa: E402
-from service import listen_queues  # noqa: E402
+from service import listen_queues, socket_inodes  # noqa: E402
 
 T0 = time.monotonic()
 CERTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "certs")
@@ -515,14 +515,7 @@ routes = ( { backend = "b"; } );
 
 def _tcp_rows(pid):
     """exrelay's TCP sockets from /proc/net/tcp: [(local port, remote port, state, rx_queue)]."""
-    inodes = set()
-    for fd in os.listdir("/proc/%d/fd" % pid):
-        try:
-            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[8:-1])
+    inodes = socket_inodes(pid)
     rows = []
     with open("/proc/net/tcp") as f:
         next(f)

@@ -109,12 +109,6 @@ def vc_open():
     return rpch.open_virtual_connection(lambda: rpch.HttpConn("127.0.0.1", PORT, timeout=10))
 
 
-def vc_echo(vc, n=1000):
-    data = os.urandom(n)
-    vc.inn.send(data)
-    return vc.out.read_exact(n, 5) == data
-
-
 def upgrade(pid, timeout=20):
     """SIGUSR2 to pid; waits until the pidfile names another running process; returns its pid or None."""
     os.kill(pid, signal.SIGUSR2)
@@ -161,7 +155,7 @@ try:
     old = relay.pid
     ok(wait_for(lambda: read_pid() == old, 10), "the pidfile names the first process (written after the -a file)")
     vcs = [vc_open() for _ in range(3)]
-    ok(all(vc_echo(v) for v in vcs), "3 RPC channels open and echo before the upgrade")
+    ok(all(v.echoes() for v in vcs), "3 RPC channels open and echo before the upgrade")
     SRV = "exchange/127.0.0.1:%d" % ex.port
     admin_command("set weight %s 42" % SRV)
     ok(admin_command("get weight %s" % SRV).startswith("42 "), "runtime API: weight of %s set to 42" % SRV)
@@ -204,9 +198,9 @@ try:
     ok(w.startswith("42 "), "the weight set through the runtime API carried over: %r" % w.strip())
     ok(relay.alive(), "the old process still runs (draining its channels)")
 
-    ok(all(vc_echo(v) for v in vcs), "the 3 channels opened before the upgrade still echo after it")
+    ok(all(v.echoes() for v in vcs), "the 3 channels opened before the upgrade still echo after it")
     vc4 = vc_open()
-    ok(vc_echo(vc4), "a channel opened after the upgrade echoes (new process)")
+    ok(vc4.echoes(), "a channel opened after the upgrade echoes (new process)")
     vcs[0].close()      # this one ends by itself
 
     ok(wait_for(lambda: not relay.alive(), DRAIN + 10), "the old process is gone after the drain")
@@ -216,7 +210,7 @@ try:
     ok(t_gone - t_ready >= DRAIN - 0.5, "it waited for drain_timeout with channels open")
     cut = [v.out.read_until_close(5) for v in vcs[1:]]
     ok(all(c == b"" for c in cut), "the two channels left open were cut at drain_timeout (EOF)")
-    ok(vc_echo(vc4), "the channel on the new process still echoes after the old one left")
+    ok(vc4.echoes(), "the channel on the new process still echoes after the old one left")
     ok(pid_alive(new) and read_pid() == new, "the pidfile still names the new process")
     ok(os.path.exists(relay.addr_path), "the old process left the address file (the new one's) in place")
     ok(os.path.exists(SOCK), "the old process left the admin socket file (the new one's) in place")
@@ -235,7 +229,7 @@ try:
        "an upgrade to an invalid configuration fails (logged)")
     ok(pid_alive(new) and read_pid() == new, "the running process goes on, the pidfile unchanged")
     is_(get(PORT, "/exrelay/health"), (200, b"ok\n"), "it still answers on the traffic port")
-    ok(vc_echo(vc4), "its channel still echoes")
+    ok(vc4.echoes(), "its channel still echoes")
     ok(notify.wait_count(lambda m: "upgrade failed" in notify_fields(m).get("STATUS", ""), 1, 5) and
        len([m for m in notify.texts() if "MAINPID=" in m]) == n_mainpid,
        "sd_notify: STATUS says the upgrade failed, no new MAINPID")
@@ -256,13 +250,13 @@ try:
        "upgrade failed, this process keeps serving" in relay.stderr_text()[mark:],
        "a new binary that exits at once: the upgrade fails (logged with its exit status)")
     ok(pid_alive(new) and read_pid() == new, "the running process goes on, the pidfile unchanged")
-    ok(vc_echo(vc4), "its channel still echoes")
+    ok(vc4.echoes(), "its channel still echoes")
     install_binary()
 
     # Upgraded again, from the upgraded process.
     third = upgrade(new)
     ok(third is not None, "the upgraded process upgrades again (pid %s)" % third)
-    ok(vc_echo(vc4), "the channel opened on the second process echoes after the second upgrade")
+    ok(vc4.echoes(), "the channel opened on the second process echoes after the second upgrade")
     vc4.close()
     ok(wait_for(lambda: not pid_alive(new), DRAIN + 10), "the second process is gone once its channel ended")
     is_(get(PORT, "/exrelay/health"), (200, b"ok\n"), "the third process answers")

@@ -710,6 +710,13 @@ class VirtualConnection:
 
     inn = out = out_response = cookie = a1 = b1 = None
 
+    def echoes(self, n=1000, timeout=5.0):
+        """Writes n random bytes on IN; True when the same bytes come back on OUT (the stand-in's
+        echo mode, with no Ping in between: ping_interval=0)."""
+        data = os.urandom(n)
+        self.inn.send(data)
+        return self.out.read_exact(n, timeout) == data
+
     def close(self):
         """Closes both channels."""
         for c in (self.inn, self.out):

@@ -8,7 +8,8 @@ service.py: helpers for exrelay's "good Linux service" integration tests (t_serv
   * Notify: a unix datagram socket playing systemd's $NOTIFY_SOCKET; collects the datagrams.
   * CountingConn: rpch.HttpConn that counts the bytes sent and received (for /metrics checks).
   * metrics(), admin_get(), agent_line(): the admin and agent ports.
-  * thread_stats(), listening_sockets(): what /proc tells about the daemon.
+  * thread_stats(), listening_sockets(), socket_inodes(): what /proc tells about the daemon.
+  * access_line(): one request's line in a combined access log.
 Everything started or created here is registered with the harness and cleaned up at exit.
 """
 
@@ -180,6 +181,19 @@ def thread_stats(pid):
     return out
 
 
+def socket_inodes(pid):
+    """The inodes (text, as /proc/net/tcp shows them) of the sockets process pid holds open."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    return inodes
+
+
 def listening_sockets(port, pid=None):
     """The number of TCP sockets in LISTEN state on local port `port` (IPv4 and IPv6).
 
@@ -190,16 +204,7 @@ def listening_sockets(port, pid=None):
 def listen_queues(port, pid=None):
     """The accept queue lengths of the TCP sockets in LISTEN state on local port `port` (one entry
     per socket: with SO_REUSEPORT, one per exrelay worker). With `pid`, only that process's."""
-    inodes = None
-    if pid is not None:
-        inodes = set()
-        for fd in os.listdir("/proc/%d/fd" % pid):
-            try:
-                link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
-            except OSError:
-                continue
-            if link.startswith("socket:["):
-                inodes.add(link[8:-1])
+    inodes = None if pid is None else socket_inodes(pid)
     # /proc/net/tcp is produced in pieces and may skip rows while other processes open and
     # close sockets (a busy parallel test run): merge three readings, keyed by socket inode.
     found = {}
@@ -216,6 +221,27 @@ def listen_queues(port, pid=None):
             except OSError:
                 pass
     return list(found.values())
+
+
+# A combined line: CLIENT - USER [TIME] "REQUEST" STATUS BYTES "REFERER" "UA" DURATION ROUTE SERVER
+COMBINED = re.compile(r'^(\S+) - (\S+) \[[^\]]+\] "([^"]*)" (\d{3}) (\S+) "([^"]*)" "([^"]*)" (\S+) (\S+) (\S+)$')
+
+
+def access_line(path, ua, timeout=5):
+    """The parsed line of the combined access log `path` for the request sent with User-Agent
+    `ua` (polled for until `timeout`): a dict with client, user, request, status, route; or None."""
+    def find():
+        try:
+            with open(path) as f:
+                for line in f:
+                    m = COMBINED.match(line.rstrip("\n"))
+                    if m and m.group(7) == ua:
+                        return {"client": m.group(1), "user": m.group(2), "request": m.group(3),
+                                "status": int(m.group(4)), "route": m.group(9)}
+        except FileNotFoundError:
+            return None
+        return None
+    return harness.wait_for(find, timeout)
 
 
 def proc_status(pid):
