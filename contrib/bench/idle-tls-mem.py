@@ -91,13 +91,9 @@ routes = ( { backend = "be"; } );
 
 def read_head(s):
     """Reads one response head and a Content-Length body from s; returns the status line."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        d = s.recv(4096)
-        if not d:
-            raise RuntimeError("closed before a response")
-        buf += d
-    head, body = buf.split(b"\r\n\r\n", 1)
+    head, body = harness.read_head(s)
+    if head is None:
+        raise RuntimeError("closed before a response")
     n = 0
     for line in head.split(b"\r\n")[1:]:
         k, _, v = line.partition(b":")
