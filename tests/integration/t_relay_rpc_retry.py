@@ -49,7 +49,9 @@ def check_pin_follows_retry():
         is_(r.status, 200, "OUT channel answered after the connect to a timed out")
         rpch.parse_a3(out.read_exact(rpch.A3_LEN, 5))
         ok(b.wait_event("out_open", 5, cookie=cookie.hex()), "the OUT channel reached server b")
-        diag("OUT took %.2f s (one connect timeout)" % (time.monotonic() - t0))
+        out_took = time.monotonic() - t0
+        ok(out_took >= 0.9, "the OUT channel tried server a first and waited for its connect timeout "
+           "(%.2f s; else the cookie did not rank a first and nothing here was tested)" % out_took)
         t1 = time.monotonic()
         inn.send(rpch.rpc_in_request() + rpch.conn_b1(cookie))
         try:
