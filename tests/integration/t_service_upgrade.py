@@ -23,6 +23,7 @@ asks the traffic port's health_path. The test shows:
     no MAINPID.
 """
 
+import ctypes
 import os
 import shutil
 import signal
@@ -75,6 +76,22 @@ install_binary()
 os.environ["EXRELAY"] = BIN
 notify = Notify()       # systemd's side of sd_notify (Type=notify, NotifyAccess=main)
 os.environ["NOTIFY_SOCKET"] = notify.path
+# Like systemd (PID 1, or the manager of a user service), this test becomes the reaper of every
+# orphan below it: a MAINPID= that is the reaper's own child is one systemd fully supervises (it
+# waits for it on stop and sees its exit); another process's child is "alien" (systemd 252
+# SIGKILLs it right after SIGTERM on stop, with no drain).
+SUBREAPER = ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0     # PR_SET_CHILD_SUBREAPER
+
+
+def parent_of(pid):
+    """The parent pid of pid (0 when it is gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 relay = start_exrelay(CONFIG % dict(drain=DRAIN, pidfile=PIDFILE, sock=SOCK, sport=ex.port, oport=ex2.port,
                                     interval="0.3"))
 OWA = "127.0.0.1:%d" % ex2.port
@@ -201,6 +218,9 @@ try:
     ok(notify.wait_count(lambda m: notify_fields(m).get("MAINPID") == str(new) and
                          notify_fields(m).get("READY") == "1", 1, 5),
        "sd_notify: MAINPID=%d with READY=1 (from the old main process)" % new)
+    ok(SUBREAPER and parent_of(new) == os.getpid(),
+       "the new main process is the reaper's child (systemd's own), not the old process's (parent %d)" %
+       parent_of(new))
     ok(wait_for(lambda: "Pid: %d" % new in admin_command("show info"), 5),
        "the admin socket is answered by the new process (show info: Pid: %d)" % new)
     st = (relay.server_stat("owa", OWA) or {}).get("status")
