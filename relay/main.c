@@ -626,6 +626,7 @@ main_detach(struct main_options *o, struct listener **sets)
 	} else if (upgrade_is_child() && detach_from_old() == -1) {
 		return -1;
 	}
+	upgrade_detached();	/* started by an upgrade: the pid that goes on */
 	if (!o->pidfile && relay.cfg->pidfile) {
 		/* A copy: the configuration that names it is freed by a later reload. */
 		static char path[4096];

@@ -25,6 +25,7 @@ asks the traffic port's health_path. The test shows:
 
 import ctypes
 import os
+import re
 import shutil
 import signal
 import socket
@@ -280,6 +281,29 @@ try:
     ok(wait_for(lambda: "exited with status 3" in relay.stderr_text()[mark:], 15) and
        "upgrade failed, this process keeps serving" in relay.stderr_text()[mark:],
        "a new binary that exits at once: the upgrade fails (logged with its exit status)")
+    ok(pid_alive(new) and read_pid() == new, "the running process goes on, the pidfile unchanged")
+    ok(vc_echo(vc4), "its channel still echoes")
+
+    # A failed upgrade: the new binary goes on in a child of its own, as exrelay does, says which
+    # ("pid PID") and never says it is ready: that process is killed at UPGRADE_TIMEOUT (30 s).
+    with open(BIN + ".new", "w") as f:
+        f.write("#!%s\nimport os, re, subprocess\n"
+                "fd = int(re.search(r'^ready (\\d+)$', os.environ['EXRELAY_UPGRADE'], re.M).group(1))\n"
+                "p = subprocess.Popen(['sleep', '300'], pass_fds=(fd,))\n"
+                "os.write(fd, b'pid %%d\\n' %% p.pid)\n" % sys.executable)
+    os.chmod(BIN + ".new", 0o755)
+    os.rename(BIN + ".new", BIN)
+    mark = len(relay.stderr_text())
+    os.kill(new, signal.SIGUSR2)
+    hung = [0]
+
+    def hung_pid():
+        m = re.search(r"the new process \(pid (\d+)\) was not ready in time; killed", relay.stderr_text()[mark:])
+        hung[0] = int(m.group(1)) if m else 0
+        return hung[0]
+    ok(wait_for(hung_pid, 45), "a new process that never gets ready: the upgrade fails after 30 s (logged)")
+    ok(hung[0] and wait_for(lambda: not pid_alive(hung[0]), 5),
+       "the process it went on in (pid %d, not the old one's child) was killed" % hung[0])
     ok(pid_alive(new) and read_pid() == new, "the running process goes on, the pidfile unchanged")
     ok(vc_echo(vc4), "its channel still echoes")
     install_binary()
