@@ -81,7 +81,8 @@ ok "the package: $(basename "$deb")"
 
 # --- The root file system: Debian 12 with systemd, the package's dependencies and what the
 # tests need, kept in $cache (made again when that list changes).
-deps=$(dpkg-deb -f "$deb" Depends Recommends | tr ',' '\n' | sed -n 's/^[[:space:]]*\([a-z0-9][a-z0-9.+-]*\).*/\1/p')
+deps=$(dpkg-deb -f "$deb" Depends Recommends | sed 's/^[A-Za-z-]*://' | tr ',' '\n' |
+	sed -n 's/^[[:space:]]*\([a-z0-9][a-z0-9.+-]*\).*/\1/p')
 # shellcheck disable=SC2086 # $deps: one package name a word
 include=$(printf '%s\n' systemd systemd-sysv dbus util-linux procps python3 curl $deps | sort -u | paste -sd, -)
 mirror=${EXRELAY_DEBIAN_MIRROR:-$(apt-cache policy 2>/dev/null |
@@ -122,6 +123,9 @@ if [ -z "$leader" ]; then
 	cat "$tmp/boot.log" >>"$log"
 	bail "systemd-nspawn -b: no systemd running in the container"
 fi
+# Until its manager answers (its private socket appears during the boot), then until it booted.
+i=0
+while [ -z "$(inside systemctl is-system-running 2>/dev/null)" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
 state=$(inside timeout 120 systemctl is-system-running --wait 2>>"$log")
 inside systemctl --failed --no-legend >>"$log" 2>&1
 case $state in
