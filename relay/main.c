@@ -577,8 +577,36 @@ main_listeners(struct listener **sets)
 }
 
 /*
- * Once bound: writes the address file, drops privileges, goes to the background (-d) and writes
- * the pidfile (o->pidfile becomes global.pidfile when -p is absent): 0, or -1 logged.
+ * Started by an upgrade (without -d): goes on in a child of its own while the process the old
+ * exrelay started exits (the old one reaps it), so that this one is reparented to the service
+ * manager (or init) before it says it is ready. systemd takes a MAINPID= that is not its own
+ * child as "alien": 252 neither waits for it on stop (SIGKILL right after SIGTERM: no drain,
+ * Result=signal) nor can it wait for its exit. 0, or -1 logged.
+ */
+static int
+detach_from_old(void)
+{
+	pid_t parent = getpid(), pid = fork();
+
+	if (pid == -1) {
+		log_error("upgrade: fork: %s", strerror(errno));
+		return -1;
+	}
+	if (pid > 0)
+		_exit(0);
+	/* Reparented when the parent's exit completes: wait for it (it does nothing else). */
+	for (int i = 0; i < 2000 && getppid() == parent; i++)
+		usleep(1000);
+	ev_loop_fork(relay.loop);
+	for (int k = 0; k < relay.nworkers; k++)
+		ev_loop_fork(relay.workers[k].loop);
+	return 0;
+}
+
+/*
+ * Once bound: writes the address file, drops privileges, goes to the background (-d) or, started
+ * by an upgrade, away from the old process, and writes the pidfile (o->pidfile becomes
+ * global.pidfile when -p is absent): 0, or -1 logged.
  */
 static int
 main_detach(struct main_options *o, struct listener **sets)
@@ -595,7 +623,10 @@ main_detach(struct main_options *o, struct listener **sets)
 		ev_loop_fork(relay.loop);
 		for (int k = 0; k < relay.nworkers; k++)
 			ev_loop_fork(relay.workers[k].loop);
+	} else if (upgrade_is_child() && detach_from_old() == -1) {
+		return -1;
 	}
+	upgrade_detached();	/* started by an upgrade: the pid that goes on */
 	if (!o->pidfile && relay.cfg->pidfile) {
 		/* A copy: the configuration that names it is freed by a later reload. */
 		static char path[4096];

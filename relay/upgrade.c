@@ -62,6 +62,7 @@ static struct {
 	/* The old side: one upgrade at a time. */
 	bool running;
 	pid_t child;
+	pid_t bg;			/* the new process once it went on in a child of its own ("pid PID") */
 	int pipe_fd;
 	char msg[64];
 	size_t msglen;
@@ -306,6 +307,19 @@ upgrade_close_unused(void)
 }
 
 void
+upgrade_detached(void)
+{
+	char msg[32];
+	int n;
+
+	if (up.ready_fd == -1)
+		return;
+	n = snprintf(msg, sizeof(msg), "pid %d\n", (int)getpid());
+	if (write(up.ready_fd, msg, (size_t)n) != n)
+		log_warn("upgrade: cannot tell the previous process this one's pid: %s", strerror(errno));
+}
+
+void
 upgrade_ready(void)
 {
 	char msg[32];
@@ -360,15 +374,28 @@ pipe_cb(struct ev_loop *loop, ev_io *w, int revents)
 	if (n == -1 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (n > 0) {
+		char *nl;
 		up.msglen += (size_t)n;
 		up.msg[up.msglen] = '\0';
-		if (!strchr(up.msg, '\n') && up.msglen < sizeof(up.msg) - 1)
-			return;
-		if (sscanf(up.msg, "ready %d", &pid) == 1 && pid > 0) {
-			log_info("upgrade: the new process (pid %d) is ready", pid);
-			finish(pid);
-			return;
+		while ((nl = strchr(up.msg, '\n'))) {
+			size_t used = (size_t)(nl + 1 - up.msg);
+			int bg = 0;
+			*nl = '\0';
+			if (sscanf(up.msg, "ready %d", &pid) == 1 && pid > 0) {
+				log_info("upgrade: the new process (pid %d) is ready", pid);
+				finish(pid);
+				return;
+			}
+			if (sscanf(up.msg, "pid %d", &bg) != 1 || bg <= 0) {
+				fail("unexpected answer from the new process: %.40s", up.msg);
+				return;
+			}
+			up.bg = bg;
+			memmove(up.msg, nl + 1, up.msglen - used + 1);
+			up.msglen -= used;
 		}
+		if (up.msglen < sizeof(up.msg) - 1)
+			return;
 		fail("unexpected answer from the new process: %.40s", up.msg);
 		return;
 	}
@@ -379,9 +406,13 @@ static void
 timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop; (void)w; (void)revents;
-	if (up.child > 0) {
-		kill(up.child, SIGKILL);
-		fail("the new process (pid %d) was not ready in time; killed", (int)up.child);
+	if (up.child > 0 || up.bg > 0) {
+		pid_t pid = up.bg > 0 ? up.bg : up.child;
+		if (up.child > 0)
+			kill(up.child, SIGKILL);
+		if (up.bg > 0)
+			kill(up.bg, SIGKILL);	/* still holds the pipe (else it had ended the wait) */
+		fail("the new process (pid %d) was not ready in time; killed", (int)pid);
 	} else {
 		fail("the new process (in the background) was not ready in time");
 	}
@@ -586,6 +617,7 @@ upgrade_start(struct ev_loop *loop, void (*done)(pid_t pid))
 	up.loop = loop;
 	up.done = done;
 	up.child = pid;
+	up.bg = 0;
 	up.pipe_fd = p[0];
 	up.msglen = 0;
 	up.running = true;

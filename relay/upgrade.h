@@ -7,7 +7,9 @@
  * The hand-over (environment of the new process, one line each):
  *   EXRELAY_UPGRADE="ready FD\nfd FD NAME\nfd FD NAME\n..."
  * "ready FD": the write end of a pipe; the new process writes "ready PID\n" there once its
- * workers accept, and closes it. "fd FD NAME": a listening socket, NAME the listener it served
+ * workers accept, and closes it. Before that, once it went on in a child of its own (always,
+ * so that it is reparented to the service manager; or -d), it writes "pid PID\n" (the process
+ * to kill when it is not ready in time). "fd FD NAME": a listening socket, NAME the listener it served
  * (one line per worker socket), "@admin_socket.bind" or "@admin_socket.path" for the runtime
  * API's sockets. "server ADMIN WEIGHT DOWN BACKEND/NAME": a state (enum srv_admin) or weight
  * set through the runtime API (-1: none), which the new process keeps, like a reload does, and
@@ -47,6 +49,8 @@ int upgrade_take(const char *name, const struct sockaddr_storage *addr, socklen_
 int upgrade_take_unix(const char *path);
 /* Closes the inherited sockets nothing took (logged): the new configuration has no use for them. */
 void upgrade_close_unused(void);
+/* Tells the process that started this one the pid this one goes on with (writes "pid PID"). */
+void upgrade_detached(void);
 /* Tells the process that started this one that it is ready (writes "ready PID"); once. */
 void upgrade_ready(void);
 

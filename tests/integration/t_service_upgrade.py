@@ -23,7 +23,9 @@ asks the traffic port's health_path. The test shows:
     no MAINPID.
 """
 
+import ctypes
 import os
+import re
 import shutil
 import signal
 import socket
@@ -75,6 +77,22 @@ install_binary()
 os.environ["EXRELAY"] = BIN
 notify = Notify()       # systemd's side of sd_notify (Type=notify, NotifyAccess=main)
 os.environ["NOTIFY_SOCKET"] = notify.path
+# Like systemd (PID 1, or the manager of a user service), this test becomes the reaper of every
+# orphan below it: a MAINPID= that is the reaper's own child is one systemd fully supervises (it
+# waits for it on stop and sees its exit); another process's child is "alien" (systemd 252
+# SIGKILLs it right after SIGTERM on stop, with no drain).
+SUBREAPER = ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0     # PR_SET_CHILD_SUBREAPER
+
+
+def parent_of(pid):
+    """The parent pid of pid (0 when it is gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 relay = start_exrelay(CONFIG % dict(drain=DRAIN, pidfile=PIDFILE, sock=SOCK, sport=ex.port, oport=ex2.port,
                                     interval="0.3"))
 OWA = "127.0.0.1:%d" % ex2.port
@@ -190,6 +208,9 @@ try:
     ok(notify.wait_count(lambda m: notify_fields(m).get("MAINPID") == str(new) and
                          notify_fields(m).get("READY") == "1", 1, 5),
        "sd_notify: MAINPID=%d with READY=1 (from the old main process)" % new)
+    ok(SUBREAPER and parent_of(new) == os.getpid(),
+       "the new main process is the reaper's child (systemd's own), not the old process's (parent %d)" %
+       parent_of(new))
     ok(wait_for(lambda: "Pid: %d" % new in admin_command("show info"), 5),
        "the admin socket is answered by the new process (show info: Pid: %d)" % new)
     st = (relay.server_stat("owa", OWA) or {}).get("status")
@@ -249,6 +270,29 @@ try:
     ok(wait_for(lambda: "exited with status 3" in relay.stderr_text()[mark:], 15) and
        "upgrade failed, this process keeps serving" in relay.stderr_text()[mark:],
        "a new binary that exits at once: the upgrade fails (logged with its exit status)")
+    ok(pid_alive(new) and read_pid() == new, "the running process goes on, the pidfile unchanged")
+    ok(vc4.echoes(), "its channel still echoes")
+
+    # A failed upgrade: the new binary goes on in a child of its own, as exrelay does, says which
+    # ("pid PID") and never says it is ready: that process is killed at UPGRADE_TIMEOUT (30 s).
+    with open(BIN + ".new", "w") as f:
+        f.write("#!%s\nimport os, re, subprocess\n"
+                "fd = int(re.search(r'^ready (\\d+)$', os.environ['EXRELAY_UPGRADE'], re.M).group(1))\n"
+                "p = subprocess.Popen(['sleep', '300'], pass_fds=(fd,))\n"
+                "os.write(fd, b'pid %%d\\n' %% p.pid)\n" % sys.executable)
+    os.chmod(BIN + ".new", 0o755)
+    os.rename(BIN + ".new", BIN)
+    mark = len(relay.stderr_text())
+    os.kill(new, signal.SIGUSR2)
+    hung = [0]
+
+    def hung_pid():
+        m = re.search(r"the new process \(pid (\d+)\) was not ready in time; killed", relay.stderr_text()[mark:])
+        hung[0] = int(m.group(1)) if m else 0
+        return hung[0]
+    ok(wait_for(hung_pid, 45), "a new process that never gets ready: the upgrade fails after 30 s (logged)")
+    ok(hung[0] and wait_for(lambda: not pid_alive(hung[0]), 5),
+       "the process it went on in (pid %d, not the old one's child) was killed" % hung[0])
     ok(pid_alive(new) and read_pid() == new, "the running process goes on, the pidfile unchanged")
     ok(vc4.echoes(), "its channel still echoes")
     install_binary()
