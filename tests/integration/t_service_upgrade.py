@@ -180,13 +180,22 @@ try:
 
     ok(wait_for(lambda: (relay.server_stat("owa", OWA) or {}).get("status", "").startswith("DOWN"), 10),
        "a checked server whose health page says 503 is DOWN")
-    # The new process checks once a minute (its first check falls anywhere in that minute) and
-    # needs two good ones: the server it knew down stays down until then, though it is healthy now.
-    ex2.control(health={})
+    # From here both processes check once a minute (the first check falls anywhere in that
+    # minute) and need two good ones: the server stays down in the old process (reloaded first,
+    # so that it cannot see the server come back before the hand-over, as it did every 0.3 s on
+    # a slow machine), and the new one starts with what the old one knew, though it is healthy now.
     with open(relay.config_path) as f:
         text = f.read()
+    for name in ("public", "admin", "agent"):      # the ports it has: a reload keeps these sockets
+        text = text.replace('name = "%s"; bind = "127.0.0.1:0"' % name,
+                            'name = "%s"; bind = "127.0.0.1:%d"' % (name, relay.port(name)))
     with open(relay.config_path, "w") as f:
         f.write(text.replace("interval = 0.3;", "interval = 60;"))
+    mark = len(relay.stderr_text())
+    os.kill(old, signal.SIGHUP)
+    ok(wait_for(lambda: "configuration reloaded" in relay.stderr_text()[mark:], 10),
+       "the old process reloaded (health checks once a minute)")
+    ex2.control(health={})
     install_binary()    # the package's new file: the running process's binary is now deleted
     ok(os.readlink("/proc/%d/exe" % old).endswith("(deleted)"), "the running binary was replaced on disk")
 
