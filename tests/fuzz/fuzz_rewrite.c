@@ -10,8 +10,9 @@
  * the Host (the authority of an absolute-form target), the body framing and its length;
  * carry exactly exrelay's own X-Forwarded-For, X-Forwarded-Proto, X-Real-IP and Forwarded
  * (DESIGN.md: the client's are removed), no hop-by-hop field (Keep-Alive, Proxy-Connection,
- * TE, HTTP2-Settings, a field the client's Connection named) and, with strip_internal, no
- * Exchange-internal header in any spelling ('_' for '-', any case).
+ * TE, HTTP2-Settings, a field the client's Connection named, unless it is one exrelay writes
+ * itself), each add_headers field exactly once with its configured value and, with
+ * strip_internal, no Exchange-internal header in any spelling ('_' for '-', any case).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -75,6 +76,22 @@ named_by_connection(const struct http1_request *req, struct http1_slice name)
 	return false;
 }
 
+/* True when exrelay itself writes a field named name: a forwarding header or an add_headers one. */
+static bool
+own_field(const struct rewrite_request_ctx *ctx, struct http1_slice name)
+{
+	for (size_t k = 0; k < sizeof(forwarded) / sizeof(forwarded[0]); k++)
+		if (is(name, forwarded[k]))
+			return true;
+	for (size_t k = 0; k < ctx->nadd; k++) {
+		const char *colon = strchr(ctx->add_headers[k], ':');
+
+		if (http1_ci_eq(name.p, name.len, ctx->add_headers[k], (size_t)(colon - ctx->add_headers[k])))
+			return true;
+	}
+	return false;
+}
+
 static void
 check_rewritten(const struct http1_request *req, const struct http1_request *r2,
     const struct rewrite_request_ctx *ctx)
@@ -101,6 +118,13 @@ check_rewritten(const struct http1_request *req, const struct http1_request *r2,
 	check_own(r2->headers, r2->nheaders, "X-Real-IP", known ? xff : NULL);
 	check_own(r2->headers, r2->nheaders, "X-Forwarded-Proto", proto);
 	check_own(r2->headers, r2->nheaders, "Forwarded", fwd);
+	for (size_t k = 0; k < ctx->nadd; k++) {
+		char name[64];
+		const char *colon = strchr(ctx->add_headers[k], ':');
+
+		snprintf(name, sizeof(name), "%.*s", (int)(colon - ctx->add_headers[k]), ctx->add_headers[k]);
+		check_own(r2->headers, r2->nheaders, name, colon + 2);
+	}
 
 	for (size_t i = 0; i < r2->nheaders; i++) {
 		struct http1_slice nm = r2->headers[i].name;
@@ -110,8 +134,13 @@ check_rewritten(const struct http1_request *req, const struct http1_request *r2,
 			CHECK(!is(nm, "Upgrade"));
 		if (is(nm, "Connection"))
 			CHECK(value_is(r2->headers[i].value, req->upgrade ? "Upgrade" : "keep-alive"));
+		/*
+		 * A field the client's Connection named is the client's hop-by-hop field and goes;
+		 * a field exrelay writes itself under that name (checked above and below to be its
+		 * own, exactly once) is another hop's field and stays: RFC 9110 7.6.1.
+		 */
 		if (!is(nm, "Host") && !is(nm, "Content-Length") && !is(nm, "Transfer-Encoding") &&
-		    !is(nm, "Connection") && !(req->upgrade && is(nm, "Upgrade")))
+		    !is(nm, "Connection") && !(req->upgrade && is(nm, "Upgrade")) && !own_field(ctx, nm))
 			CHECK(!named_by_connection(req, nm));
 		if (ctx->strip_internal)
 			for (size_t k = 0; k < sizeof(internal) / sizeof(internal[0]); k++)
