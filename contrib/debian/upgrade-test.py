@@ -41,7 +41,7 @@ import time
 SRC = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 sys.path.insert(0, os.path.join(SRC, "tests", "lib"))
 from harness import (ok, is_, diag, done, bail_out, start_standin, tmpdir, wait_for, pid_alive,  # noqa: E402
-                     read_pidfile, Prober, Process, free_port)
+                     parent_of, read_pidfile, Prober, Process, free_port)
 import rpch  # noqa: E402
 
 T0 = time.monotonic()
@@ -87,15 +87,6 @@ def newer_package(deb, folder):
     if rc:
         bail_out("dpkg-deb --build: " + out)
     return version, newer
-
-
-def parent_of(pid):
-    """The parent pid of pid (0 when it is gone)."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0
 
 
 def unit(*props):

@@ -34,7 +34,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import (ok, is_, diag, done, start_standin, start_exrelay, tmpdir, wait_for, exrelay_path,  # noqa: E402
-                     pid_alive, read_pidfile, Prober, recv_all)
+                     pid_alive, parent_of, read_pidfile, Prober, recv_all)
 import rpch  # noqa: E402
 from service import Notify, notify_fields  # noqa: E402
 
@@ -82,15 +82,6 @@ os.environ["NOTIFY_SOCKET"] = notify.path
 # waits for it on stop and sees its exit); another process's child is "alien" (systemd 252
 # SIGKILLs it right after SIGTERM on stop, with no drain).
 SUBREAPER = ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0     # PR_SET_CHILD_SUBREAPER
-
-
-def parent_of(pid):
-    """The parent pid of pid (0 when it is gone)."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0
 
 
 relay = start_exrelay(CONFIG % dict(drain=DRAIN, pidfile=PIDFILE, sock=SOCK, sport=ex.port, oport=ex2.port,

@@ -942,6 +942,15 @@ def pid_alive(pid):
         return False
 
 
+def parent_of(pid):
+    """The parent pid of pid (0 when it is gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def read_pidfile(path):
     """The pid in a pidfile, or 0 when it is missing or empty."""
     try:
