@@ -21,7 +21,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import ok, is_, diag, start_standin, start_exrelay, hrw_pick, run_checks  # noqa: E402
+from harness import ok, is_, diag, start_standin, start_exrelay, hrw_pick, run_checks, wait_for  # noqa: E402
 import rpch  # noqa: E402
 
 T0 = time.monotonic()
@@ -90,10 +90,14 @@ def channel(cookie, relay_out, relay_in):
         for c in (inn, out):
             if c is not None:
                 c.close()
-    for n, s in zip(NAMES, standins):
-        if len(s.events("paired", cookie=cookie.hex())) > before[n]:
-            return n
-    return None
+
+    def pairer():
+        for n, s in zip(NAMES, standins):
+            if len(s.events("paired", cookie=cookie.hex())) > before[n]:
+                return n
+        return None
+    # The echo went through, so a stand-in paired it; its event may be logged a moment later.
+    return wait_for(pairer, timeout=5) or None
 
 
 placed = {}     # client -> server, with three servers
